@@ -1,0 +1,126 @@
+"""Functional ELBO / IWAE objectives. Every term is per example, in nats unless the preset says.
+
+Reduction over the batch happens once, in `loss_fn`, as the preset's `reduction` says.
+Mirror of torch_reference/losses.py.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jax_vae.config import VAEConfig
+from jax_vae.models import VAE, sample_eps, std_from_scale
+
+Array = jax.Array
+TORCH_BCE_EPSILON = 1e-12   # aten's EPSILON in binary_cross_entropy_backward
+LOG_CLAMP = -100.0          # aten clamps each log term of BCE at -100
+
+
+@jax.custom_vjp
+def _bce_elementwise(p: Array, x: Array) -> Array:
+    """torch BCE: (x - 1) * max(log1p(-p), -100) - x * max(log p, -100), elementwise."""
+    return (x - 1) * jnp.maximum(jnp.log1p(-p), LOG_CLAMP) - x * jnp.maximum(jnp.log(p), LOG_CLAMP)
+
+
+def _bce_fwd(p: Array, x: Array):
+    return _bce_elementwise(p, x), (p, x)
+
+
+def _bce_bwd(res, g: Array):
+    p, x = res
+    # torch's own formula: dL/dp = (p - x) / max((1 - p) p, 1e-12); finite at p in {0, 1}.
+    grad_p = g * (p - x) / jnp.maximum((1 - p) * p, TORCH_BCE_EPSILON)
+    grad_x = g * (jnp.maximum(jnp.log1p(-p), LOG_CLAMP) - jnp.maximum(jnp.log(p), LOG_CLAMP))
+    return grad_p, grad_x
+
+
+_bce_elementwise.defvjp(_bce_fwd, _bce_bwd)
+
+
+def bce_probs(probs: Array, x: Array) -> Array:
+    """-log Bernoulli(x | probs) summed over pixels, torch-clamped: [..., D] -> [...] nats."""
+    return _bce_elementwise(probs, jnp.broadcast_to(x, probs.shape)).sum(-1)
+
+
+def bce_logits(logits: Array, x: Array) -> Array:
+    """-log Bernoulli(x | sigmoid(logits)) = (1 - x) l - log_sigmoid(l), summed: [..., D] -> [...]."""
+    return ((1 - x) * logits - jax.nn.log_sigmoid(logits)).sum(-1)
+
+
+def mse_sum(outputs: Array, x: Array) -> Array:
+    """sum_d (out_d - x_d)^2: [..., D] -> [...] (squared error, not nats)."""
+    return jnp.square(outputs - x).sum(-1)
+
+
+def mse_mean(outputs: Array, x: Array) -> Array:
+    """mean_d (out_d - x_d)^2: [..., D] -> [...]."""
+    return jnp.square(outputs - x).mean(-1)
+
+
+LIKELIHOODS = {"bce_probs": bce_probs, "bce_logits": bce_logits,
+               "mse_sum": mse_sum, "mse_mean": mse_mean}
+
+
+def kl_normal(mean: Array, scale: Array, scale_param: str) -> Array:
+    """KL(N(mean, sigma^2) || N(0, 1)) = 0.5 sum(sigma^2 + mean^2 - 1 - log sigma^2): [B, Z] -> [B]."""
+    if scale_param == "logvar":
+        return 0.5 * (jnp.exp(scale) + jnp.square(mean) - 1.0 - scale).sum(-1)
+    var = jnp.square(scale)
+    return 0.5 * (var + jnp.square(mean) - 1.0 - jnp.log(var)).sum(-1)
+
+
+def kl_day37(mean: Array, sigma: Array, input_dim: int) -> Array:
+    """0.5 sum(mean^2 + sigma^2 - log(1e-8 + sigma^2) - 1) / D: [B, Z] -> [B] (day37 as printed)."""
+    var = jnp.square(sigma)
+    return 0.5 * (jnp.square(mean) + var - jnp.log(1e-8 + var) - 1.0).sum(-1) / input_dim
+
+
+def kl_term(mean: Array, scale: Array, cfg: VAEConfig) -> Array:
+    """The preset's KL term per example: [B, Z] -> [B]."""
+    if cfg.kl == "day37":
+        return kl_day37(mean, scale, cfg.input_dim)
+    return kl_normal(mean, scale, cfg.scale_param)
+
+
+def log_weights(recon: Array, mean: Array, scale: Array, eps: Array, cfg: VAEConfig) -> Array:
+    """log w = log p(x|z) + log p(z) - log q(z|x) per sample, with z = mean + std eps: -> [L, B].
+
+    The 2 pi constants of p(z) and q(z|x) cancel; recon = -log p(x|z) [L, B].
+    """
+    std = std_from_scale(scale, cfg.scale_param)
+    z = mean + std * eps                                                    # [L, B, Z]
+    log_pz = -0.5 * jnp.square(z).sum(-1)
+    log_qz = -0.5 * jnp.square(eps).sum(-1) - jnp.log(std).sum(-1)
+    return -recon + log_pz - log_qz
+
+
+def iwae_bound(log_w: Array) -> Array:
+    """log (1/L) sum_l exp(log w_l), stable: [L, B] -> [B] nats."""
+    return jax.scipy.special.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
+
+
+def _as_eps(eps_or_key: Array, cfg: VAEConfig, batch: int, dtype) -> Array:
+    """A PRNG key draws eps [L, B, Z]; a float array is eps itself ([B, Z] means L = 1)."""
+    if jnp.issubdtype(eps_or_key.dtype, jax.dtypes.prng_key) or eps_or_key.dtype == jnp.uint32:
+        return sample_eps(eps_or_key, cfg, batch, dtype=dtype)
+    return eps_or_key if eps_or_key.ndim == 3 else eps_or_key[None]
+
+
+def loss_fn(params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig,
+            beta: Array | float | None = None) -> tuple[Array, dict[str, Array]]:
+    """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
+    recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
+    eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)                     # [L, B, Z]
+    outputs, mean, scale = VAE(cfg).apply({"params": params}, x, eps)       # [L, B, D]
+    recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                       # [L, B]
+    kl = kl_term(mean, scale, cfg)                                          # [B]
+    recon = recon_l.mean(0)                                                 # [B]
+    beta = cfg.beta if beta is None else beta
+    if cfg.objective == "iwae":
+        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg))
+    else:
+        per_example = recon + beta * kl
+    loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
+    return loss, {"recon": recon, "kl": kl, "per_example": per_example}

@@ -1,0 +1,74 @@
+"""Optimizers as optax transforms, each matching its PyTorch twin in torch_reference/optim.py.
+
+adam:     torch.optim.Adam(lr, betas, eps, weight_decay) == chain(add_decayed_weights(wd), adam)
+          (coupled L2: wd * p is added to the gradient before the moments, unlike AdamW);
+lua_adam: Lua-torch optim.adam: lr_t = lr / (1 + t * lr_decay), epsilon added to sqrt(v) BEFORE
+          the bias correction: p -= lr_t * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jax_vae.config import VAEConfig
+
+
+class LuaAdamState(NamedTuple):
+    count: jax.Array   # t, number of updates done
+    mu: optax.Updates  # m
+    nu: optax.Updates  # v
+
+
+def lua_adam(lr: float, lr_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
+             eps: float = 1e-8) -> optax.GradientTransformation:
+    """Lua-torch optim.adam as an optax transform (returns the full update, lr included)."""
+
+    def init_fn(params: optax.Params) -> LuaAdamState:
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return LuaAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update_fn(grads: optax.Updates, state: LuaAdamState, params=None):
+        del params
+        clr = lr / (1.0 + state.count * lr_decay)
+        t = state.count + 1
+        mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        tf = t.astype(jnp.result_type(float))
+        step_size = clr * jnp.sqrt(1 - b2 ** tf) / (1 - b1 ** tf)
+        updates = jax.tree_util.tree_map(
+            lambda m, v: (-step_size * m / (jnp.sqrt(v) + eps)).astype(m.dtype), mu, nu)
+        return updates, LuaAdamState(t, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def iwae_lr_schedule(lr: float, steps_per_epoch: int, stages: int = 8) -> optax.Schedule:
+    """Burda et al.: lr * 10**(-i/7) for 3**i epochs, i = 0..stages-1 (then held)."""
+    boundaries, epoch = {}, 0
+    for i in range(1, stages):
+        epoch += 3 ** (i - 1)
+        boundaries[epoch * steps_per_epoch] = 10 ** (-1 / 7)
+    return optax.piecewise_constant_schedule(lr, boundaries)
+
+
+def learning_rate(cfg: VAEConfig, steps_per_epoch: int | None = None) -> float | optax.Schedule:
+    """The preset's learning rate: a constant, or the IWAE step schedule."""
+    if cfg.lr_schedule == "iwae":
+        if not steps_per_epoch:
+            raise ValueError("lr_schedule='iwae' needs steps_per_epoch")
+        return iwae_lr_schedule(cfg.lr, steps_per_epoch)
+    return cfg.lr
+
+
+def make_optimizer(cfg: VAEConfig, steps_per_epoch: int | None = None) -> optax.GradientTransformation:
+    """The preset's optimizer, coupled weight decay first (as torch adds wd * p to the gradient)."""
+    if cfg.optimizer == "lua_adam":
+        base = lua_adam(cfg.lr, cfg.lr_decay, cfg.b1, cfg.b2, cfg.adam_eps)
+    else:
+        base = optax.adam(learning_rate(cfg, steps_per_epoch), b1=cfg.b1, b2=cfg.b2, eps=cfg.adam_eps)
+    if cfg.weight_decay > 0:
+        return optax.chain(optax.add_decayed_weights(cfg.weight_decay), base)
+    return base

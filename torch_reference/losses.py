@@ -1,0 +1,103 @@
+"""Functional ELBO / IWAE objectives. Every term is per example, in nats unless the preset says.
+
+Reduction over the batch happens once, in `loss_fn`, as the preset's `reduction` says.
+Mirror of jax_vae/losses.py.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jax_vae.config import VAEConfig
+from torch_reference.models import VAE, sample_eps, std_from_scale
+
+
+def bce_probs(probs: Tensor, x: Tensor) -> Tensor:
+    """-log Bernoulli(x | probs) summed over pixels, torch-clamped: [..., D] -> [...] nats."""
+    return F.binary_cross_entropy(probs, x.expand_as(probs), reduction="none").sum(-1)
+
+
+def bce_logits(logits: Tensor, x: Tensor) -> Tensor:
+    """-log Bernoulli(x | sigmoid(logits)) = (1 - x) l - log_sigmoid(l), summed: [..., D] -> [...]."""
+    return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+
+def mse_sum(outputs: Tensor, x: Tensor) -> Tensor:
+    """sum_d (out_d - x_d)^2: [..., D] -> [...] (squared error, not nats)."""
+    return F.mse_loss(outputs, x.expand_as(outputs), reduction="none").sum(-1)
+
+
+def mse_mean(outputs: Tensor, x: Tensor) -> Tensor:
+    """mean_d (out_d - x_d)^2: [..., D] -> [...]."""
+    return F.mse_loss(outputs, x.expand_as(outputs), reduction="none").mean(-1)
+
+
+LIKELIHOODS = {"bce_probs": bce_probs, "bce_logits": bce_logits,
+               "mse_sum": mse_sum, "mse_mean": mse_mean}
+
+
+def kl_normal(mean: Tensor, scale: Tensor, scale_param: str) -> Tensor:
+    """KL(N(mean, sigma^2) || N(0, 1)) = 0.5 sum(sigma^2 + mean^2 - 1 - log sigma^2): [B, Z] -> [B]."""
+    if scale_param == "logvar":
+        return 0.5 * (torch.exp(scale) + mean.square() - 1.0 - scale).sum(-1)
+    var = scale.square()
+    return 0.5 * (var + mean.square() - 1.0 - torch.log(var)).sum(-1)
+
+
+def kl_day37(mean: Tensor, sigma: Tensor, input_dim: int) -> Tensor:
+    """0.5 sum(mean^2 + sigma^2 - log(1e-8 + sigma^2) - 1) / D: [B, Z] -> [B] (day37 as printed)."""
+    var = sigma.square()
+    return 0.5 * (mean.square() + var - torch.log(1e-8 + var) - 1.0).sum(-1) / input_dim
+
+
+def kl_term(mean: Tensor, scale: Tensor, cfg: VAEConfig) -> Tensor:
+    """The preset's KL term per example: [B, Z] -> [B]."""
+    if cfg.kl == "day37":
+        return kl_day37(mean, scale, cfg.input_dim)
+    return kl_normal(mean, scale, cfg.scale_param)
+
+
+def log_weights(recon: Tensor, mean: Tensor, scale: Tensor, eps: Tensor, cfg: VAEConfig) -> Tensor:
+    """log w = log p(x|z) + log p(z) - log q(z|x) per sample, with z = mean + std eps: -> [L, B].
+
+    The 2 pi constants of p(z) and q(z|x) cancel; recon = -log p(x|z) [L, B].
+    """
+    std = std_from_scale(scale, cfg.scale_param)
+    z = mean + std * eps                                                    # [L, B, Z]
+    log_pz = -0.5 * z.square().sum(-1)
+    log_qz = -0.5 * eps.square().sum(-1) - torch.log(std).sum(-1)
+    return -recon + log_pz - log_qz
+
+
+def iwae_bound(log_w: Tensor) -> Tensor:
+    """log (1/L) sum_l exp(log w_l), stable: [L, B] -> [B] nats."""
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+
+
+def _as_eps(eps_or_generator: Tensor | torch.Generator | None, cfg: VAEConfig, batch: int,
+            x: Tensor) -> Tensor:
+    """A generator (or None) draws eps [L, B, Z]; a tensor is eps itself ([B, Z] means L = 1)."""
+    if eps_or_generator is None or isinstance(eps_or_generator, torch.Generator):
+        return sample_eps(eps_or_generator, cfg, batch, dtype=x.dtype, device=x.device)
+    return eps_or_generator if eps_or_generator.ndim == 3 else eps_or_generator[None]
+
+
+def loss_fn(model: VAE, x: Tensor, eps_or_generator: Tensor | torch.Generator | None,
+            cfg: VAEConfig, beta: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
+    recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
+    eps = _as_eps(eps_or_generator, cfg, x.shape[0], x)                     # [L, B, Z]
+    outputs, mean, scale = model(x, eps)                                    # [L, B, D]
+    recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                       # [L, B]
+    kl = kl_term(mean, scale, cfg)                                          # [B]
+    recon = recon_l.mean(0)                                                 # [B]
+    beta = cfg.beta if beta is None else beta
+    if cfg.objective == "iwae":
+        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg))
+    else:
+        per_example = recon + beta * kl
+    loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
+    return loss, {"recon": recon, "kl": kl, "per_example": per_example}

@@ -1,0 +1,77 @@
+"""Optimizers matching jax_vae/optim.py, one for one.
+
+adam:     torch.optim.Adam(lr, betas, eps, weight_decay) (coupled L2, as the sources use it);
+lua_adam: Lua-torch optim.adam: lr_t = lr / (1 + t * lr_decay), epsilon added to sqrt(v) BEFORE
+          the bias correction: p -= lr_t * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+from jax_vae.config import VAEConfig
+
+
+class LuaAdam(torch.optim.Optimizer):
+    """Lua-torch optim.adam (coupled weight decay like the Lua code: g += wd * p)."""
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, lr_decay: float = 0.0, b1: float = 0.9,
+                 b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        defaults = dict(lr=lr, lr_decay=lr_decay, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2, eps = group["b1"], group["b2"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if group["weight_decay"] != 0:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if not state:
+                    state["t"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                clr = group["lr"] / (1 + state["t"] * group["lr_decay"])
+                state["t"] += 1
+                t = state["t"]
+                state["m"].mul_(b1).add_(grad, alpha=1 - b1)
+                state["v"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                denom = state["v"].sqrt().add_(eps)
+                step_size = clr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+                p.addcdiv_(state["m"], denom, value=-step_size)
+        return loss
+
+
+def iwae_lr_lambda(steps_per_epoch: int, stages: int = 8):
+    """Burda et al.: factor 10**(-i/7) during stage i, which lasts 3**i epochs (then held)."""
+    boundaries, epoch = [], 0
+    for i in range(1, stages):
+        epoch += 3 ** (i - 1)
+        boundaries.append(epoch * steps_per_epoch)
+    return lambda step: 10 ** (-sum(step >= b for b in boundaries) / 7)
+
+
+def make_optimizer(cfg: VAEConfig, params: Iterable, steps_per_epoch: int | None = None,
+                   foreach: bool | None = None, fused: bool | None = None
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """(optimizer, per-step scheduler or None). Parity tests pin foreach=False, fused=False."""
+    if cfg.optimizer == "lua_adam":
+        opt = LuaAdam(params, cfg.lr, cfg.lr_decay, cfg.b1, cfg.b2, cfg.adam_eps, cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=cfg.adam_eps,
+                               weight_decay=cfg.weight_decay, foreach=foreach, fused=fused)
+    if cfg.lr_schedule == "iwae":
+        if not steps_per_epoch:
+            raise ValueError("lr_schedule='iwae' needs steps_per_epoch")
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, iwae_lr_lambda(steps_per_epoch))
+    return opt, None
