@@ -1,0 +1,308 @@
+"""Datasets as numpy arrays: verified MNIST / Fashion-MNIST IDX files, generated `rectangles`, binarization.
+
+Numpy only (no jax, no torch): `jax_vae` and `torch_reference` train on the same arrays.
+
+Integrity. Every IDX file is checked for its magic number (0x0801 labels, 0x0803 images), its dimensions,
+its exact byte size (header + payload, no more, no less) and the SHA-256 of its *decompressed* bytes.
+The decompressed digest is the portable check: gzip wrappers differ between mirrors and re-packagers
+(the Debian Fashion-MNIST files are re-compressed), so a `.gz` MD5 would reject good copies.
+- Fashion-MNIST (all 4 files) and MNIST test (2 files): digests recomputed here on the offline copies,
+  equal to the table in ../shared/datasets/README.md (whose MNIST `.gz` files carry torchvision's MD5s).
+- MNIST train (2 files, not available offline): ba891046... / 65a50cbb..., the digests of the decompressed
+  upstream files pinned independently by many public projects; the same lists carry the two MNIST test
+  digests, which match the ones measured here, so the pair is trusted but could not be recomputed offline.
+Downloads pass the same check in memory before they are written (temp file + os.replace), so a bad or
+partial download never becomes visible; existing files are only read, never overwritten.
+
+Rectangles. David Stutz's Lua-torch VAE (vae-articles/vae.lua) draws, per image, with torch.manualSeed(1):
+h = random(8, 8), w = random(8, 8), aH = random(1, 24 - h), aW = random(1, 24 - w) and fills rows aH..aH+8,
+columns aW..aW+8 (inclusive, 1-based), i.e. a 9x9 square whose 0-based top-left corner is uniform over
+0..size-square (16 x 16 positions). Lua torch's random(a, b) is `genrand_int32() % (b + 1 - a) + a` on the
+reference MT19937 seeded by init_genrand(seed), which is exactly numpy's legacy RandomState(seed) stream, so
+`make_rectangles(seed=s)` replays the source's loop draw for draw (4 draws per image; the two size draws are
+consumed and ignored). The train split uses the source's seed 1, so it reproduces the source's 50,000 images;
+the test split (10,000) uses seed 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import os
+import pathlib
+import sys
+import tempfile
+import urllib.request
+import zlib
+
+import numpy as np
+
+DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "rectangles")
+SPLITS: tuple[str, ...] = ("train", "test")
+BINARIZATIONS: tuple[str, ...] = ("none", "static", "dynamic")
+NUM_CLASSES = 10
+RECTANGLES_SPLITS: dict[str, tuple[int, int]] = {"train": (50_000, 1), "test": (10_000, 2)}  # (n, seed)
+MAX_DOWNLOAD_BYTES = 64 * 2**20
+_IDX_MAGIC = {1: 0x0801, 3: 0x0803}  # ndim -> magic (unsigned byte data)
+
+
+class DataError(ValueError):
+    """A dataset problem, as one user-facing line naming the file and what is wrong."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IDXFile:
+    """One decompressed IDX file: its name, array shape and SHA-256 of its bytes."""
+
+    name: str
+    shape: tuple[int, ...]
+    sha256: str
+
+    @property
+    def nbytes(self) -> int:
+        """Exact size of the decompressed file: 4-byte magic, 4 bytes per dim, then the uint8 payload."""
+        return 4 + 4 * len(self.shape) + int(np.prod(self.shape))
+
+
+def _pair(prefix: str, n: int, images_sha: str, labels_sha: str) -> tuple[IDXFile, IDXFile]:
+    return (IDXFile(f"{prefix}-images-idx3-ubyte", (n, 28, 28), images_sha),
+            IDXFile(f"{prefix}-labels-idx1-ubyte", (n,), labels_sha))
+
+
+# dataset -> split -> (images, labels)
+FILES: dict[str, dict[str, tuple[IDXFile, IDXFile]]] = {
+    "mnist": {
+        "train": _pair("train", 60_000, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                       "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        "test": _pair("t10k", 10_000, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                      "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    },
+    "fashion_mnist": {
+        "train": _pair("train", 60_000, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                       "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+        "test": _pair("t10k", 10_000, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                      "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    },
+}
+# torchvision's mirror lists; each serves <file name>.gz.
+MIRRORS: dict[str, tuple[str, ...]] = {
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    "fashion_mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+}
+# Sub-folders of the data dir searched before the data dir itself; the first is where downloads go.
+# The second is torchvision's layout, so an existing torchvision cache can be reused.
+FOLDERS: dict[str, tuple[str, ...]] = {"mnist": ("mnist", "MNIST/raw"),
+                                       "fashion_mnist": ("fashion-mnist", "FashionMNIST/raw")}
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(getattr(err, "reason", None) or err) or type(err).__name__
+    return " ".join(text.split())
+
+
+def default_data_dir() -> pathlib.Path:
+    """$JAX_VAE_DATA_DIR if set, else $XDG_CACHE_HOME (default ~/.cache)/jax_vae/datasets."""
+    if os.environ.get("JAX_VAE_DATA_DIR"):
+        return pathlib.Path(os.environ["JAX_VAE_DATA_DIR"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(cache) / "jax_vae" / "datasets"
+
+
+def _identify(digest: str) -> str:
+    """' (it is <dataset> <file>)' when a digest belongs to another known file, else ''."""
+    for dataset, splits in FILES.items():
+        for spec in (s for pair in splits.values() for s in pair):
+            if spec.sha256 == digest:
+                return f" (it is the {dataset} file {spec.name})"
+    return ""
+
+
+def _decode_idx(raw: bytes, where: str, expected_shape: tuple[int, ...] | None,
+                sha256: str | None) -> np.ndarray:
+    """Validate decompressed IDX bytes and view them as a uint8 array of their declared dims."""
+    if len(raw) < 4:
+        raise DataError(f"{where}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
+    magic = int.from_bytes(raw[:4], "big")
+    ndim = raw[3]
+    if _IDX_MAGIC.get(ndim) != magic:
+        raise DataError(f"{where}: bad magic number 0x{magic:08x}, expected 0x00000801 (labels) "
+                        "or 0x00000803 (images) of an unsigned-byte IDX file")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{where}: truncated IDX file: {len(raw)} bytes, shorter than its {header}-byte header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if expected_shape is not None and dims != tuple(expected_shape):
+        raise DataError(f"{where}: dimensions {dims}, expected {tuple(expected_shape)}")
+    size = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) < size:
+        raise DataError(f"{where}: truncated IDX file: {len(raw)} bytes, dimensions {dims} need {size}")
+    if len(raw) > size:
+        raise DataError(f"{where}: {len(raw) - size} trailing bytes after the {size} bytes "
+                        f"that dimensions {dims} need")
+    if sha256 is not None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != sha256.lower():
+            raise DataError(f"{where}: SHA-256 of the decompressed bytes is {digest}, "
+                            f"expected {sha256.lower()}{_identify(digest)}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _decompress(raw: bytes, where: str) -> bytes:
+    """Gunzip when the bytes start with the gzip magic, else return them unchanged."""
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{where}: corrupt or truncated gzip data ({_one_line(err)})") from None
+
+
+def read_idx(path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None,
+             sha256: str | None = None) -> np.ndarray:
+    """Read a raw or gzipped IDX file (sniffed by content) into a read-only uint8 array, fully validated."""
+    path = pathlib.Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({_one_line(err)})") from None
+    return _decode_idx(_decompress(raw, str(path)), str(path), expected_shape, sha256)
+
+
+def _fetch(url: str, timeout: float = 60.0) -> bytes:
+    """GET `url` (http, https or file) into memory, refusing bodies over MAX_DOWNLOAD_BYTES."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed mirror list
+        body = response.read(MAX_DOWNLOAD_BYTES + 1)
+    if len(body) > MAX_DOWNLOAD_BYTES:
+        raise DataError(f"{url}: response larger than {MAX_DOWNLOAD_BYTES} bytes")
+    return body
+
+
+def _download(name: str, spec: IDXFile, folder: pathlib.Path) -> pathlib.Path:
+    """Fetch spec.name(.gz) from the mirrors, verify it, then atomically place it in `folder`."""
+    errors = []
+    for mirror in MIRRORS[name]:
+        url = f"{mirror}{spec.name}.gz"
+        try:
+            print(f"jax_vae: downloading {url}", file=sys.stderr)
+            body = _fetch(url)
+            _decode_idx(_decompress(body, url), url, spec.shape, spec.sha256)
+        except (OSError, ValueError, http.client.HTTPException) as err:  # URLError: OSError; DataError: ValueError
+            errors.append(f"{url}: {_one_line(err)}")
+            continue
+        dest = folder / (spec.name + (".gz" if body[:2] == b"\x1f\x8b" else ""))
+        _atomic_write(dest, body)
+        return dest
+    raise DataError(f"{name}: could not download {spec.name}.gz into {folder} ({'; '.join(errors)}); "
+                    f"when offline, copy the file there or pass --data-dir (or JAX_VAE_DATA_DIR) "
+                    f"pointing at a folder that holds it")
+
+
+def _atomic_write(dest: pathlib.Path, body: bytes) -> None:
+    """Write `body` to a temp file next to `dest`, fsync, then os.replace it into place."""
+    tmp = None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        tmp = None
+    except OSError as err:
+        raise DataError(f"{dest}: cannot write the downloaded file ({_one_line(err)})") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _locate(name: str, spec: IDXFile, data_dir: pathlib.Path, download: bool) -> pathlib.Path:
+    """First existing raw or .gz copy of `spec` under data_dir/<folder>/ or data_dir/; else download."""
+    folders = [data_dir / f for f in FOLDERS[name]] + [data_dir]
+    for folder in folders:
+        for candidate in (folder / spec.name, folder / f"{spec.name}.gz"):
+            if candidate.is_file():
+                return candidate
+    if download:
+        return _download(name, spec, folders[0])
+    looked = ", ".join(str(f) for f in folders)
+    raise DataError(f"{name}: {spec.name}[.gz] not found (looked in {looked}) and downloading is off; "
+                    f"pass --data-dir (or set JAX_VAE_DATA_DIR) to a folder that holds it, or allow downloading")
+
+
+def _check_name(name: str) -> str:
+    canonical = name.replace("-", "_")
+    if canonical not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    return canonical
+
+
+def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
+               download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 [N, D] in [0, 1], labels int64 [N]) of one split of a dataset."""
+    name = _check_name(name)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} of {name}; valid splits: {', '.join(SPLITS)}")
+    if name == "rectangles":
+        n, seed = RECTANGLES_SPLITS[split]
+        return make_rectangles(n, seed)
+    data_dir = pathlib.Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    image_spec, label_spec = FILES[name][split]
+    image_path = _locate(name, image_spec, data_dir, download)
+    images = read_idx(image_path, image_spec.shape, image_spec.sha256)  # [N, 28, 28] uint8
+    label_path = _locate(name, label_spec, data_dir, download)
+    labels = read_idx(label_path, label_spec.shape, label_spec.sha256)  # [N] uint8
+    if len(labels) != len(images):
+        raise DataError(f"{label_path}: {len(labels)} labels for the {len(images)} images of {image_path}")
+    if len(labels) and int(labels.max()) >= NUM_CLASSES:
+        raise DataError(f"{label_path}: label {int(labels.max())} out of range 0..{NUM_CLASSES - 1}")
+    x = images.reshape(len(images), -1).astype(np.float32)  # [N, 784]
+    np.divide(x, np.float32(255), out=x)  # as torchvision's ToTensor: float32 division by 255
+    return x, labels.astype(np.int64)
+
+
+def make_rectangles(n: int = 50_000, seed: int = 0, size: int = 24,
+                    square: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """Stutz's rectangles: float32 [n, size*size] in {0, 1}, one filled square each; labels = top-left flat index."""
+    if n < 0 or not 1 <= square <= size or not 0 <= seed < 2**32:
+        raise ValueError(f"make_rectangles: need n >= 0, 1 <= square <= size, 0 <= seed < 2**32; "
+                         f"got n={n}, size={size}, square={square}, seed={seed}")
+    positions = size - square + 1
+    # Lua: h, w, aH, aW = random(8,8), random(8,8), random(1, H-h), random(1, W-w), each genrand_int32 % range.
+    draws = np.random.RandomState(seed).randint(0, 2**32, size=(n, 4), dtype=np.uint32)  # [n, 4]
+    top = (draws[:, 2] % positions).astype(np.int64)   # [n] 0-based first filled row
+    left = (draws[:, 3] % positions).astype(np.int64)  # [n] 0-based first filled column
+    idx = np.arange(size)
+    rows = (idx >= top[:, None]) & (idx < top[:, None] + square)     # [n, size]
+    cols = (idx >= left[:, None]) & (idx < left[:, None] + square)   # [n, size]
+    images = (rows[:, :, None] & cols[:, None, :]).reshape(n, size * size).astype(np.float32)
+    return images, top * size + left
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed derived from (seed, *keys) by numpy's SeedSequence; stable across numpy versions."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+def binarize(x: np.ndarray, seed: int) -> np.ndarray:
+    """Bernoulli(x) draw as float32 {0, 1}, deterministic in `seed` (static binarization; per-epoch = dynamic)."""
+    x = np.asarray(x)
+    if x.size and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise DataError(f"binarize: values must lie in [0, 1], got [{float(x.min())}, {float(x.max())}]")
+    u = np.random.default_rng(seed).random(x.shape, dtype=np.float32)
+    return (u < x).astype(np.float32)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, binarization: str = "none",
+                 seed: int = 0, download: bool = True) -> dict[str, np.ndarray]:
+    """{"train", "test": float32 [N, D], "train_labels", "test_labels": int64 [N]}, binarized if asked."""
+    name = _check_name(name)
+    if binarization not in BINARIZATIONS:
+        raise DataError(f"unknown binarization {binarization!r}; valid: {', '.join(BINARIZATIONS)}")
+    x_train, y_train = load_split(name, "train", data_dir, download)
+    x_test, y_test = load_split(name, "test", data_dir, download)
+    if binarization == "static":  # one fixed draw; "dynamic" leaves grey values for per-epoch draws
+        x_train = binarize(x_train, derive_seed(seed, 0))
+        x_test = binarize(x_test, derive_seed(seed, 1))
+    return {"train": x_train, "test": x_test, "train_labels": y_train, "test_labels": y_test}
