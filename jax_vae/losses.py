@@ -84,16 +84,19 @@ def kl_term(mean: Array, scale: Array, cfg: VAEConfig) -> Array:
     return kl_normal(mean, scale, cfg.scale_param)
 
 
-def log_weights(recon: Array, mean: Array, scale: Array, eps: Array, cfg: VAEConfig) -> Array:
-    """log w = log p(x|z) + log p(z) - log q(z|x) per sample, with z = mean + std eps: -> [L, B].
+def log_weights(recon: Array, mean: Array, scale: Array, eps: Array, cfg: VAEConfig,
+                beta: Array | float = 1.0) -> Array:
+    """log w = log p(x|z) + beta (log p(z) - log q(z|x)) per sample, z = mean + std eps: -> [L, B].
 
-    The 2 pi constants of p(z) and q(z|x) cancel; recon = -log p(x|z) [L, B].
+    beta = 1 is the importance weight of log p(x); beta < 1 (KL warm-up) tempers the prior/posterior
+    ratio, so the one-sample bound is E[log p(x|z)] - beta KL. The 2 pi constants of p(z) and
+    q(z|x) cancel; recon = -log p(x|z) [L, B].
     """
     std = std_from_scale(scale, cfg.scale_param)
     z = mean + std * eps                                                    # [L, B, Z]
     log_pz = -0.5 * jnp.square(z).sum(-1)
     log_qz = -0.5 * jnp.square(eps).sum(-1) - jnp.log(std).sum(-1)
-    return -recon + log_pz - log_qz
+    return -recon + beta * (log_pz - log_qz)
 
 
 def iwae_bound(log_w: Array) -> Array:
@@ -117,9 +120,9 @@ def loss_fn(params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig,
     recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                       # [L, B]
     kl = kl_term(mean, scale, cfg)                                          # [B]
     recon = recon_l.mean(0)                                                 # [B]
-    beta = cfg.beta if beta is None else beta
+    beta = jnp.asarray(cfg.beta if beta is None else beta, recon.dtype)   # no float64 promotion
     if cfg.objective == "iwae":
-        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg))
+        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg, beta))
     else:
         per_example = recon + beta * kl
     loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()

@@ -37,7 +37,8 @@ def kl_weight(cfg: VAEConfig, step: Array) -> Array:
     """beta_t = beta * min(1, (step + 1) / warmup); beta when warm-up is off."""
     if cfg.kl_warmup_steps <= 0:
         return jnp.asarray(cfg.beta)
-    return cfg.beta * jnp.minimum(1.0, (step + 1) / cfg.kl_warmup_steps)
+    t = (step + 1).astype(jnp.result_type(float))    # int32 / int would round to float32 under x64
+    return cfg.beta * jnp.minimum(1.0, t / cfg.kl_warmup_steps)
 
 
 def update(state: TrainState, batch: Array, eps: Array, cfg: VAEConfig,

@@ -60,16 +60,19 @@ def kl_term(mean: Tensor, scale: Tensor, cfg: VAEConfig) -> Tensor:
     return kl_normal(mean, scale, cfg.scale_param)
 
 
-def log_weights(recon: Tensor, mean: Tensor, scale: Tensor, eps: Tensor, cfg: VAEConfig) -> Tensor:
-    """log w = log p(x|z) + log p(z) - log q(z|x) per sample, with z = mean + std eps: -> [L, B].
+def log_weights(recon: Tensor, mean: Tensor, scale: Tensor, eps: Tensor, cfg: VAEConfig,
+                beta: Tensor | float = 1.0) -> Tensor:
+    """log w = log p(x|z) + beta (log p(z) - log q(z|x)) per sample, z = mean + std eps: -> [L, B].
 
-    The 2 pi constants of p(z) and q(z|x) cancel; recon = -log p(x|z) [L, B].
+    beta = 1 is the importance weight of log p(x); beta < 1 (KL warm-up) tempers the prior/posterior
+    ratio, so the one-sample bound is E[log p(x|z)] - beta KL. The 2 pi constants of p(z) and
+    q(z|x) cancel; recon = -log p(x|z) [L, B].
     """
     std = std_from_scale(scale, cfg.scale_param)
     z = mean + std * eps                                                    # [L, B, Z]
     log_pz = -0.5 * z.square().sum(-1)
     log_qz = -0.5 * eps.square().sum(-1) - torch.log(std).sum(-1)
-    return -recon + log_pz - log_qz
+    return -recon + beta * (log_pz - log_qz)
 
 
 def iwae_bound(log_w: Tensor) -> Tensor:
@@ -96,7 +99,7 @@ def loss_fn(model: VAE, x: Tensor, eps_or_generator: Tensor | torch.Generator | 
     recon = recon_l.mean(0)                                                 # [B]
     beta = cfg.beta if beta is None else beta
     if cfg.objective == "iwae":
-        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg))
+        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg, beta))
     else:
         per_example = recon + beta * kl
     loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
