@@ -1,0 +1,15 @@
+"""`python -m jax_vae <train|export|compare> ...` (the `jax-vae` script): the JAX side of jax_vae.cli."""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from jax_vae import cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main(argv, framework="jax")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

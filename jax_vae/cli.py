@@ -1,0 +1,186 @@
+"""The one command line of both packages: `python -m jax_vae ...` and `python -m torch_reference ...`.
+
+Subcommands: train, export, compare; each is an `add_<name>_command(subparsers, framework)` function
+in COMMANDS that registers its flags and a handler `(args, framework) -> exit code`; add one there to
+extend the CLI. User errors print one line `error: ...` on stderr and exit 2, before writing anything.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from jax_vae import runs
+from jax_vae.config import PRESETS, from_dict, get_preset, apply_overrides, VAEConfig
+
+DEFAULT_PRESET = "stutz-rectangles"
+DATASET_DIMS = {"mnist": 784, "fashion_mnist": 784, "rectangles": 576}
+PACKAGES = {"jax": "jax_vae", "torch": "torch_reference"}
+DEFAULT_OPTIONS = {"device": "auto", "jit": "scan", "checkpoint_every": 0, "log_every": 10, "chunk_steps": 0}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (`error: ...`, exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from jax_vae.convert import ConversionError
+    from jax_vae.data import DataError
+    return runs.RunError, DataError, ConversionError
+
+
+# ----------------------------------------------------------------------------------------- train
+def add_train_command(sub: Any, framework: str) -> None:
+    p = sub.add_parser("train", help="train a preset into a run folder (or --resume one)",
+                       description=f"Train a VAE preset with {framework}. Losses are reported per image "
+                                   "(nats for Bernoulli presets).")
+    p.add_argument("--preset", help=f"preset name (default {DEFAULT_PRESET}; on --resume, the run's): "
+                                    + ", ".join(PRESETS))
+    p.add_argument("--dataset", help="mnist, fashion_mnist or rectangles (default: the preset's)")
+    p.add_argument("--data-dir", help="folder with the IDX files ($JAX_VAE_DATA_DIR or ~/.cache/jax_vae/datasets)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="train for this many epochs")
+    length.add_argument("--steps", type=int, help="train for this many steps instead of epochs")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate (overrides the preset's)")
+    p.add_argument("--seed", type=int, help="seed of init, eps, data order and binarization")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set latent_dim=2 (repeatable)")
+    p.add_argument("--out", help="run folder (default runs/<preset>-<framework>-<time>)")
+    p.add_argument("--device", help="auto (default), cpu, gpu or cuda")
+    p.add_argument("--jit", choices=("scan", "step"),
+                   help="JAX: one lax.scan per chunk of steps (default) or one jit call per step; "
+                        "PyTorch runs eagerly either way")
+    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: epoch ends)")
+    p.add_argument("--log-every", type=int, help="write a step record every N steps (default 10)")
+    p.add_argument("--chunk-steps", type=int, help="at most N steps per jitted scan (default: an epoch)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
+    p.add_argument("--no-images", action="store_true", help="skip the images and plots")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    p.set_defaults(handler=cmd_train)
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise runs.RunError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig, Path, dict[str, Any]]:
+    """(config, run folder, options) from the flags; on --resume, the saved run fills what is not given."""
+    if args.resume and not args.out:
+        raise runs.RunError("--resume needs --out RUN_DIR")
+    saved = runs.read_run(Path(args.out)) if args.resume and args.out else None
+    try:
+        if saved is not None and args.preset in (None, saved.get("preset")):
+            base = from_dict(saved["config"])
+        else:
+            base = get_preset(args.preset or DEFAULT_PRESET)
+        overrides: dict[str, Any] = {}
+        if args.dataset is not None:
+            overrides["dataset"] = args.dataset.replace("-", "_")
+        for flag, key in (("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed"), ("steps", "steps")):
+            if getattr(args, flag) is not None:
+                overrides[key] = getattr(args, flag)
+        if args.epochs is not None:
+            overrides.update(epochs=args.epochs, steps=0)
+        sets = parse_sets(args.set)
+        overrides.update(sets)
+        cfg = apply_overrides(base, overrides)
+        if cfg.dataset != base.dataset and "input_dim" not in sets and cfg.dataset in DATASET_DIMS:
+            cfg = apply_overrides(cfg, {"input_dim": DATASET_DIMS[cfg.dataset]})
+    except (KeyError, ValueError, TypeError) as err:
+        raise runs.RunError(err.args[0] if err.args else str(err)) from None
+    options = dict(DEFAULT_OPTIONS, **((saved or {}).get("options") or {}))
+    options = {k: options[k] for k in DEFAULT_OPTIONS}
+    for key in DEFAULT_OPTIONS:
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{framework}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg, out, options
+
+
+def cmd_train(args: argparse.Namespace, framework: str) -> int:
+    cfg, out, options = resolve_config(args, framework)
+    if framework == "jax":
+        from jax_vae.train import train
+    else:
+        from torch_reference.train import train
+    summary = train(cfg, out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress,
+                    images=not args.no_images, download=not args.no_download,
+                    log=lambda line: print(line, file=sys.stderr, flush=True), **options)
+    print(runs.summary_line(summary))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- export
+def add_export_command(sub: Any, framework: str) -> None:
+    p = sub.add_parser("export", help="JAX checkpoint -> PyTorch state_dict file, or back with --to-jax",
+                       description="Convert weights between frameworks through jax_vae.convert. Default: a "
+                                   "JAX run folder (or params export) -> torch.save'd state_dict at --out, with "
+                                   "its config in <out>.json. --to-jax: a state_dict file (or a PyTorch run "
+                                   "folder) -> a JAX params checkpoint folder at --out.")
+    p.add_argument("source", help="run folder, checkpoints folder, params export, or state_dict file")
+    p.add_argument("--out", required=True, help="output path (never overwritten)")
+    p.add_argument("--to-jax", action="store_true", help="convert PyTorch weights to a JAX params checkpoint")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.add_argument("--preset", help="preset of a bare state_dict that has no <file>.json beside it")
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace, framework: str) -> int:
+    from jax_vae.export import export_to_jax, export_to_torch
+    if args.to_jax:
+        out = export_to_jax(Path(args.source), Path(args.out), step=args.step, preset=args.preset)
+    else:
+        out = export_to_torch(Path(args.source), Path(args.out), step=args.step)
+    print(f"wrote {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- compare
+def add_compare_command(sub: Any, framework: str) -> None:
+    p = sub.add_parser("compare", help="overlay the loss curves of run folders (e.g. JAX vs PyTorch)")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--out", default="compare.png", help="PNG to write (default compare.png)")
+    p.add_argument("--labels", nargs="+", help="one label per run (default: framework, preset, seed)")
+    p.add_argument("--title", default="", help="figure title")
+    p.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace, framework: str) -> int:
+    from jax_vae.compare import compare
+    print(compare([Path(r) for r in args.runs], Path(args.out), labels=args.labels, title=args.title))
+    return 0
+
+
+COMMANDS: list[Callable[[Any, str], None]] = [add_train_command, add_export_command, add_compare_command]
+
+
+def build_parser(framework: str) -> ArgumentParser:
+    parser = ArgumentParser(prog=f"python -m {PACKAGES[framework]}",
+                            description=f"jax-vae command line ({framework} side)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    for add in COMMANDS:
+        add(sub, framework)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, framework: str = "jax") -> int:
+    """Parse, dispatch, and turn user errors into one line on stderr with a non-zero exit code."""
+    args = build_parser(framework).parse_args(argv)
+    try:
+        return args.handler(args, framework)
+    except _user_errors() as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)

@@ -1,0 +1,202 @@
+"""Framework-free run folders: layout, the resolved config, metrics as JSON lines, the summary.
+
+A run folder (both frameworks, same layout and schema):
+    config.json     {"framework", "preset", "config": VAEConfig fields, "options": {...}, ...}
+    metrics.jsonl   one JSON object per line, `kind` "step" or "epoch" (see STEP_KEYS / EPOCH_KEYS)
+    checkpoints/    orbax steps (JAX) or ckpt_<step>.pt files (PyTorch)
+    images/         reconstructions.png, samples.png, manifold.png (2-D latents), curves.png
+    summary.json    the final numbers, also printed as one summary line
+Losses are per image: nats for Bernoulli presets; for MSE presets the same sums/means of squared
+error (+ KL) the preset optimizes, which are not nats.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from jax_vae.config import VAEConfig, to_dict
+
+CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.jsonl", "summary.json"
+CHECKPOINT_DIR, IMAGE_DIR = "checkpoints", "images"
+FORMAT_VERSION = 1
+RESUMABLE_FIELDS = ("epochs", "steps")   # config fields a resumed run may change (its length)
+STEP_KEYS = ("kind", "step", "epoch", "loss", "recon", "kl", "images_per_s")
+EPOCH_KEYS = ("kind", "epoch", "step", "train_loss", "recon", "kl", "test_loss", "test_recon",
+              "test_kl", "images_per_s", "train_s", "wall_s")
+
+
+class RunError(Exception):
+    """A user-facing problem, printed as one line `error: ...`; nothing was written."""
+
+    exit_code = 2
+
+
+class NonFiniteLossError(RunError):
+    """Training produced a non-finite loss; the run stopped, its last good checkpoint kept."""
+
+    exit_code = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to a temp file beside `path`, fsync, then os.replace (never a torn file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def run_record(framework: str, cfg: VAEConfig, options: dict[str, Any],
+               versions: dict[str, str]) -> dict[str, Any]:
+    """The content of config.json: everything needed to resume or reproduce the run."""
+    return {"format": FORMAT_VERSION, "framework": framework, "preset": cfg.name,
+            "config": to_dict(cfg), "options": options, "versions": versions,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def read_run(run_dir: Path) -> dict[str, Any] | None:
+    """config.json of a run folder, or None when there is none; a broken one is a RunError."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or "config" not in record or "framework" not in record:
+            raise ValueError("missing 'config' or 'framework'")
+        return record
+    except ValueError as err:
+        raise RunError(f"{path} is not a run config ({err})") from None
+
+
+def config_diff(saved: dict[str, Any], cfg: VAEConfig,
+                ignore: Iterable[str] = RESUMABLE_FIELDS) -> list[str]:
+    """'field: saved -> new' for every config field that differs (order of VAEConfig)."""
+    new = to_dict(cfg)
+    return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in new.items()
+            if k not in ignore and saved.get(k) != v]
+
+
+def check_compatible(saved: dict[str, Any], cfg: VAEConfig, what: str) -> None:
+    """A saved config (config.json or a checkpoint's) must be cfg's preset with the same fields."""
+    if saved.get("name") != cfg.name:
+        raise RunError(f"{what} is of preset {saved.get('name')!r}, not {cfg.name!r}")
+    diff = config_diff(saved, cfg)
+    if diff:
+        raise RunError(f"{what} was trained with another config ({'; '.join(diff[:3])}"
+                       f"{'; ...' if len(diff) > 3 else ''}); only epochs/steps may change on --resume")
+
+
+def check_run_dir(run_dir: Path, framework: str, cfg: VAEConfig, resume: bool) -> dict | None:
+    """Read-only check that `run_dir` may receive this run; returns the saved record when resuming."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"out dir {run_dir} is a file")
+    record = read_run(run_dir) if run_dir.is_dir() else None
+    has_files = run_dir.is_dir() and any(run_dir.iterdir())
+    if record is None:
+        if has_files:
+            raise RunError(f"out dir {run_dir} is not empty and holds no run; choose another --out")
+        return None
+    if not resume:
+        raise RunError(f"out dir {run_dir} already holds a run ({record['framework']}, preset "
+                       f"{record.get('preset')!r}); pass --resume to continue it or choose another --out")
+    if record["framework"] != framework:
+        raise RunError(f"out dir {run_dir} holds a {record['framework']} run; resume it with "
+                       f"python -m {'jax_vae' if record['framework'] == 'jax' else 'torch_reference'}")
+    check_compatible(record["config"], cfg, f"the run in {run_dir}")
+    return record
+
+
+def write_run(run_dir: Path, record: dict[str, Any]) -> None:
+    """Create the run folder and write config.json."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _clean(value: Any) -> Any:
+    """Plain JSON numbers: numpy scalars become Python ones; non-finite floats become null."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsWriter:
+    """Appends metric records to metrics.jsonl, one JSON object per line, flushed per call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a")
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = [json.dumps({k: _clean(v) for k, v in r.items()}) + "\n" for r in records]
+        if lines:
+            self._file.writelines(lines)
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def truncate_metrics(path: Path, step: int, mid_epoch: bool = False) -> None:
+    """Drop records past `step`: a run resumed from step k rewrites what followed k. With mid_epoch,
+    also the epoch record at k (the end of a shorter run, now extended, was not an epoch end)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:       # a line torn by a kill mid-write
+            continue
+        s = int(record.get("step", 0))
+        if s < step or (s == step and not (mid_epoch and record.get("kind") == "epoch")):
+            keep.append(line if line.endswith("\n") else line + "\n")
+    atomic_write_text(path, "".join(keep))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All records of a run folder's metrics.jsonl (torn trailing lines are skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} holds no {METRICS_FILE}; is it a run folder?")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(Path(run_dir) / SUMMARY_FILE,
+                      json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    """One line: what ran, how long, how fast, the final test loss and where the outputs are."""
+    test = "n/a" if s.get("test_loss") is None else f"{s['test_loss']:.3f}"
+    epochs = s["epochs"]
+    line = (f"done: {s['framework']} {s['preset']} on {s['dataset']}: {epochs:g} epoch"
+            f"{'' if epochs == 1 else 's'} ({s['steps']} steps) in {s['train_s']:.1f} s "
+            f"({s['images_per_s']:,.0f} images/s); test loss {test} {s['loss_unit']}")
+    line += f"\n  run: {s['run_dir']}  metrics: {s['metrics']}"
+    if s.get("images"):
+        line += f"  images: {s['image_dir']} ({', '.join(Path(p).name for p in s['images'])})"
+    return line

@@ -1,0 +1,190 @@
+"""JAX training: the dataset lives on the device and a chunk of steps is one jitted lax.scan.
+
+Mirror of torch_reference/train.py; the run loop itself is framework-free (jax_vae/loop.py).
+Keys: root = PRNGKey(seed); init, eps, eval and binarize keys are fold_in(root, 0..3); step t draws
+eps from fold_in(eps_key, t) and epoch e binarizes (dynamic presets) with fold_in(binarize_key, e),
+so a run resumed from (step, params, opt_state) replays the uninterrupted run bit for bit.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from jax_vae import loop, schedule
+from jax_vae.checkpoint import Checkpoints
+from jax_vae.config import VAEConfig
+from jax_vae.losses import loss_fn
+from jax_vae.models import VAE, init_params, sample_eps
+from jax_vae.optim import make_optimizer
+from jax_vae.runs import RunError
+from jax_vae.step import TrainState, create_state, make_train_step
+
+Array = jax.Array
+EVAL_BATCH = 1000
+TICK_EVERY = 10       # progress callback period inside a scan, in steps
+
+
+def resolve_device(name: str) -> jax.Device:
+    """'auto' (JAX's default), 'cpu', or 'gpu'/'cuda' -> a jax.Device; a one-line error if absent."""
+    platform = {"auto": None, "cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}.get(name)
+    if name not in ("auto", "cpu", "gpu", "cuda"):
+        raise RunError(f"unknown device {name!r}; valid: auto, cpu, gpu, cuda")
+    try:
+        return jax.devices(platform)[0] if platform else jax.devices()[0]
+    except RuntimeError:
+        have = sorted({d.platform for d in jax.devices()})
+        raise RunError(f"device {name!r} is not available to JAX (available: {', '.join(have)})") from None
+
+
+def make_chunk_fn(cfg: VAEConfig, tx: optax.GradientTransformation,
+                  tick: Callable[[Array], None] | None = None) -> Callable:
+    """chunk(state, data [N, D], idx [S, B], eps_key) -> (state, metrics [S]): lax.scan of the train step
+    over batches gathered on device; step t uses fold_in(eps_key, t). State is donated."""
+    train_step = make_train_step(cfg, tx, jit=False)
+
+    def chunk(state: TrainState, data: Array, idx: Array, eps_key: Array):
+        def body(state: TrainState, rows: Array):
+            batch = data[rows]                                                  # [B, D]
+            state, metrics = train_step(state, batch, jax.random.fold_in(eps_key, state.step))
+            if tick is not None:
+                jax.lax.cond(state.step % TICK_EVERY == 0,
+                             lambda s: jax.debug.callback(tick, s), lambda s: None, state.step)
+            return state, metrics
+        return jax.lax.scan(body, state, idx)
+
+    return jax.jit(chunk, donate_argnums=0)
+
+
+class Trainer:
+    """JAX backend of jax_vae.loop: owns the device data, the TrainState and the compiled chunks."""
+
+    framework = "jax"
+
+    def __init__(self, cfg: VAEConfig, data: dict[str, np.ndarray], *, device: str = "auto",
+                 jit: str = "scan", tick: Callable[[Any], None] | None = None) -> None:
+        self.cfg, self.jit, self.device = cfg, jit, resolve_device(device)
+        layout = schedule.Layout(len(data["train"]), cfg.batch_size, cfg.drop_last)
+        self.tx = make_optimizer(cfg, steps_per_epoch=layout.steps_per_epoch)
+        root = jax.random.PRNGKey(cfg.seed)
+        self.init_key, self.eps_key, self.eval_key, self.bin_key = (
+            jax.random.fold_in(root, i) for i in range(4))
+        put = functools.partial(jax.device_put, device=self.device)
+        self.train_grey = put(np.asarray(data["train"], np.float32))          # [N, D]
+        self.train_x = self.train_grey
+        self.test_x = put(np.asarray(data["test"], np.float32))               # [M, D]
+        self.state: TrainState | None = None
+        self._chunk = make_chunk_fn(cfg, self.tx, tick)
+        self._compiled: dict[tuple[int, int], Any] = {}
+        self._step = make_train_step(cfg, self.tx, jit=True)
+        self._gather = jax.jit(lambda data, rows: data[rows])
+        self._eval = jax.jit(functools.partial(_eval_sums, cfg=cfg))
+        self._decode = jax.jit(lambda params, z: VAE(cfg).apply({"params": params}, z, method=VAE.decode))
+        self._encode = jax.jit(lambda params, x: VAE(cfg).apply({"params": params}, x, method=VAE.encode))
+
+    def versions(self) -> dict[str, str]:
+        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+                "orbax-checkpoint": getattr(ocp, "__version__", "?")}
+
+    def device_name(self) -> str:
+        return f"{self.device.platform}:{self.device.id} ({self.device.device_kind})"
+
+    def init_state(self) -> None:
+        self.state = self._template()
+
+    def _template(self) -> TrainState:
+        """Step-0 state on the device, every leaf its own buffer (the scan donates the state, and an
+        optimizer may init two moments as one shared zeros tree)."""
+        make = jax.jit(lambda key: create_state(init_params(key, self.cfg), self.tx))   # one compile
+        return make(jax.device_put(self.init_key, self.device))
+
+    def restore(self, ckpts: Checkpoints) -> tuple[np.ndarray, dict[str, Any]]:
+        state, order, eps_key, meta = ckpts.restore(self._template(), len(self.train_grey), self.eps_key)
+        self.state = jax.device_put(state, self.device)
+        self.eps_key = jax.device_put(eps_key, self.device)
+        return order, meta
+
+    def save(self, ckpts: Checkpoints, step: int, order: np.ndarray, meta: dict[str, Any]) -> None:
+        ckpts.save(step, self.state, order, self.eps_key, meta)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Dynamic binarization: a fresh Bernoulli draw of the grey training set for epoch `epoch`."""
+        if self.cfg.binarization == "dynamic":
+            key = jax.random.fold_in(self.bin_key, epoch)
+            self.train_x = jax.random.bernoulli(key, self.train_grey).astype(jnp.float32)
+
+    def compile(self, num_steps: int, batch_size: int) -> float:
+        """Ahead-of-time compile of the scan for this chunk shape; returns the seconds it took."""
+        if self.jit != "scan" or (num_steps, batch_size) in self._compiled:
+            return 0.0
+        t0 = time.perf_counter()
+        idx = jax.ShapeDtypeStruct((num_steps, batch_size), jnp.int32)
+        self._compiled[num_steps, batch_size] = self._chunk.lower(
+            self.state, self.train_x, idx, self.eps_key).compile()
+        return time.perf_counter() - t0
+
+    def run_chunk(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Train on batches idx [S, B] (scan or per-step jit); per-step metrics as numpy [S]."""
+        rows = jax.device_put(idx, self.device)
+        if self.jit == "scan":
+            self.state, metrics = self._compiled[idx.shape](self.state, self.train_x, rows, self.eps_key)
+        else:
+            out = []
+            for s in range(idx.shape[0]):
+                key = jax.random.fold_in(self.eps_key, self.state.step)
+                self.state, m = self._step(self.state, self._gather(self.train_x, rows[s]), key)
+                out.append(m)
+            metrics = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *out)
+        metrics = jax.device_get(metrics)
+        return {"loss": metrics["objective"], "recon": metrics["recon"], "kl": metrics["kl"],
+                "finite": metrics["finite"] & np.isfinite(metrics["objective"])}
+
+    def evaluate(self) -> dict[str, float]:
+        """Test-set -ELBO per image (beta = 1), fixed eval key; z = mean for eval_use_mean presets."""
+        total = np.zeros(3)
+        m = self.test_x.shape[0]
+        for i, lo in enumerate(range(0, m, EVAL_BATCH)):
+            x = self.test_x[lo:lo + EVAL_BATCH]
+            total += np.asarray(self._eval(self.state.params, x, jax.random.fold_in(self.eval_key, i)), np.float64)
+        return {"test_loss": total[0] / m, "test_recon": total[1] / m, "test_kl": total[2] / m}
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Decoder outputs for codes z [N, Z] -> [N, D]."""
+        return np.asarray(self._decode(self.state.params, jax.device_put(np.asarray(z, np.float32), self.device)))
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Decoder outputs at z = mean of q(z|x): [N, D] -> [N, D]."""
+        mean, _ = self._encode(self.state.params, jax.device_put(np.asarray(x, np.float32), self.device))
+        return self.decode(np.asarray(mean))
+
+    def params_numpy(self) -> dict:
+        return jax.tree_util.tree_map(np.asarray, jax.device_get(self.state.params))
+
+
+def _eval_sums(params: dict, x: Array, key: Array, cfg: VAEConfig) -> Array:
+    """[sum of -ELBO, sum of recon, sum of KL] over the batch x [B, D]."""
+    eps = sample_eps(key, cfg, x.shape[0], dtype=x.dtype)                       # [L, B, Z]
+    if cfg.eval_use_mean:
+        eps = jnp.zeros_like(eps)
+    _, aux = loss_fn(params, x, eps, cfg, beta=1.0)
+    return jnp.stack([aux["per_example"].sum(), aux["recon"].sum(), aux["kl"].sum()])
+
+
+def train(cfg: VAEConfig, run_dir: str | Path, *, data_dir: str | Path | None = None, device: str = "auto",
+          jit: str = "scan", checkpoint_every: int = 0, log_every: int = 10, chunk_steps: int = 0,
+          resume: bool = False, progress: bool = True, images: bool = True, download: bool = True,
+          data: dict[str, np.ndarray] | None = None, log: Callable[[str], None] | None = None
+          ) -> dict[str, Any]:
+    """Train `cfg` (seed = cfg.seed) into `run_dir`; returns the summary (see jax_vae.loop.run)."""
+    opts = loop.TrainOptions(device=device, jit=jit, checkpoint_every=checkpoint_every, log_every=log_every,
+                             chunk_steps=chunk_steps, progress=progress, images=images)
+    return loop.run(Trainer, Checkpoints, cfg, Path(run_dir), opts, resume=resume, data_dir=data_dir,
+                    download=download, data=data, log=log)

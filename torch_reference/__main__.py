@@ -1,0 +1,15 @@
+"""`python -m torch_reference <train|export|compare> ...`: the PyTorch side of jax_vae.cli (same flags)."""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from jax_vae import cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main(argv, framework="torch")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
