@@ -1,0 +1,205 @@
+"""Markdown tables and plots from a throughput results.json (matplotlib Agg, no display needed).
+
+Run: python -m benchmarks.report benchmarks/results/<device>/results.json  (rewrites results.md, *.png)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import MODES
+
+ALL_MODES = MODES["jax"] + MODES["torch"]
+
+
+def _ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") == "ok"]
+
+
+def best_by_batch(records: list[dict[str, Any]], framework: str) -> dict[int, dict[str, Any]]:
+    """batch size -> the fastest ok record (median images/s) of `framework`."""
+    best: dict[int, dict[str, Any]] = {}
+    for r in _ok(records):
+        if r["framework"] == framework:
+            b = r["batch_size"]
+            if b not in best or r["images_per_s"]["median"] > best[b]["images_per_s"]["median"]:
+                best[b] = r
+    return best
+
+
+def groups(results: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(preset, precision) -> its records, in grid order."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in results["records"]:
+        out[(r["preset"], r["precision"])].append(r)
+    return out
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def throughput_table(recs: list[dict[str, Any]]) -> list[str]:
+    """Images/s median [min-max] per mode and batch, best JAX / best torch ratio, roofline %."""
+    modes = [m for m in ALL_MODES if any(r["mode"] == m and r["status"] == "ok" for r in recs)]
+    by = {(r["mode"], r["batch_size"]): r for r in recs}
+    bj, bt = best_by_batch(recs, "jax"), best_by_batch(recs, "torch")
+    head = ["batch"] + modes + ["best JAX / best torch", "best JAX % peak"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in sorted({r["batch_size"] for r in recs}):
+        row = [str(b)]
+        for m in modes:
+            r = by.get((m, b))
+            if r and r["status"] == "ok":
+                s = r["images_per_s"]
+                row.append(f"{_fmt(s['median'])} [{_fmt(s['min'])}–{_fmt(s['max'])}]")
+            else:
+                row.append(r["status"] if r else "—")
+        ratio = (bj[b]["images_per_s"]["median"] / bt[b]["images_per_s"]["median"]
+                 if b in bj and b in bt else None)
+        row.append(f"**{ratio:.2f}x** ({bj[b]['mode']} vs {bt[b]['mode']})" if ratio else "—")
+        frac = bj[b].get("roofline_fraction") if b in bj else None
+        row.append(f"{100 * frac:.1f}%" if frac is not None else "—")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def detail_table(recs: list[dict[str, Any]]) -> list[str]:
+    """Step latency, compile time and peak memory per ok record."""
+    lines = ["| mode | batch | step ms median [IQR] | compile s | peak memory MB | GFLOP/s | % peak |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(_ok(recs), key=lambda r: (ALL_MODES.index(r["mode"]), r["batch_size"])):
+        s = r["step_ms"]
+        frac = r.get("roofline_fraction")
+        lines.append(f"| {r['mode']} | {r['batch_size']} | {s['median']:.3f} [{s['q1']:.3f}–{s['q3']:.3f}] | "
+                     f"{r['compile_s']:.2f} | {r['peak_memory_bytes'] / 2**20:,.0f} | "
+                     f"{r['achieved_flops'] / 1e9:,.1f} | {'—' if frac is None else f'{100 * frac:.1f}%'} |")
+    return lines
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """README-ready: per preset/precision, best-JAX/best-torch ratio per batch, roofline at the largest."""
+    out = []
+    for (preset, precision), recs in groups(results).items():
+        bj, bt = best_by_batch(recs, "jax"), best_by_batch(recs, "torch")
+        common_b = sorted(set(bj) & set(bt))
+        if not common_b:
+            continue
+        ratios = ", ".join(f"{b}: {bj[b]['images_per_s']['median'] / bt[b]['images_per_s']['median']:.2f}x"
+                           for b in common_b)
+        out.append(f"- **{preset}, {precision}** — best JAX / best PyTorch images/s by batch size: {ratios}.")
+        top = bj[max(bj)]
+        peak = results["peaks"].get(precision) or {}
+        parts = [f"{top['achieved_flops'] / 1e9:,.1f} GFLOP/s ({top['mode']})"]
+        if top.get("roofline_fraction") is not None:
+            parts.append(f"{100 * top['roofline_fraction']:.1f}% of the {peak.get('kind', '')} peak "
+                         f"{peak['flops'] / 1e9:,.0f} GFLOP/s")
+        if top.get("sgemm_fraction") is not None:
+            parts.append(f"{100 * top['sgemm_fraction']:.1f}% of measured sgemm "
+                         f"{peak['measured_sgemm']['flops'] / 1e9:,.0f} GFLOP/s")
+        out.append(f"  At batch {max(bj)} the best JAX mode reaches " + ", ".join(parts) + ".")
+    return out
+
+
+def environment_lines(results: dict[str, Any]) -> list[str]:
+    """Device, versions, flags, threads, peaks and grid, as a bullet list."""
+    lines = [f"- device: `{results['device']}`; host: {results['host']['cpu_model']}, "
+             f"{results['host']['cpu_threads']} threads visible; {results['host']['platform']}, "
+             f"Python {results['host']['python']}"]
+    for fw, pr in results["frameworks"].items():
+        info = pr.get("info") or {"error": pr.get("error")}
+        lines.append(f"- {fw}: " + ", ".join(f"{k}={v}" for k, v in info.items() if v not in (None, "")))
+    flags = {}
+    for p in results.get("processes", []):
+        flags.setdefault((p["framework"], p["precision"]), p.get("flags"))
+    for (fw, prec), f in sorted(flags.items()):
+        lines.append(f"- {fw} {prec} flags: `{json.dumps(f)}`")
+    for prec, peak in results["peaks"].items():
+        if peak:
+            lines.append(f"- peak {prec}: {peak['flops'] / 1e9:,.0f} GFLOP/s ({peak['source']})"
+                         + (f"; measured {peak['measured_sgemm']['flops'] / 1e9:,.0f} GFLOP/s "
+                            f"({peak['measured_sgemm']['source']})" if peak.get("measured_sgemm") else ""))
+    g = results["grid"]
+    lines.append(f"- grid `{g['name']}`: repeats {g['repeats']}, window >= {g['window_s']} s, warm-up >= "
+                 f"{g['warmup_s']} s; data: {results['data']}; wall time {results['wall_s'] / 60:.1f} min")
+    lines.append(f"- command: `{results['command']}`")
+    load = [results["host"].get("load_avg_at_start"), results.get("load_avg_at_end")]
+    if all(load):
+        busy = max(load[0][0], load[1][0]) > 0.5 * results["host"]["cpu_threads"]
+        lines.append(f"- 1-min load average at start / end: {load[0][0]:.2f} / {load[1][0]:.2f}"
+                     + (" — **the host was busy: CPU numbers are disturbed**" if busy else ""))
+    return lines
+
+
+def plot(recs: list[dict[str, Any]], title: str, path: Path) -> None:
+    """Two panels: images/s vs batch per mode (log-log), and each mode's ratio to the best torch mode."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    bt = best_by_batch(recs, "torch")
+    for m in ALL_MODES:
+        rs = sorted((r for r in _ok(recs) if r["mode"] == m), key=lambda r: r["batch_size"])
+        if not rs:
+            continue
+        style = "-o" if m.startswith("jax") else "--s"
+        b = [r["batch_size"] for r in rs]
+        med = [r["images_per_s"]["median"] for r in rs]
+        err = [[x - r["images_per_s"]["min"] for x, r in zip(med, rs)],
+               [r["images_per_s"]["max"] - x for x, r in zip(med, rs)]]
+        ax1.errorbar(b, med, yerr=err, fmt=style, label=m, capsize=2, ms=4)
+        rb = [r for r in rs if r["batch_size"] in bt]
+        ax2.plot([r["batch_size"] for r in rb],
+                 [r["images_per_s"]["median"] / bt[r["batch_size"]]["images_per_s"]["median"] for r in rb],
+                 style, label=m, ms=4)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("images / s (median, min-max bars)")
+    ax2.axhline(1.0, color="k", lw=0.8)
+    ax2.set_ylabel("images/s relative to the best PyTorch mode")
+    ax1.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> Path:
+    """Write results.md and one PNG per (preset, precision) with ok records; returns the md path."""
+    out_dir = Path(out_dir)
+    md = [f"# Train-step throughput: JAX vs PyTorch on `{results['device']}`", "",
+          "Generated by `benchmarks/report.py` from `results.json`. Images/s are medians over the timed "
+          "windows with [min–max]; each framework runs in its own process; compile time is reported "
+          "separately (first call minus a steady call).", "", "## Summary", ""]
+    md += summary_lines(results) or ["No batch size has both a JAX and a PyTorch result."]
+    md += ["", "## Environment", ""] + environment_lines(results)
+    for (preset, precision), recs in groups(results).items():
+        md += ["", f"## {preset}, {precision}", ""]
+        if _ok(recs):
+            name = f"throughput_{preset}_{precision}.png"
+            plot(recs, f"{preset}, {precision}, {results['device']}", out_dir / name)
+            md += throughput_table(recs) + ["", f"![{preset} {precision}]({name})", ""] + detail_table(recs)
+        notes = sorted({(r["mode"], r["status"], r.get("reason", "")) for r in recs if r["status"] != "ok"})
+        md += [""] + [f"- {m}: {s} — {reason}" for m, s, reason in notes]
+    path = out_dir / "results.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("results", help="path to results.json")
+    p.add_argument("--out", help="output folder (default: next to results.json)")
+    a = p.parse_args(argv)
+    path = Path(a.results)
+    print(write_report(json.loads(path.read_text()), Path(a.out) if a.out else path.parent))
+
+
+if __name__ == "__main__":
+    main()

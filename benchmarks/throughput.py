@@ -1,0 +1,195 @@
+"""Train-step throughput, JAX vs PyTorch, side by side: one command, one JSON, one report.
+
+Each (framework, preset, mode, precision) runs in its own subprocess (benchmarks.bench_jax /
+benchmarks.bench_torch) over the batch sizes in ascending order; this driver imports neither
+framework. It merges the records, adds FLOPs per step and the roofline fraction, and writes
+<out>/results.json, results.md and plots.
+Run: python -m benchmarks.throughput --grid cpu   (or tiny | full; see --help for overrides)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common, flops
+from jax_vae.config import get_preset
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = {"jax": "benchmarks.bench_jax", "torch": "benchmarks.bench_torch"}
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(extra or {})
+    return env
+
+
+def probe(framework: str, env: dict[str, str]) -> dict[str, Any]:
+    """Device info and mode/precision availability from a fresh framework process."""
+    proc = subprocess.run([sys.executable, "-m", SCRIPT[framework], "--probe"], capture_output=True,
+                          text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip()[-800:] or f"exit code {proc.returncode}"}
+    return json.loads(proc.stdout)
+
+
+def run_process(framework: str, preset: str, mode: str, precision: str, batch_sizes: list[int],
+                timing: dict[str, Any], env: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    """Run one benchmark subprocess; a crash or timeout becomes error records, never an exception."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.json"
+        cmd = [sys.executable, "-m", SCRIPT[framework], "--preset", preset, "--mode", mode,
+               "--precision", precision, "--batch-sizes", ",".join(map(str, batch_sizes)),
+               "--repeats", str(timing["repeats"]), "--window-s", str(timing["window_s"]),
+               "--warmup-s", str(timing["warmup_s"]), "--json", str(out)]
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout_s)
+            sys.stdout.write(proc.stdout)
+            reason = proc.stderr.strip()[-800:] or f"exit code {proc.returncode}"
+            ok = proc.returncode == 0 and out.exists()
+        except subprocess.TimeoutExpired:
+            ok, reason = False, f"process timed out after {timeout_s:.0f} s"
+        wall = time.perf_counter() - t0
+        if ok:
+            result = json.loads(out.read_text())
+            result["process_wall_s"] = wall
+            return result
+    base = {"framework": framework, "mode": mode, "preset": preset, "precision": precision}
+    return {"records": [base | {"batch_size": b, "status": "error", "reason": reason} for b in batch_sizes],
+            "process_wall_s": wall}
+
+
+def device_slug(probes: dict[str, Any]) -> str:
+    """'cpu-amd-epyc-2t' or the GPU name slug, from whichever framework reported a device."""
+    for fw in ("jax", "torch"):
+        info = probes.get(fw, {}).get("info")
+        if info and info["platform"] in ("gpu", "cuda"):
+            return common.slug(info["device_kind"])
+    return f"cpu-{common.slug(common.cpu_model())}-{common.cpu_threads()}t"
+
+
+def device_peaks(probes: dict[str, Any], precisions: list[str]) -> dict[str, Any]:
+    """Peak FLOP/s per precision: GPU datasheet, or CPU estimate plus measured numpy sgemm."""
+    for fw in ("torch", "jax"):
+        info = probes.get(fw, {}).get("info")
+        if info and info["platform"] in ("gpu", "cuda"):
+            return {p: flops.gpu_peak(info["device_kind"], p) for p in precisions}
+    est = flops.cpu_peak(common.cpu_threads())
+    return {p: est | {"measured_sgemm": flops.measure_sgemm()} if p == "fp32" else None for p in precisions}
+
+
+def enrich(rec: dict[str, Any], peaks: dict[str, Any]) -> dict[str, Any]:
+    """Add FLOPs per step, achieved FLOP/s and the fraction of the device peak to an ok record."""
+    cfg = get_preset(rec["preset"])
+    f = flops.train_step_flops(cfg, rec["batch_size"])
+    rec["flops_per_step"] = f
+    if rec.get("status") != "ok":
+        return rec
+    achieved = f["total"] * rec["images_per_s"]["median"] / rec["batch_size"]
+    rec["achieved_flops"] = achieved
+    peak = peaks.get(rec["precision"]) or {}
+    if peak.get("flops"):
+        rec["roofline_fraction"] = achieved / peak["flops"]
+    if (peak.get("measured_sgemm") or {}).get("flops"):
+        rec["sgemm_fraction"] = achieved / peak["measured_sgemm"]["flops"]
+    return rec
+
+
+def skipped(framework: str, preset: str, mode: str, precision: str, batch_sizes: list[int],
+            reason: str) -> list[dict[str, Any]]:
+    return [{"framework": framework, "mode": mode, "preset": preset, "precision": precision,
+             "batch_size": b, "status": "skipped", "reason": reason} for b in batch_sizes]
+
+
+def run_grid(presets: list[str], batch_sizes: list[int], precisions: list[str], modes: list[str],
+             timing: dict[str, Any], out_dir: Path | None = None, xla_flags: str | None = None,
+             timeout_s: float = 3600.0, report: bool = True, grid_name: str = "custom",
+             write: bool = True) -> dict[str, Any]:
+    """Run the grid; if write, save <out_dir or results/<device>>/results.json (+ report)."""
+    t_start = time.perf_counter()
+    envs = {"jax": _env({"XLA_FLAGS": xla_flags} if xla_flags is not None else None), "torch": _env()}
+    probes = {fw: probe(fw, envs[fw]) for fw in ("jax", "torch")}
+    peaks = device_peaks(probes, precisions)
+    records, procs = [], []
+    for preset in presets:
+        for precision in precisions:
+            for mode in modes:
+                fw = "jax" if mode.startswith("jax") else "torch"
+                pr = probes[fw]
+                reason = (f"{fw} unavailable: {pr['error'][-300:]}" if "error" in pr else
+                          pr["availability"]["modes"].get(mode) or pr["availability"]["precisions"].get(precision))
+                if reason:
+                    records += skipped(fw, preset, mode, precision, batch_sizes, reason)
+                    continue
+                res = run_process(fw, preset, mode, precision, batch_sizes, timing, envs[fw], timeout_s)
+                records += res["records"]
+                procs.append({"framework": fw, "preset": preset, "mode": mode, "precision": precision,
+                              "flags": res.get("flags"), "wall_s": res.get("process_wall_s")})
+    results = {
+        "schema": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.throughput"] + sys.argv[1:]),
+        "grid": {"name": grid_name, "presets": presets, "batch_sizes": batch_sizes, "precisions": precisions,
+                 "modes": modes, **timing},
+        "device": device_slug(probes), "host": common.host_info(), "frameworks": probes, "peaks": peaks,
+        "data": "synthetic U[0,1) float32, generated once and placed on the device before timing",
+        "processes": procs, "records": [enrich(r, peaks) for r in records],
+        "wall_s": time.perf_counter() - t_start,
+        "load_avg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if write:
+        out_dir = out_dir or ROOT / "benchmarks" / "results" / results["device"]
+        results["out_dir"] = str(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+        if report:
+            from benchmarks.report import write_report
+            write_report(results, out_dir)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--grid", choices=list(common.GRIDS), default="tiny")
+    p.add_argument("--presets", help="comma-separated, default: the grid's")
+    p.add_argument("--batch-sizes", help="comma-separated, default: the grid's")
+    p.add_argument("--precisions", help="comma-separated subset of fp32,tf32,bf16")
+    p.add_argument("--modes", help="comma-separated subset of " + ",".join(sum(common.MODES.values(), [])))
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--window-s", type=float)
+    p.add_argument("--warmup-s", type=float)
+    p.add_argument("--xla-flags", help="XLA_FLAGS for the JAX processes (default: inherited)")
+    p.add_argument("--timeout-s", type=float, default=3600.0, help="per benchmark process")
+    p.add_argument("--out", help="output folder (default: benchmarks/results/<device>)")
+    p.add_argument("--no-report", action="store_true")
+    a = p.parse_args(argv)
+    g = common.GRIDS[a.grid]
+    split = lambda s, conv=str: [conv(v) for v in s.split(",") if v]
+    presets = split(a.presets) if a.presets else g["presets"]
+    for name in presets:
+        get_preset(name)
+    batch_sizes = split(a.batch_sizes, int) if a.batch_sizes else g["batch_sizes"]
+    precisions = split(a.precisions) if a.precisions else g["precisions"]
+    modes = split(a.modes) if a.modes else sum(common.MODES.values(), [])
+    unknown = set(modes) - set(sum(common.MODES.values(), [])) | set(precisions) - set(common.PRECISIONS)
+    if unknown:
+        p.error(f"unknown modes/precisions: {sorted(unknown)}")
+    timing = {"repeats": a.repeats or g["repeats"], "window_s": a.window_s or g["window_s"],
+              "warmup_s": a.warmup_s if a.warmup_s is not None else g["warmup_s"]}
+    res = run_grid(presets, batch_sizes, precisions, modes, timing, Path(a.out) if a.out else None,
+                   a.xla_flags, a.timeout_s, not a.no_report, a.grid)
+    print(f"wrote {res['out_dir']}/results.json ({len(res['records'])} records, {res['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Time to quality: wall-clock for each framework's fastest mode to reach a fixed test loss.
+
+Same preset and hyperparameters on both sides (default pytorch-examples: 784-400-20, Adam 1e-3,
+batch 128) on Fashion-MNIST, same data order; the test negative ELBO per image (nats) is evaluated
+`--evals-per-epoch` times per epoch; the clock counts training only (compile included), evaluation
+time is reported beside it. Each framework runs in its own process.
+Run: python -m benchmarks.time_to_quality [--data-dir DIR] [--target 250] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import best_by_batch
+from benchmarks.throughput import ROOT, _env, device_slug, probe
+from jax_vae.config import apply_overrides, get_preset
+
+# Test -ELBO per image (nats) on Fashion-MNIST that pytorch-examples passes in about 2 epochs on both
+# frameworks (pilot run: see benchmarks/results/<device>/time_to_quality.md for the curves).
+DEFAULT_TARGET = 255.0
+FALLBACK_MODE = {"jax": "jax-scan", "torch": "torch-compile"}
+
+
+def fastest_modes(results_path: Path, preset: str, batch: int) -> dict[str, str]:
+    """Each framework's fastest fp32 mode at `batch` in a throughput results.json, else the fallback."""
+    modes = dict(FALLBACK_MODE)
+    if results_path.exists():
+        recs = [r for r in json.loads(results_path.read_text())["records"]
+                if r["preset"] == preset and r["precision"] == "fp32"]
+        for fw in modes:
+            best = best_by_batch(recs, fw)
+            if batch in best:
+                modes[fw] = best[batch]["mode"]
+    return modes
+
+
+def worker(a: argparse.Namespace) -> dict[str, Any]:
+    """Run one framework (inside its own process) and return its result."""
+    from benchmarks import ttq_workers
+    from jax_vae.data import load_dataset
+    cfg = apply_overrides(get_preset(a.preset), {"dataset": a.dataset})
+    data = load_dataset(a.dataset, a.data_dir, binarization=cfg.binarization, download=False)
+    if a.train_limit:
+        data = {k: v[: a.train_limit] for k, v in data.items()}
+    segment = max(1, len(data["train"]) // cfg.batch_size // a.evals_per_epoch)
+    run = ttq_workers.run_jax if a.worker == "jax" else ttq_workers.run_torch
+    mode = a.jax_mode if a.worker == "jax" else a.torch_mode
+    out = run(cfg, data, mode, a.target, a.max_epochs, segment)
+    return out | {"framework": a.worker, "mode": mode, "segment_steps": segment}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """A short table: time to target, steps, eval time, final loss per framework."""
+    lines = [f"# Time to quality on `{res['device']}`", "",
+             f"{res['preset']} on {res['dataset']}, batch {res['batch_size']}, target test -ELBO <= "
+             f"{res['target']} nats/image, evaluated every {res['runs'][0].get('segment_steps', '?')} steps. "
+             "Clock = training only (compile included); evaluation excluded and listed.", "",
+             "| framework | mode | reached | train clock to target s | wall incl. eval s | steps | "
+             "first segment s (compile) | final test -ELBO |", "|---|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        if "curve" not in r:
+            lines.append(f"| {r['framework']} | {r.get('mode')} | error: {r.get('error', '')[:200]} |||||||")
+            continue
+        f = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"
+        lines.append(f"| {r['framework']} | {r['mode']} | {r['reached']} | {f(r['time_to_target_s'])} | "
+                     f"{f(r['wall_to_target_s'])} | {r['steps_to_target'] or '—'} | {f(r['first_segment_s'])} | "
+                     f"{f(r['curve'][-1]['test_nelbo'], 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="pytorch-examples")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--data-dir", help="default: $JAX_VAE_DATA_DIR or the jax_vae cache")
+    p.add_argument("--target", type=float, default=DEFAULT_TARGET)
+    p.add_argument("--max-epochs", type=int, default=10)
+    p.add_argument("--evals-per-epoch", type=int, default=4)
+    p.add_argument("--jax-mode", default="auto")
+    p.add_argument("--torch-mode", default="auto")
+    p.add_argument("--train-limit", type=int, default=0, help="use only the first N images (tests)")
+    p.add_argument("--out", help="folder for time_to_quality.json/.md (default: results/<device>)")
+    p.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--json", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        Path(a.json).write_text(json.dumps(worker(a), indent=1))
+        return
+    from jax_vae.data import DataError, load_dataset
+    try:
+        load_dataset(a.dataset, a.data_dir, download=False)
+    except DataError as e:
+        print(f"time_to_quality: skipped, {a.dataset} not available offline: {e}")
+        return
+    device = device_slug({"jax": probe("jax", _env())})
+    out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / device
+    cfg = get_preset(a.preset)
+    auto = fastest_modes(out / "results.json", a.preset, cfg.batch_size)
+    a.jax_mode = auto["jax"] if a.jax_mode == "auto" else a.jax_mode
+    a.torch_mode = auto["torch"] if a.torch_mode == "auto" else a.torch_mode
+    runs = []
+    for fw in ("jax", "torch"):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "benchmarks.time_to_quality", "--worker", fw, "--json", f"{tmp}/o.json"]
+            for k in ("preset", "dataset", "data_dir", "target", "max_epochs", "evals_per_epoch",
+                      "jax_mode", "torch_mode", "train_limit"):
+                if getattr(a, k) is not None:
+                    cmd += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT)
+            ok = proc.returncode == 0 and Path(f"{tmp}/o.json").exists()
+            runs.append(json.loads(Path(f"{tmp}/o.json").read_text()) if ok else
+                        {"framework": fw, "error": proc.stderr.strip()[-600:]})
+        r = runs[-1]
+        print(f"{fw}: {r.get('mode')} reached={r.get('reached')} time_to_target_s={r.get('time_to_target_s')}")
+    res = {"device": device, "preset": a.preset, "dataset": a.dataset, "batch_size": cfg.batch_size,
+           "target": a.target, "max_epochs": a.max_epochs, "runs": runs}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "time_to_quality.json").write_text(json.dumps(res, indent=1))
+    (out / "time_to_quality.md").write_text(markdown(res))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Benchmarks: every CPU mode runs on a tiny grid and reports sane numbers; FLOPs, stats and the
+benchmark-only optimizer/loss twins are exact. No test asserts a speed."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import common, flops
+from benchmarks.throughput import run_grid
+from jax_vae.config import get_preset
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"repeats": 2, "window_s": 0.02, "warmup_s": 0.0}
+
+
+def _check_ok(rec: dict) -> None:
+    assert rec["status"] == "ok", rec.get("reason")
+    ips, ms = rec["images_per_s"], rec["step_ms"]
+    assert math.isfinite(ips["median"]) and ips["median"] > 0
+    assert ips["min"] <= ips["q1"] <= ips["median"] <= ips["q3"] <= ips["max"]
+    assert ips["n"] == TINY["repeats"] and len(rec["window_s"]) == TINY["repeats"]
+    # images/s and step latency describe the same windows: the fastest window gives both extremes.
+    assert ips["max"] == pytest.approx(rec["batch_size"] * 1e3 / ms["min"], rel=1e-9)
+    assert ips["min"] == pytest.approx(rec["batch_size"] * 1e3 / ms["max"], rel=1e-9)
+    assert rec["compile_s"] >= 0 and rec["first_call_s"] > 0
+    assert rec["params_finite"] is True
+    assert rec["steps_done"] >= 1 + rec["warmup_calls"] + TINY["repeats"]
+    assert rec["peak_memory_bytes"] > 50 * 2**20       # a framework process holds at least this much
+    f = flops.train_step_flops(get_preset(rec["preset"]), rec["batch_size"])
+    assert rec["flops_per_step"] == f
+    assert rec["achieved_flops"] == pytest.approx(f["total"] * ips["median"] / rec["batch_size"])
+    assert 0 < rec["roofline_fraction"] < 1
+
+
+def test_tiny_grid_runs_every_cpu_mode_and_records_skips(tmp_path: Path) -> None:
+    modes = ["jax-jit", "jax-scan", "torch-eager", "torch-cuda-graph"]
+    res = run_grid(["pytorch-examples"], [16, 64], ["fp32", "tf32", "bf16"], modes, TINY, tmp_path,
+                   grid_name="test")
+    recs = {(r["mode"], r["precision"], r["batch_size"]): r for r in res["records"]}
+    assert len(recs) == len(modes) * 3 * 2
+    gpu = res["frameworks"]["torch"]["info"]["platform"] == "cuda"
+    for (mode, precision, batch), rec in recs.items():
+        if gpu or (precision == "fp32" and mode != "torch-cuda-graph"):
+            _check_ok(rec)
+        else:
+            assert rec["status"] == "skipped" and len(rec["reason"]) > 20
+    scan = recs[("jax-scan", "fp32", 16)]
+    assert 1 <= scan["scan_length"] <= common.EPOCH_IMAGES // 16
+    assert scan["steps_per_window"] == scan["calls_per_window"] * scan["scan_length"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["records"] == json.loads(json.dumps(res["records"]))
+    md = (tmp_path / "results.md").read_text()
+    assert "best JAX / best PyTorch" in md and "CUDA graphs need a CUDA device" in md
+    assert (tmp_path / "throughput_pytorch-examples_fp32.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_tiny_grid_torch_compile_modes(tmp_path: Path) -> None:
+    """torch.compile default and reduce-overhead compile (C++ inductor on CPU) and run."""
+    res = run_grid(["pytorch-examples"], [16], ["fp32"], ["torch-compile", "torch-compile-ro"], TINY,
+                   tmp_path, report=False, grid_name="test")
+    for rec in res["records"]:
+        _check_ok(rec)
+        assert rec["compile_mode"] == ("reduce-overhead" if rec["mode"] == "torch-compile-ro" else "default")
+
+
+def test_flops_count_by_hand() -> None:
+    cfg = get_preset("pytorch-examples")   # 784-400-(20, 20) | 20-400-784
+    fwd = 2 * (784 * 400 + 400 * 20 + 400 * 20 + 20 * 400 + 400 * 784)
+    f1, f64 = flops.train_step_flops(cfg, 1), flops.train_step_flops(cfg, 64)
+    assert f1["matmul"] == 3 * fwd - 2 * 784 * 400            # no dX for the data layer
+    assert f64["matmul"] == 64 * f1["matmul"]
+    assert flops.param_count(cfg) == 652_824
+    assert f1["optimizer"] == f64["optimizer"] == 12 * 652_824
+    assert f64["elementwise"] < 0.05 * f64["matmul"]
+    wd = flops.train_step_flops(get_preset("minimalist"), 1)["optimizer"]
+    assert wd == 14 * flops.param_count(get_preset("minimalist"))
+
+
+def test_peaks() -> None:
+    assert flops.gpu_peak("NVIDIA H100 80GB HBM3", "bf16")["flops"] == 989.4e12
+    assert flops.gpu_peak("NVIDIA H100 PCIe", "fp32")["flops"] == 51.2e12
+    assert flops.gpu_peak("NVIDIA H200", "tf32")["flops"] == 494.7e12
+    assert flops.gpu_peak("Some Other GPU", "fp32") is None
+    est = flops.cpu_peak(2)
+    if est["flops"] is not None:
+        assert 1e9 < est["flops"] < 1e13
+
+
+def test_summarize_and_timing_loop() -> None:
+    s = common.summarize([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (s["median"], s["min"], s["max"], s["q1"], s["q3"], s["n"]) == (3.0, 1.0, 5.0, 2.0, 4.0, 5)
+    calls = []
+    res = common.time_unit(lambda: (calls.append(1), time.sleep(0.002)), lambda: None, steps_per_call=3,
+                           batch=8, repeats=3, window_s=0.01, warmup_s=0.0)
+    assert res["calls_per_window"] >= 2 and res["steps_per_window"] == 3 * res["calls_per_window"]
+    assert len(calls) == 1 + res["warmup_calls"] + 3 * res["calls_per_window"]
+    assert 0.002 * 1e3 / 3 <= res["step_ms"]["min"] < 1e3
+    assert res["images_per_s"]["max"] <= 8 * 3 / 0.002
+
+
+def test_foreach_lua_adam_matches_lua_adam() -> None:
+    torch = pytest.importorskip("torch")
+    from benchmarks.torch_steps import ForeachLuaAdam
+    from torch_reference.optim import LuaAdam
+    torch.manual_seed(0)
+    p_ref = [torch.randn(5, 3), torch.randn(3)]
+    p_new = [p.clone() for p in p_ref]
+    start = [p.clone() for p in p_ref]
+    kw = dict(lr=1e-2, lr_decay=1e-2, b1=0.9, b2=0.99, eps=1e-8, weight_decay=1e-3)
+    ref, new = LuaAdam(p_ref, **kw), ForeachLuaAdam(p_new, **kw)
+    for t in range(20):
+        grads = [torch.randn_like(p) for p in p_ref]
+        for ps, opt in ((p_ref, ref), (p_new, new)):
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+            opt.step()
+    assert new.param_groups[0]["step"].item() == 20
+    for a, b, a0 in zip(p_ref, p_new, start):
+        torch.testing.assert_close(b, a, rtol=2e-6, atol=1e-7)
+        assert (a - a0).abs().max() > 1e-3
+
+
+def test_benchmark_losses_equal_library_losses() -> None:
+    torch = pytest.importorskip("torch")
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.bench_jax import mixed_loss_fn
+    from benchmarks.torch_steps import loss_from_eps
+    from jax_vae.losses import loss_fn as jax_loss
+    from jax_vae.models import init_params as jax_init
+    from torch_reference.losses import loss_fn as torch_loss
+    from torch_reference.models import init_params as torch_init
+    for name in ("pytorch-examples", "minimalist", "stutz-rectangles", "iwae-paper"):
+        cfg = get_preset(name)
+        x = np.random.default_rng(0).random((6, cfg.input_dim), dtype=np.float32)
+        eps = np.random.default_rng(1).standard_normal((cfg.num_samples, 6, cfg.latent_dim)).astype(np.float32)
+        model = torch_init(0, cfg)
+        want, aux = torch_loss(model, torch.from_numpy(x), torch.from_numpy(eps), cfg)
+        got, aux2 = loss_from_eps(model, torch.from_numpy(x), torch.from_numpy(eps), cfg, cfg.beta)
+        assert got.item() == want.item()
+        torch.testing.assert_close(aux2["per_example"], aux["per_example"], rtol=0, atol=0)
+        params = jax_init(jax.random.PRNGKey(0), cfg)
+        want_j, _ = jax_loss(params, jnp.asarray(x), jnp.asarray(eps), cfg)
+        got_j, _ = mixed_loss_fn(params, jnp.asarray(x), jnp.asarray(eps), cfg, cfg.beta, jnp.float32)
+        assert float(got_j) == float(want_j)
+        bf16, _ = mixed_loss_fn(params, jnp.asarray(x), jnp.asarray(eps), cfg, cfg.beta, jnp.bfloat16)
+        assert abs(float(bf16) - float(want_j)) < 0.02 * abs(float(want_j))
+
+
+def test_time_to_quality_tiny(tmp_path: Path) -> None:
+    data_dir = os.environ.get("JAX_VAE_DATA_DIR")
+    if not data_dir or not (Path(data_dir) / "fashion-mnist").is_dir():
+        pytest.skip("Fashion-MNIST not available (set JAX_VAE_DATA_DIR)")
+    cmd = [sys.executable, "-m", "benchmarks.time_to_quality", "--data-dir", data_dir, "--target", "400",
+           "--max-epochs", "2", "--evals-per-epoch", "2", "--train-limit", "1024", "--jax-mode", "jax-scan",
+           "--torch-mode", "torch-eager", "--out", str(tmp_path)]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    res = json.loads((tmp_path / "time_to_quality.json").read_text())
+    assert [r["framework"] for r in res["runs"]] == ["jax", "torch"]
+    for r in res["runs"]:
+        losses = [c["test_nelbo"] for c in r["curve"]]
+        assert r["segment_steps"] == 1024 // 128 // 2
+        assert all(math.isfinite(v) for v in losses) and 100 < losses[-1] < 550
+        assert r["reached"] == (min(losses) <= 400)
+        if r["reached"]:
+            assert r["time_to_target_s"] > 0 and r["steps_to_target"] % r["segment_steps"] == 0
+    assert "train clock to target" in (tmp_path / "time_to_quality.md").read_text()
