@@ -1,4 +1,4 @@
-"""`python -m jax_vae <train|export|compare> ...` (the `jax-vae` script): the JAX side of jax_vae.cli."""
+"""`python -m jax_vae <train|evaluate|export|compare> ...` (the `jax-vae` script): the JAX side of jax_vae.cli."""
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,4 @@
-"""`python -m torch_reference <train|export|compare> ...`: the PyTorch side of jax_vae.cli (same flags)."""
+"""`python -m torch_reference <train|evaluate|export|compare> ...`: the PyTorch side of jax_vae.cli (same flags)."""
 from __future__ import annotations
 
 import sys
