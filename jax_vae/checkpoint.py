@@ -106,8 +106,19 @@ def load_params(path: Path, step: int | None = None) -> tuple[dict, dict[str, An
     if step not in ckpts.all_steps():
         raise RunError(f"no checkpoint of step {step} in {ckpts.directory} (have {ckpts.all_steps()})")
     got = ckpts._mngr(write=False).restore(step, args=ocp.args.Composite(
-        train=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        train=ocp.args.StandardRestore(_local_target(ckpts.directory / str(step) / "train")),
+        meta=ocp.args.JsonRestore()))
     return jax.tree_util.tree_map(np.asarray, got.train["state"]["params"]), got.meta
+
+
+def _local_target(item_dir: Path) -> Any:
+    """Abstract tree of a saved item placed on this process's first device, so checkpoints written
+    on another device topology (data-parallel meshes, other hosts) restore here."""
+    metadata = ocp.StandardCheckpointer().metadata(item_dir)
+    tree = getattr(metadata, "item_metadata", metadata)           # orbax >= 0.11 wraps it in StepMetadata
+    tree = getattr(tree, "tree", tree)
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
 
 
 def save_params(path: Path, params: dict, meta: dict[str, Any]) -> None:

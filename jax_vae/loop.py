@@ -43,6 +43,7 @@ class TrainOptions:
     chunk_steps: int = 0           # cap on steps per scan (0 = a whole epoch, split only by checkpoints)
     progress: bool = True          # tqdm bar on a terminal
     images: bool = True
+    data_parallel: bool = False    # JAX: batch split over every device (jax_vae/parallel.py)
 
     def check(self) -> None:
         if self.jit not in JIT_MODES:
@@ -99,7 +100,15 @@ def run(trainer_cls: Any, checkpoints_cls: Any, cfg: VAEConfig, run_dir: Path, o
     opts.check()
     run_dir = Path(run_dir)
     framework = trainer_cls.framework
-    saved = runs.check_run_dir(run_dir, framework, cfg, resume)
+    if opts.data_parallel and framework != "jax":
+        raise runs.RunError("data-parallel training is implemented for JAX (python -m jax_vae train --data-parallel)")
+    # Under jax.distributed every process runs this loop; process 0 alone writes the run folder
+    # (checkpoints are written by all of them together, as orbax requires).
+    primary = getattr(trainer_cls, "process_index", lambda: 0)() == 0
+    if primary:
+        saved = runs.check_run_dir(run_dir, framework, cfg, resume)
+    else:
+        saved = runs.read_run(run_dir) if resume else None
     data = prepare_data(cfg, data_dir, download) if data is None else data
     n = check_data(cfg, data)
     layout = schedule.Layout(n, cfg.batch_size, cfg.drop_last)
@@ -107,7 +116,8 @@ def run(trainer_cls: Any, checkpoints_cls: Any, cfg: VAEConfig, run_dir: Path, o
     show_bar = opts.progress and sys.stderr.isatty()
     bar: Any = None                          # created once the checks have passed
     tick = (lambda step: bar is not None and bar.update(int(step) - bar.n)) if show_bar else None
-    trainer = trainer_cls(cfg, data, device=opts.device, jit=opts.jit, tick=tick)
+    trainer = trainer_cls(cfg, data, device=opts.device, jit=opts.jit, tick=tick,
+                          **({"data_parallel": True} if opts.data_parallel else {}))
     ckpts = checkpoints_cls(run_dir / runs.CHECKPOINT_DIR)
     start, order, meta = 0, None, {}
     if saved is not None and ckpts.latest_step() is not None:       # resume: read-only checks first
@@ -123,17 +133,19 @@ def run(trainer_cls: Any, checkpoints_cls: Any, cfg: VAEConfig, run_dir: Path, o
         **trainer.versions(), "numpy": np.__version__, "python": platform.python_version()})
     if saved is not None:
         record["created"] = saved.get("created", record["created"])
-    runs.write_run(run_dir, record)
-    if log is not None:
+    if primary:
+        runs.write_run(run_dir, record)
+    if log is not None and primary:
         log(f"{framework}: {'resuming at step ' + str(start) if saved is not None else 'training'} {cfg.name} "
             f"on {cfg.dataset} for {total} steps ({total / layout.steps_per_epoch:g} epochs of "
             f"{layout.steps_per_epoch}, batch {cfg.batch_size}, seed {cfg.seed}) on "
             f"{trainer.device_name()} -> {run_dir}")
     metrics_path = run_dir / runs.METRICS_FILE
-    runs.truncate_metrics(metrics_path, start, mid_epoch=start % layout.steps_per_epoch != 0)
-    writer = runs.MetricsWriter(metrics_path)
+    if primary:
+        runs.truncate_metrics(metrics_path, start, mid_epoch=start % layout.steps_per_epoch != 0)
+    writer = runs.MetricsWriter(metrics_path) if primary else _NoWriter()
     bar = tqdm(total=total, initial=start, unit="step", desc=f"{framework} {cfg.name}", dynamic_ncols=True,
-               disable=not show_bar, leave=True)
+               disable=not (show_bar and primary), leave=True)
     order_epoch = meta.get("order_epoch", -1) if order is not None else -1
     sums = dict(meta.get("epoch_sums", _zero_sums()))
     elapsed0, t_start, trainer_epoch = float(meta.get("elapsed_s", 0.0)), time.perf_counter(), -1
@@ -196,7 +208,7 @@ def run(trainer_cls: Any, checkpoints_cls: Any, cfg: VAEConfig, run_dir: Path, o
     image_dir = run_dir / runs.IMAGE_DIR
     title = f"{framework} {cfg.name} ({cfg.dataset}), step {step}"
     images = plots.write_images(image_dir, cfg, trainer.decode, trainer.reconstruct, data["test"],
-                                runs.read_metrics(run_dir), title) if opts.images else []
+                                runs.read_metrics(run_dir), title) if opts.images and primary else []
     summary = {"framework": framework, "preset": cfg.name, "dataset": cfg.dataset, "run_dir": str(run_dir),
                "device": trainer.device_name(), "steps": step, "epochs": step / layout.steps_per_epoch,
                "resumed_from": start if saved is not None else None, "train_loss": last_train, **last_eval,
@@ -205,5 +217,16 @@ def run(trainer_cls: Any, checkpoints_cls: Any, cfg: VAEConfig, run_dir: Path, o
                "wall_s": elapsed0 + time.perf_counter() - t_start,
                "metrics": str(metrics_path), "image_dir": str(image_dir), "images": [str(p) for p in images],
                "checkpoint": str(ckpts.directory)}
-    runs.write_summary(run_dir, summary)
+    if primary:
+        runs.write_summary(run_dir, summary)
     return summary
+
+
+class _NoWriter:
+    """The metrics writer of a non-primary process: writes nothing."""
+
+    def write(self, records: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

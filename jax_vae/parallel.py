@@ -1,0 +1,124 @@
+"""Data-parallel training over every device (all hosts under jax.distributed) with jax.sharding.
+
+The train step is step.make_train_step's pure function, jitted with shardings: the batch axis is
+split over the mesh axis "data", parameters and optimizer state are replicated. The loss is the
+same reduction over the GLOBAL batch as on one device (XLA inserts the all-reduce of the gradient
+sums), so a sharded run follows the single-device run up to float summation order.
+
+Multi-host: every process runs the same program on the same global batch order (same seed); each
+one hands only its own devices' rows to the mesh (`shard_batch`), and `initialize_distributed`
+connects the processes first. Launch commands are in the README ("Data-parallel and multi-host").
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jax_vae.config import VAEConfig
+from jax_vae.step import TrainState, make_train_step
+
+Array = jax.Array
+DATA_AXIS = "data"
+ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"   # host:port of process 0 (read by jax itself too)
+ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "JAX_PROCESS_ID"
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, auto: bool = False) -> bool:
+    """jax.distributed.initialize from the arguments, else $JAX_COORDINATOR_ADDRESS,
+    $JAX_NUM_PROCESSES, $JAX_PROCESS_ID; auto=True lets JAX detect SLURM/Open MPI/TPU clusters.
+
+    Returns True when the distributed runtime was started. Call before any other JAX work.
+    """
+    coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR)
+    if num_processes is None and os.environ.get(ENV_NUM_PROCESSES):
+        num_processes = int(os.environ[ENV_NUM_PROCESSES])
+    if process_id is None and os.environ.get(ENV_PROCESS_ID):
+        process_id = int(os.environ[ENV_PROCESS_ID])
+    given = (coordinator_address, num_processes, process_id)
+    if not auto and all(v is None for v in given):
+        return False
+    if not auto and any(v is None for v in given):
+        raise ValueError("multi-process training needs the coordinator address, the number of processes "
+                         f"and this process's id; got coordinator={coordinator_address!r}, "
+                         f"num_processes={num_processes!r}, process_id={process_id!r} (set --coordinator/"
+                         f"{ENV_COORDINATOR}, --num-processes/{ENV_NUM_PROCESSES}, --process-id/{ENV_PROCESS_ID})")
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+    return True
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """1-D mesh with axis 'data' over `devices` (default: jax.devices(), every host's devices)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over 'data'."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    """The global batch must split evenly over the devices."""
+    if batch_size % mesh.size:
+        raise ValueError(f"batch size {batch_size} does not split over {mesh.size} devices; use a multiple "
+                         f"of {mesh.size} (e.g. --batch-size {mesh.size * -(-batch_size // mesh.size)})")
+
+
+def _global_array(value: Any, sharding: NamedSharding) -> Array:
+    """A global jax.Array from a host value every process holds in full; each takes its own rows."""
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Place a pytree (params, TrainState, a key) on every device of the mesh."""
+    sharding = replicated(mesh)
+
+    def leaf_to_mesh(leaf):
+        if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
+        return _global_array(_leaf_to_host(leaf), sharding)
+    return jax.tree_util.tree_map(leaf_to_mesh, tree)
+
+
+def shard_batch(batch: np.ndarray, mesh: Mesh) -> Array:
+    """Global batch [B, D] (the same on every process) -> jax.Array split on 'data'."""
+    check_batch_size(batch.shape[0], mesh)
+    return _global_array(batch, batch_sharded(mesh))
+
+
+def _leaf_to_host(leaf: Any) -> np.ndarray:
+    if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+        return np.asarray(jax.device_get(leaf))
+    if leaf.is_fully_replicated:
+        return np.asarray(leaf.addressable_data(0))
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+
+def to_host(tree: Any) -> Any:
+    """numpy copy of a pytree of replicated (or fully addressable) arrays, on every process."""
+    return jax.tree_util.tree_map(_leaf_to_host, tree)
+
+
+def make_parallel_train_step(cfg: VAEConfig, tx: optax.GradientTransformation, mesh: Mesh
+                             ) -> Callable[[TrainState, Array, Array], tuple[TrainState, dict[str, Array]]]:
+    """train_step(state, batch, key) of step.make_train_step, jitted over the mesh: state and key
+    replicated, batch [B, D] sharded on 'data', state donated; metrics come back replicated."""
+    check_batch_size(cfg.batch_size, mesh)
+    repl, data = replicated(mesh), batch_sharded(mesh)
+    return jax.jit(make_train_step(cfg, tx, jit=False), in_shardings=(repl, data, repl),
+                   out_shardings=(repl, repl), donate_argnums=0)
