@@ -30,10 +30,16 @@ def set_precision(precision: str) -> dict[str, Any]:
     tf32 = precision == "tf32"
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):           # torch >= 2.9 API
-        matmul.fp32_precision = "tf32" if tf32 else "ieee"
-        torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
-        return {"cuda.matmul.fp32_precision": matmul.fp32_precision,
-                "cudnn.conv.fp32_precision": torch.backends.cudnn.conv.fp32_precision}
+        value = "tf32" if tf32 else "ieee"
+        matmul.fp32_precision = value
+        torch.backends.cudnn.conv.fp32_precision = value
+        flags = {"cuda.matmul.fp32_precision": matmul.fp32_precision,
+                 "cudnn.conv.fp32_precision": torch.backends.cudnn.conv.fp32_precision}
+        mkldnn = getattr(torch.backends.mkldnn, "matmul", None)
+        if mkldnn is not None and hasattr(mkldnn, "fp32_precision"):   # CPU (oneDNN) matmuls: IEEE fp32
+            mkldnn.fp32_precision = "ieee"
+            flags["mkldnn.matmul.fp32_precision"] = mkldnn.fp32_precision
+        return flags
     matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
@@ -82,8 +88,6 @@ def run_batch(preset: str, mode: str, precision: str, batch: int, timing: dict[s
     counters = torch._dynamo.utils.counters
     counters.clear()
     gc.collect()
-    rss_reset = common.reset_peak_rss()
-    rss_before = common.current_rss_bytes()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -99,6 +103,9 @@ def run_batch(preset: str, mode: str, precision: str, batch: int, timing: dict[s
         box["metrics"] = step(batches[box["i"] % n_pool])
         box["i"] += 1
 
+    gc.collect()
+    rss_reset = common.reset_peak_rss()      # peak RSS from here: compile + timed steps of this mode
+    rss_before = common.current_rss_bytes()
     result = common.time_unit(run, lambda: _sync(device), 1, batch, **timing)
     finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     if device.type == "cuda":

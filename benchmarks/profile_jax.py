@@ -94,7 +94,7 @@ def hlo_report(preset: str, batch: int, mode: str, precision: str = "fp32") -> d
     jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION[precision])
     cfg = get_preset(preset)
     tx = make_optimizer(cfg)
-    state = create_state(init_params(jax.random.PRNGKey(0), cfg), tx)
+    state = create_state(jax.jit(init_params, static_argnums=1)(jax.random.PRNGKey(0), cfg), tx)
     key = jax.random.PRNGKey(1)
     step = make_step(cfg, tx, precision)
     scan_len = 8 if mode == "jax-scan" else 1

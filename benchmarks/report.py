@@ -69,15 +69,22 @@ def throughput_table(recs: list[dict[str, Any]]) -> list[str]:
 
 def detail_table(recs: list[dict[str, Any]]) -> list[str]:
     """Step latency, compile time and peak memory per ok record."""
-    lines = ["| mode | batch | step ms median [IQR] | compile s | peak memory MB | GFLOP/s | % peak |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| mode | batch | step ms median [IQR] | compile s | peak memory MB (+ over pre-compile) "
+             "| GFLOP/s | % peak |", "|---|---|---|---|---|---|---|"]
     for r in sorted(_ok(recs), key=lambda r: (ALL_MODES.index(r["mode"]), r["batch_size"])):
         s = r["step_ms"]
         frac = r.get("roofline_fraction")
         lines.append(f"| {r['mode']} | {r['batch_size']} | {s['median']:.3f} [{s['q1']:.3f}–{s['q3']:.3f}] | "
-                     f"{r['compile_s']:.2f} | {r['peak_memory_bytes'] / 2**20:,.0f} | "
+                     f"{r['compile_s']:.2f} | {_memory(r)} | "
                      f"{r['achieved_flops'] / 1e9:,.1f} | {'—' if frac is None else f'{100 * frac:.1f}%'} |")
     return lines
+
+
+def _memory(r: dict[str, Any]) -> str:
+    """'peak MB (+growth over the RSS before compile)'; GPU allocator peaks have no baseline."""
+    peak = r["peak_memory_bytes"] / 2**20
+    before = r.get("rss_before_bytes")
+    return f"{peak:,.0f}" + (f" (+{peak - before / 2**20:,.0f})" if before else "")
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
@@ -95,11 +102,12 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         peak = results["peaks"].get(precision) or {}
         parts = [f"{top['achieved_flops'] / 1e9:,.1f} GFLOP/s ({top['mode']})"]
         if top.get("roofline_fraction") is not None:
-            parts.append(f"{100 * top['roofline_fraction']:.1f}% of the {peak.get('kind', '')} peak "
-                         f"{peak['flops'] / 1e9:,.0f} GFLOP/s")
-        if top.get("sgemm_fraction") is not None:
-            parts.append(f"{100 * top['sgemm_fraction']:.1f}% of measured sgemm "
-                         f"{peak['measured_sgemm']['flops'] / 1e9:,.0f} GFLOP/s")
+            parts.append(f"{100 * top['roofline_fraction']:.1f}% of the roofline peak "
+                         f"{peak['flops'] / 1e9:,.0f} GFLOP/s ({peak.get('kind', '')})")
+        est = (peak.get("estimate") or {}).get("flops")
+        if est and est != peak["flops"]:
+            parts.append(f"{100 * top['achieved_flops'] / est:.1f}% of the nominal-clock estimate "
+                         f"{est / 1e9:,.0f} GFLOP/s")
         out.append(f"  At batch {max(bj)} the best JAX mode reaches " + ", ".join(parts) + ".")
     return out
 
@@ -119,9 +127,11 @@ def environment_lines(results: dict[str, Any]) -> list[str]:
         lines.append(f"- {fw} {prec} flags: `{json.dumps(f)}`")
     for prec, peak in results["peaks"].items():
         if peak:
-            lines.append(f"- peak {prec}: {peak['flops'] / 1e9:,.0f} GFLOP/s ({peak['source']})"
-                         + (f"; measured {peak['measured_sgemm']['flops'] / 1e9:,.0f} GFLOP/s "
-                            f"({peak['measured_sgemm']['source']})" if peak.get("measured_sgemm") else ""))
+            line = f"- roofline peak {prec}: {peak['flops'] / 1e9:,.0f} GFLOP/s ({peak['kind']}: {peak['source']})"
+            for k in ("estimate", "measured_sgemm"):
+                if peak.get(k) and peak[k].get("flops"):
+                    line += f"; {k.replace('_', ' ')} {peak[k]['flops'] / 1e9:,.0f} GFLOP/s ({peak[k]['source']})"
+            lines.append(line)
     g = results["grid"]
     lines.append(f"- grid `{g['name']}`: repeats {g['repeats']}, window >= {g['window_s']} s, warm-up >= "
                  f"{g['warmup_s']} s; data: {results['data']}; wall time {results['wall_s'] / 60:.1f} min")
@@ -183,8 +193,11 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         md += ["", f"## {preset}, {precision}", ""]
         if _ok(recs):
             name = f"throughput_{preset}_{precision}.png"
-            plot(recs, f"{preset}, {precision}, {results['device']}", out_dir / name)
-            md += throughput_table(recs) + ["", f"![{preset} {precision}]({name})", ""] + detail_table(recs)
+            try:
+                plot(recs, f"{preset}, {precision}, {results['device']}", out_dir / name)
+                md += throughput_table(recs) + ["", f"![{preset} {precision}]({name})", ""] + detail_table(recs)
+            except ImportError as e:   # matplotlib missing: tables only
+                md += throughput_table(recs) + ["", f"(no plot: {e})", ""] + detail_table(recs)
         notes = sorted({(r["mode"], r["status"], r.get("reason", "")) for r in recs if r["status"] != "ok"})
         md += [""] + [f"- {m}: {s} — {reason}" for m, s, reason in notes]
     path = out_dir / "results.md"
@@ -192,13 +205,39 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results dict from runs on the same device: later records replace earlier ones per key."""
+    devices = {p["device"] for p in parts}
+    if len(devices) > 1:
+        raise ValueError(f"cannot merge results from different devices: {sorted(devices)}")
+    out = dict(parts[0])
+    recs: dict[tuple, dict[str, Any]] = {}
+    for p in parts:
+        for r in p["records"]:
+            key = (r["framework"], r["mode"], r["preset"], r["precision"], r["batch_size"])
+            if r.get("status") == "ok" or key not in recs or recs[key].get("status") != "ok":
+                recs[key] = r
+    out["records"] = list(recs.values())
+    out["processes"] = sum((p.get("processes", []) for p in parts), [])
+    out["command"] = " ; ".join(p["command"] for p in parts)
+    out["wall_s"] = sum(p["wall_s"] for p in parts)
+    out["load_avg_at_end"] = parts[-1].get("load_avg_at_end")
+    for k in ("presets", "batch_sizes", "precisions", "modes"):
+        out["grid"] = dict(out["grid"], **{k: sorted({v for p in parts for v in p["grid"][k]}, key=str)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("results", help="path to results.json")
-    p.add_argument("--out", help="output folder (default: next to results.json)")
+    p.add_argument("results", nargs="+", help="results.json file(s); several are merged (same device)")
+    p.add_argument("--out", help="output folder (default: next to the first results.json)")
     a = p.parse_args(argv)
-    path = Path(a.results)
-    print(write_report(json.loads(path.read_text()), Path(a.out) if a.out else path.parent))
+    merged = merge([json.loads(Path(f).read_text()) for f in a.results])
+    out = Path(a.out) if a.out else Path(a.results[0]).parent
+    if len(a.results) > 1:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(merged, indent=1))
+    print(write_report(merged, out))
 
 
 if __name__ == "__main__":

@@ -96,8 +96,8 @@ def loss_from_eps(model: VAE, x: Tensor, eps: Tensor, cfg: VAEConfig, beta: floa
                   autocast_dtype: torch.dtype | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """torch_reference.losses.loss_fn given eps [L, B, Z] (no generator branch, so dynamo traces it
     whole); with autocast_dtype the model runs under autocast and the loss terms in fp32."""
-    ctx = (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype is not None
-           else contextlib.nullcontext())
+    ctx = (torch.autocast(x.device.type, dtype=autocast_dtype, cache_enabled=False)   # graph-safe
+           if autocast_dtype is not None else contextlib.nullcontext())
     with ctx:
         outputs, mean, scale = model(x, eps)                                # [L, B, D], [B, Z] x2
     outputs, mean, scale = outputs.float(), mean.float(), scale.float()
@@ -145,7 +145,12 @@ def build_step(cfg: VAEConfig, mode: str, precision: str, model: VAE, opt: torch
             if device.type != "cuda" and cmode == "reduce-overhead":
                 details["note"] = "CPU: reduce-overhead has no CUDA graphs; it runs the inductor CPU code"
 
+        mark = (getattr(torch.compiler, "cudagraph_mark_step_begin", None)
+                if mode == "torch-compile-ro" and device.type == "cuda" else None)
+
         def step(x: Tensor) -> dict[str, Tensor]:
+            if mark is not None:     # a new iteration for CUDA-graph trees: earlier outputs may be reused
+                mark()
             opt.zero_grad(set_to_none=True)
             loss, metrics = fwd(x)
             loss.backward()

@@ -68,7 +68,7 @@ def run_jax(cfg: VAEConfig, data: dict[str, np.ndarray], mode: str, target: floa
     jax.config.update("jax_default_matmul_precision", "highest")
     tx = make_optimizer(cfg)
     key = jax.random.PRNGKey(cfg.seed)
-    box = {"state": create_state(init_params(key, cfg), tx)}
+    box = {"state": create_state(jax.jit(init_params, static_argnums=1)(key, cfg), tx)}
     base_key, eval_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
     train, test = jax.device_put(data["train"]), jax.device_put(data["test"])    # [N, D]
     step_fn = make_step(cfg, tx, "fp32")
