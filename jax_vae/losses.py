@@ -9,12 +9,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jax_vae.config import VAEConfig
 from jax_vae.models import VAE, sample_eps, std_from_scale
 
 Array = jax.Array
-TORCH_BCE_EPSILON = 1e-12   # aten's EPSILON in binary_cross_entropy_backward
+TORCH_BCE_EPSILON = float(np.float32(1e-12))   # aten's EPSILON in BCE backward: a float 1e-12f
 LOG_CLAMP = -100.0          # aten clamps each log term of BCE at -100
 
 

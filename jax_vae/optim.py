@@ -38,8 +38,9 @@ def lua_adam(lr: float, lr_decay: float = 0.0, b1: float = 0.9, b2: float = 0.99
         nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
         tf = t.astype(jnp.result_type(float))
         step_size = clr * jnp.sqrt(1 - b2 ** tf) / (1 - b1 ** tf)
+        # in the parameters' dtype, as torch's in-place addcdiv_ (no float64 promotion under x64)
         updates = jax.tree_util.tree_map(
-            lambda m, v: (-step_size * m / (jnp.sqrt(v) + eps)).astype(m.dtype), mu, nu)
+            lambda m, v: -step_size.astype(m.dtype) * m / (jnp.sqrt(v) + eps), mu, nu)
         return updates, LuaAdamState(t, mu, nu)
 
     return optax.GradientTransformation(init_fn, update_fn)

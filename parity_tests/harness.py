@@ -1,0 +1,139 @@
+"""Shared set-up for the parity suite and report: one torch model and its converted Flax params,
+the same numpy inputs and eps on both sides, and each side's loss, gradients and trajectory.
+
+Import only after `parity_tests.conftest` (or `report`) has set jax_enable_x64 and matmul precision.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from jax_vae import convert, losses as jl, optim as jo, step as js
+from jax_vae.config import VAEConfig
+from jax_vae.data import make_rectangles
+from jax_vae.models import VAE as JaxVAE
+from torch_reference import losses as tl, optim as to, step as ts
+from torch_reference.models import init_params as torch_init
+
+DTYPES = {"float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
+BATCH = 16
+STEPS_PER_EPOCH = 10          # only the iwae lr schedule reads it: boundaries land at steps 10, 40
+
+
+def setup_pair(cfg: VAEConfig, dtype: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
+    """A torch model from `seed` and the same weights as Flax params (through the converter)."""
+    np_dtype, torch_dtype = DTYPES[dtype]
+    model = torch_init(seed, cfg, torch_dtype)
+    params = jax.tree_util.tree_map(jnp.asarray, convert.torch_to_flax(model.state_dict(), cfg))
+    return model, params
+
+
+def make_inputs(cfg: VAEConfig, dtype: str, seed: int = 1, batch: int = BATCH,
+                num_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """x [B, D] and eps [L, B, Z]: the preset's own generated data (rectangles) or grey noise in
+    [0, 1], Bernoulli-drawn for binarized presets."""
+    rng = np.random.default_rng(seed)
+    np_dtype = DTYPES[dtype][0]
+    if cfg.dataset == "rectangles":
+        x = make_rectangles(batch, seed=seed)[0].astype(np.float64)
+    else:
+        x = rng.uniform(size=(batch, cfg.input_dim))
+    if cfg.binarization != "none":
+        x = (rng.uniform(size=x.shape) < x).astype(np.float64)
+    L = cfg.num_samples if num_samples is None else num_samples
+    eps = rng.standard_normal((L, batch, cfg.latent_dim))
+    return x.astype(np_dtype), eps.astype(np_dtype)
+
+
+def _flat(tree: dict) -> dict[str, np.ndarray]:
+    """{'encoder.hidden_0.kernel': array, ...} in Flax layout."""
+    return {f"{m}.{layer}.{kind}": np.asarray(v) for m, layers in tree.items()
+            for layer, leaves in layers.items() for kind, v in leaves.items()}
+
+
+def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (jax, torch) for encoder outputs, decoder outputs, each loss term and every gradient."""
+    model, params = setup_pair(cfg, dtype)
+    x, eps = make_inputs(cfg, dtype)
+    # --- JAX half
+    xj, epsj = jnp.asarray(x), jnp.asarray(eps)
+    outj, meanj, scalej = JaxVAE(cfg).apply({"params": params}, xj, epsj)
+    (lossj, auxj), gradsj = jax.value_and_grad(jl.loss_fn, has_aux=True)(params, xj, epsj, cfg)
+    # --- torch half
+    xt, epst = torch.from_numpy(x), torch.from_numpy(eps)
+    outt, meant, scalet = model(xt, epst)
+    losst, auxt = tl.loss_fn(model, xt, epst, cfg)
+    losst.backward()
+    gradst = convert.torch_to_flax({k: p.grad for k, p in model.named_parameters()}, cfg)
+    pairs = {"encoder.mean": (meanj, meant), "encoder.scale": (scalej, scalet),
+             "decoder.outputs": (outj, outt), "loss": (lossj, losst)}
+    pairs.update({f"loss.{k}": (auxj[k], auxt[k]) for k in ("recon", "kl", "per_example")})
+    gj, gt = _flat(gradsj), _flat(gradst)
+    pairs.update({f"grad.{k}": (gj[k], gt[k]) for k in gt})
+    return {k: (np.asarray(a), b.detach().numpy() if hasattr(b, "detach") else np.asarray(b))
+            for k, (a, b) in pairs.items()}
+
+
+def trajectory_pair(cfg: VAEConfig, dtype: str, steps: int = 100, num_batches: int = 4
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`steps` optimizer steps on fixed batches with fixed eps, both sides from the same weights.
+
+    Returns 'losses' [steps] and every final parameter 'param.<name>' as (jax, torch).
+    """
+    model, params = setup_pair(cfg, dtype)
+    batches = [make_inputs(cfg, dtype, seed=100 + i) for i in range(num_batches)]
+    # --- JAX half
+    tx = jo.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH)
+    state = js.create_state(params, tx)
+    update = jax.jit(lambda s, x, e: js.update(s, x, e, cfg, tx))
+    losses_j = []
+    for i in range(steps):
+        x, eps = batches[i % num_batches]
+        state, metrics = update(state, jnp.asarray(x), jnp.asarray(eps))
+        losses_j.append(float(metrics["loss"]))
+    # --- torch half (reference implementation pinned: no foreach, no fused kernels)
+    opt, sched = to.make_optimizer(cfg, model.parameters(), steps_per_epoch=STEPS_PER_EPOCH,
+                                   foreach=False, fused=False)
+    tstate = ts.create_state(model, opt, sched)
+    losses_t = []
+    for i in range(steps):
+        x, eps = batches[i % num_batches]
+        tstate, metrics = ts.update(tstate, torch.from_numpy(x), torch.from_numpy(eps), cfg)
+        losses_t.append(float(metrics["loss"]))
+    pj = _flat(jax.device_get(state.params))
+    pt = _flat(convert.torch_to_flax(tstate.model.state_dict(), cfg))
+    out = {"losses": (np.array(losses_j), np.array(losses_t))}
+    out.update({f"param.{k}": (pj[k], pt[k]) for k in pt})
+    return out
+
+
+def variant(cfg: VAEConfig, **changes) -> VAEConfig:
+    """dataclasses.replace, renamed so tests read as 'a variant of the preset'."""
+    return dataclasses.replace(cfg, **changes)
+
+
+def torch_self_divergence(cfg: VAEConfig, dtype: str, steps: int = 100, rel: float | None = None,
+                          num_batches: int = 4) -> np.ndarray:
+    """Per-step relative loss gap between two torch runs whose initial weights differ by `rel`
+    (default: one unit of roundoff): the objective's own sensitivity, the envelope parity must meet."""
+    rel = rel if rel is not None else float(np.finfo(DTYPES[dtype][0]).eps)
+    batches = [make_inputs(cfg, dtype, seed=100 + i) for i in range(num_batches)]
+    runs = []
+    for perturb in (0.0, rel):
+        model, _ = setup_pair(cfg, dtype)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.0 + perturb)
+        opt, sched = to.make_optimizer(cfg, model.parameters(), steps_per_epoch=STEPS_PER_EPOCH,
+                                       foreach=False, fused=False)
+        state, losses = ts.create_state(model, opt, sched), []
+        for i in range(steps):
+            x, eps = batches[i % num_batches]
+            state, metrics = ts.update(state, torch.from_numpy(x), torch.from_numpy(eps), cfg)
+            losses.append(float(metrics["loss"]))
+        runs.append(np.array(losses))
+    return np.abs(runs[1] - runs[0]) / np.abs(runs[0])

@@ -1,0 +1,113 @@
+"""Bottom of the stack: reparameterize, KL forms, every likelihood (values and gradients) and the
+torch-BCE edge cases, each as a JAX half and a torch half on the same numpy inputs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jax_vae import losses as jl, models as jm
+from parity_tests.harness import DTYPES
+from parity_tests.tolerances import assert_close, tol
+from torch_reference import losses as tl, models as tm
+
+
+def _rng_arrays(dtype, *shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(DTYPES[dtype][0]) for s in shapes]
+
+
+@pytest.mark.parametrize("scale_param", ["logvar", "sigma"])
+def test_reparameterize(dtype, scale_param):
+    mean, scale, eps = _rng_arrays(dtype, (8, 5), (8, 5), (3, 8, 5))
+    # JAX half
+    z_j = jm.reparameterize(jnp.asarray(mean), jm.std_from_scale(jnp.asarray(scale), scale_param),
+                            jnp.asarray(eps))
+    # torch half
+    z_t = tm.reparameterize(torch.from_numpy(mean),
+                            tm.std_from_scale(torch.from_numpy(scale), scale_param), torch.from_numpy(eps))
+    assert z_j.shape == (3, 8, 5)
+    assert_close(f"{dtype}/z[{scale_param}]", z_j, z_t.numpy(), tol(dtype, "forward"))
+
+
+@pytest.mark.parametrize("form", ["logvar", "sigma", "day37"])
+def test_kl_value_and_grad(dtype, form):
+    mean, scale = _rng_arrays(dtype, (8, 5), (8, 5), seed=1)
+    if form == "day37":
+        jfn = lambda m, s: jl.kl_day37(m, s, 784)
+        tfn = lambda m, s: tl.kl_day37(m, s, 784)
+    else:
+        jfn = lambda m, s: jl.kl_normal(m, s, form)
+        tfn = lambda m, s: tl.kl_normal(m, s, form)
+    # JAX half
+    kl_j = jfn(jnp.asarray(mean), jnp.asarray(scale))
+    gm_j, gs_j = jax.grad(lambda m, s: jfn(m, s).sum(), argnums=(0, 1))(jnp.asarray(mean), jnp.asarray(scale))
+    # torch half
+    m_t, s_t = (torch.from_numpy(a).requires_grad_() for a in (mean, scale))
+    kl_t = tfn(m_t, s_t)
+    kl_t.sum().backward()
+    assert_close(f"{dtype}/kl[{form}]", kl_j, kl_t.detach().numpy(), tol(dtype, "loss_terms"))
+    assert_close(f"{dtype}/dkl/dmean[{form}]", gm_j, m_t.grad.numpy(), tol(dtype, "grad"))
+    assert_close(f"{dtype}/dkl/dscale[{form}]", gs_j, s_t.grad.numpy(), tol(dtype, "grad"))
+
+
+def test_kl_matches_closed_form_numbers():
+    """KL(N(1, e^0) || N(0, 1)) = 0.5 per dimension; KL(N(0, 1) || N(0, 1)) = 0."""
+    assert float(jl.kl_normal(jnp.ones((1, 4)), jnp.zeros((1, 4)), "logvar")[0]) == pytest.approx(2.0)
+    assert float(tl.kl_normal(torch.zeros(1, 4), torch.ones(1, 4), "sigma")[0]) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("likelihood", ["bce_probs", "bce_logits", "mse_sum", "mse_mean"])
+def test_likelihood_value_and_grad(dtype, likelihood):
+    rng = np.random.default_rng(2)
+    np_dtype = DTYPES[dtype][0]
+    out = rng.standard_normal((2, 6, 20)).astype(np_dtype)
+    if likelihood == "bce_probs":
+        out = (1 / (1 + np.exp(-out))).astype(np_dtype)
+    x = rng.uniform(size=(6, 20)).astype(np_dtype)
+    # JAX half
+    fn_j = jl.LIKELIHOODS[likelihood]
+    val_j, grad_j = jax.value_and_grad(lambda o: fn_j(o, jnp.asarray(x)).sum())(jnp.asarray(out))
+    per_j = fn_j(jnp.asarray(out), jnp.asarray(x))
+    # torch half
+    o_t = torch.from_numpy(out).requires_grad_()
+    per_t = tl.LIKELIHOODS[likelihood](o_t, torch.from_numpy(x))
+    per_t.sum().backward()
+    assert per_j.shape == (2, 6)
+    assert_close(f"{dtype}/{likelihood}", per_j, per_t.detach().numpy(), tol(dtype, "loss_terms"))
+    assert_close(f"{dtype}/d{likelihood}/doutput", grad_j, o_t.grad.numpy(), tol(dtype, "grad"))
+
+
+def test_bce_edge_cases(dtype):
+    """Outputs exactly 0 and 1 against targets 0, 1 and grey: torch's -100 clamp on each log term
+    and its backward (p - x) / max(p (1 - p), 1e-12), finite where a naive clamp gives NaN."""
+    np_dtype = DTYPES[dtype][0]
+    p = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.5, 1e-30, 1 - 1e-7], np_dtype)
+    x = np.array([0.0, 1.0, 0.3, 0.0, 1.0, 0.7, 0.5, 1.0, 0.0], np_dtype)
+    # JAX half
+    val_j, grad_j = jax.value_and_grad(lambda q: jl.bce_probs(q, jnp.asarray(x)))(jnp.asarray(p))
+    elem_j = jax.vmap(lambda q, t: jl.bce_probs(q[None], t[None]))(jnp.asarray(p), jnp.asarray(x))
+    # torch half
+    p_t = torch.from_numpy(p).requires_grad_()
+    val_t = torch.nn.functional.binary_cross_entropy(p_t, torch.from_numpy(x), reduction="sum")
+    val_t.backward()
+    elem_t = torch.nn.functional.binary_cross_entropy(torch.from_numpy(p), torch.from_numpy(x),
+                                                      reduction="none")
+    assert np.all(np.isfinite(np.asarray(grad_j))), "JAX BCE gradient is not finite at p in {0, 1}"
+    assert float(elem_j[1]) == pytest.approx(100.0) and float(elem_j[3]) == pytest.approx(100.0)
+    assert_close(f"{dtype}/bce_edge_values", elem_j, elem_t.numpy(), tol(dtype, "loss_terms"))
+    assert_close(f"{dtype}/bce_edge_sum", val_j, val_t.detach().numpy(), tol(dtype, "loss"))
+    assert_close(f"{dtype}/bce_edge_grad", grad_j, p_t.grad.numpy(), tol(dtype, "grad"))
+
+
+def test_bce_logits_extreme_logits(dtype):
+    """BCE with logits stays finite and matches torch at |logit| = 80 (sigmoid saturated)."""
+    np_dtype = DTYPES[dtype][0]
+    logits = np.array([-80.0, -80.0, 80.0, 80.0, 0.0], np_dtype)
+    x = np.array([0.0, 1.0, 0.0, 1.0, 0.5], np_dtype)
+    val_j, grad_j = jax.value_and_grad(lambda l: jl.bce_logits(l, jnp.asarray(x)))(jnp.asarray(logits))
+    l_t = torch.from_numpy(logits).requires_grad_()
+    val_t = tl.bce_logits(l_t, torch.from_numpy(x))
+    val_t.backward()
+    assert_close(f"{dtype}/bce_logits_extreme", val_j, val_t.detach().numpy(), tol(dtype, "loss"))
+    assert_close(f"{dtype}/bce_logits_extreme_grad", grad_j, l_t.grad.numpy(), tol(dtype, "grad"))
