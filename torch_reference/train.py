@@ -27,6 +27,7 @@ from torch_reference.step import TrainState, create_state, make_train_step
 
 EVAL_BATCH = 1000
 EPS_KEY, EVAL_KEY, BINARIZE_KEY = 1, 2, 3
+NAN_PROBS_ERROR = "all elements of input should be between 0 and 1"   # torch BCE on NaN probabilities
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,7 +99,14 @@ class Trainer:
         self.state.model.train()
         out = []
         for s in range(rows.shape[0]):
-            self.state, m = self._step(self.state, self.train_x[rows[s]], self.generator)
+            try:
+                self.state, m = self._step(self.state, self.train_x[rows[s]], self.generator)
+            except RuntimeError as err:
+                if NAN_PROBS_ERROR not in str(err):
+                    raise
+                # F.binary_cross_entropy refuses NaN probabilities: the loss of this step is not finite.
+                out.append(torch.tensor([float("nan")] * 3 + [0.0], device=self.device))
+                break
             out.append(torch.stack([m["objective"], m["recon"], m["kl"], m["finite"].to(m["objective"].dtype)]))
             if self.tick is not None:
                 self.tick(self.state.step)

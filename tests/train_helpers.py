@@ -1,0 +1,93 @@
+"""Shared bits of the training tests: a tiny preset variant, tiny data, and run-folder readers."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pytest
+
+from jax_vae.config import VAEConfig, get_preset
+
+REPO = Path(__file__).resolve().parents[1]
+FRAMEWORKS = ("jax", "torch")
+TIMING_KEYS = ("images_per_s", "train_s", "wall_s")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP spin-waits make
+    them ~50x slower; the SIGKILL test also needs the same thread count in every process it compares."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config(**changes: Any) -> VAEConfig:
+    """stutz-rectangles shrunk to 8x8 inputs and 16 hidden units: a run takes well under a second."""
+    base = dict(input_dim=64, encoder_hidden=(16,), decoder_hidden=(16,), batch_size=8, epochs=2, steps=0)
+    return dataclasses.replace(get_preset("stutz-rectangles"), **{**base, **changes})
+
+
+def tiny_data(n: int = 100, m: int = 40, seed: int = 0, grey: bool = False) -> dict[str, np.ndarray]:
+    """Random 8x8 images: binary by default, grey levels (for dynamic binarization) with grey=True."""
+    rng = np.random.default_rng(seed)
+    draw = (lambda k: rng.random((k, 64), dtype=np.float32)) if grey else \
+        (lambda k: (rng.random((k, 64)) < 0.3).astype(np.float32))
+    return {"train": draw(n), "test": draw(m)}
+
+
+def train_fn(framework: str):
+    return importlib.import_module("jax_vae.train" if framework == "jax" else "torch_reference.train").train
+
+
+def load_params(framework: str, run_dir: Path, step: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Final (or `step`) parameters of a run as {name: numpy array} plus the checkpoint meta."""
+    if framework == "jax":
+        from jax_vae.checkpoint import load_params as load
+        params, meta = load(run_dir, step)
+        flat = {jax.tree_util.keystr(k): np.asarray(v)
+                for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+        return flat, meta
+    from torch_reference.checkpoint import load_params as load
+    state, meta = load(run_dir, step)
+    return {k: v.numpy() for k, v in state.items()}, meta
+
+
+def assert_bit_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), \
+            f"{key}: max |diff| {np.max(np.abs(a[key].astype(np.float64) - b[key])):.3g}"
+
+
+def metric_records(run_dir: Path, drop_timing: bool = True) -> list[dict[str, Any]]:
+    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    if drop_timing:
+        records = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+    return records
+
+
+def cli(framework: str, *args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m <package> ...` in a fresh process (as a user would)."""
+    package = "jax_vae" if framework == "jax" else "torch_reference"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", package, *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=timeout)
+
+
+def tree_snapshot(path: Path) -> dict[str, bytes] | None:
+    """Every file under `path` with its bytes (None when `path` does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
