@@ -70,7 +70,7 @@ def tile(images: np.ndarray, rows: int, cols: int, shape: tuple[int, int], pad: 
 
 
 def _save_canvas(path: Path, canvas: np.ndarray, title: str, extent=None, labels=None) -> Path:
-    scale = max(1.0, 240.0 / canvas.shape[1])
+    scale = max(1.0, 400.0 / canvas.shape[1])
     fig, ax = plt.subplots(figsize=(canvas.shape[1] * scale / 80 + 0.6, canvas.shape[0] * scale / 80 + 0.8))
     ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
     ax.set_title(title, fontsize=9)
@@ -96,17 +96,17 @@ def write_images(image_dir: Path, cfg: VAEConfig, decode: Decode, reconstruct: D
     rec = to_pixels(reconstruct(x), cfg)                                        # [16, D]
     pairs = np.concatenate([x[:8], rec[:8], x[8:16], rec[8:16]])                # rows: in, out, in, out
     paths.append(_save_canvas(image_dir / "reconstructions.png", tile(pairs, 4, 8, shape),
-                              f"{title}: test inputs (rows 1, 3) and reconstructions (z = mean)"))
+                              f"{title}\ntest inputs (rows 1, 3), reconstructions at z = mean (rows 2, 4)"))
     samples = to_pixels(decode(prior_codes(cfg)), cfg)                          # [64, D]
     paths.append(_save_canvas(image_dir / "samples.png", tile(samples, 8, 8, shape),
-                              f"{title}: decoded z ~ N(0, I)"))
+                              f"{title}\ndecoded samples z ~ N(0, I)"))
     if cfg.latent_dim == 2:
         axis = manifold_axis(cfg)
         grid = to_pixels(decode(manifold_codes(axis)), cfg)                     # [R*C, D]
         step = axis[1] - axis[0]
         extent = (axis[0] - step / 2, axis[-1] + step / 2, axis[0] - step / 2, axis[-1] + step / 2)
         paths.append(_save_canvas(image_dir / "manifold.png", tile(grid, len(axis), len(axis), shape, pad=0),
-                                  f"{title}: decoder over a {len(axis)}x{len(axis)} grid of codes",
+                                  f"{title}\ndecoder over a {len(axis)}x{len(axis)} grid of codes",
                                   extent=extent, labels=("z1", "z2")))
     if records:
         paths.append(save_curves(image_dir / "curves.png", records, title))
