@@ -18,7 +18,8 @@ from jax_vae.config import PRESETS, from_dict, get_preset, apply_overrides, VAEC
 DEFAULT_PRESET = "stutz-rectangles"
 DATASET_DIMS = {"mnist": 784, "fashion_mnist": 784, "rectangles": 576}
 PACKAGES = {"jax": "jax_vae", "torch": "torch_reference"}
-DEFAULT_OPTIONS = {"device": "auto", "jit": "scan", "checkpoint_every": 0, "log_every": 10, "chunk_steps": 0}
+DEFAULT_OPTIONS = {"device": "auto", "jit": "scan", "checkpoint_every": 0, "log_every": 10, "chunk_steps": 0,
+                   "data_parallel": False}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -60,6 +61,13 @@ def add_train_command(sub: Any, framework: str) -> None:
     p.add_argument("--log-every", type=int, help="write a step record every N steps (default 10)")
     p.add_argument("--chunk-steps", type=int, help="at most N steps per jitted scan (default: an epoch)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--data-parallel", action="store_true", default=None,
+                   help="JAX: split each batch over every device (all processes with --coordinator); "
+                        "parameters replicated; the batch size must be a multiple of the device count")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="JAX multi-process: address of process 0 ($JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, help="JAX multi-process: number of processes ($JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, help="JAX multi-process: this process, 0..N-1 ($JAX_PROCESS_ID)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     p.add_argument("--no-images", action="store_true", help="skip the images and plots")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
@@ -110,12 +118,33 @@ def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig,
     return cfg, out, options
 
 
+def start_distributed(args: argparse.Namespace, framework: str, data_parallel: bool) -> None:
+    """jax.distributed for a multi-process data-parallel run (flags, else $JAX_COORDINATOR_ADDRESS etc.)."""
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if framework != "jax" or not data_parallel:
+        if any(v is not None for v in flags):
+            raise runs.RunError("--coordinator, --num-processes and --process-id need "
+                                "`python -m jax_vae train --data-parallel`")
+        return
+    from jax_vae.parallel import initialize_distributed
+    try:
+        initialize_distributed(*flags)
+    except ValueError as err:
+        raise runs.RunError(str(err)) from None
+
+
 def cmd_train(args: argparse.Namespace, framework: str) -> int:
     cfg, out, options = resolve_config(args, framework)
+    data_parallel = options.pop("data_parallel")
+    start_distributed(args, framework, data_parallel)
     if framework == "jax":
         from jax_vae.train import train
+        if data_parallel:
+            options["data_parallel"] = True
     else:
         from torch_reference.train import train
+        if data_parallel:
+            raise runs.RunError("--data-parallel is JAX-only (python -m jax_vae train --data-parallel)")
     summary = train(cfg, out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress,
                     images=not args.no_images, download=not args.no_download,
                     log=lambda line: print(line, file=sys.stderr, flush=True), **options)
