@@ -86,6 +86,12 @@ def mixed_update(state: TrainState, batch: jax.Array, eps: jax.Array, cfg: VAECo
     return TrainState(state.step + 1, params, opt_state), metrics
 
 
+def fresh_state(key: jax.Array, cfg: VAEConfig, tx) -> TrainState:
+    """Step-0 state built under jit: no op-by-op init, and every leaf its own buffer (jax_vae's
+    lua_adam init shares one zeros tree between mu and nu, which a donated step cannot take)."""
+    return jax.jit(lambda k: create_state(init_params(k, cfg), tx))(key)
+
+
 def make_step(cfg: VAEConfig, tx, precision: str) -> Callable:
     """Pure (state, batch [B, D], base_key) -> (state, metrics); eps from fold_in(base_key, step)."""
     upd = (lambda s, b, e: mixed_update(s, b, e, cfg, tx)) if precision == "bf16" else \
@@ -120,7 +126,7 @@ def run_batch(cfg: VAEConfig, mode: str, precision: str, batch: int, timing: dic
     """Time one batch size; returns the record's measured fields."""
     tx = make_optimizer(cfg)
     key = jax.random.PRNGKey(cfg.seed)
-    state = create_state(jax.jit(init_params, static_argnums=1)(key, cfg), tx)   # jit: no op-by-op init
+    state = fresh_state(key, cfg, tx)
     base_key = jax.random.fold_in(key, 1)
     n_pool = common.pool_batches(batch, dim=cfg.input_dim)
     host = common.synthetic_pool(n_pool, batch, cfg.input_dim)              # [K, B, D]

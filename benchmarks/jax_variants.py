@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from benchmarks.bench_jax import make_scan, make_step
+from benchmarks.bench_jax import fresh_state, make_step
 from jax_vae.config import VAEConfig, get_preset
 from jax_vae.losses import loss_fn
 from jax_vae.models import init_params
@@ -37,7 +37,7 @@ def baseline(cfg: VAEConfig, prng: str = "threefry", unroll: int = 1):
     """The benchmark's jax-scan: per-step eps from fold_in(key, step), optionally another PRNG/unroll."""
     tx = make_optimizer(cfg)
     step = make_step(cfg, tx, "fp32")
-    state = create_state(jax.jit(init_params, static_argnums=1)(jax.random.PRNGKey(0), cfg), tx)
+    state = fresh_state(jax.random.PRNGKey(0), cfg, tx)
 
     def epoch(state, xs, key):
         return jax.lax.scan(lambda s, x: step(s, x, key), state, xs, unroll=unroll)[0]
@@ -48,7 +48,7 @@ def baseline(cfg: VAEConfig, prng: str = "threefry", unroll: int = 1):
 def predrawn_eps(cfg: VAEConfig, prng: str = "threefry"):
     """All S steps' eps [S, L, B, Z] drawn in one RNG call before the scan (one kernel, not S)."""
     tx = make_optimizer(cfg)
-    state = create_state(jax.jit(init_params, static_argnums=1)(jax.random.PRNGKey(0), cfg), tx)
+    state = fresh_state(jax.random.PRNGKey(0), cfg, tx)
 
     def epoch(state, xs, key):
         eps = jax.random.normal(jax.random.fold_in(key, state.step),

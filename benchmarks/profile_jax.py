@@ -85,16 +85,14 @@ def hlo_report(preset: str, batch: int, mode: str, precision: str = "fp32") -> d
     import numpy as np
 
     from benchmarks import flops
-    from benchmarks.bench_jax import MATMUL_PRECISION, device_info, make_scan, make_step
+    from benchmarks.bench_jax import MATMUL_PRECISION, device_info, fresh_state, make_scan, make_step
     from jax_vae.config import get_preset
-    from jax_vae.models import init_params
     from jax_vae.optim import make_optimizer
-    from jax_vae.step import create_state
 
     jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION[precision])
     cfg = get_preset(preset)
     tx = make_optimizer(cfg)
-    state = create_state(jax.jit(init_params, static_argnums=1)(jax.random.PRNGKey(0), cfg), tx)
+    state = fresh_state(jax.random.PRNGKey(0), cfg, tx)
     key = jax.random.PRNGKey(1)
     step = make_step(cfg, tx, precision)
     scan_len = 8 if mode == "jax-scan" else 1
@@ -124,17 +122,41 @@ def hlo_report(preset: str, batch: int, mode: str, precision: str = "fp32") -> d
 
 
 def flag_sweep(preset: str, mode: str, batch_sizes: list[int], sets: dict[str, str],
-               timing: dict[str, Any]) -> list[dict[str, Any]]:
-    """images/s per (flag set, batch) for one preset/mode; each flag set in a fresh JAX process."""
+               timing: dict[str, Any], rounds: int = 1) -> list[dict[str, Any]]:
+    """images/s per (flag set, batch) for one preset/mode; each flag set in a fresh JAX process,
+    the sets interleaved over `rounds` (a busy host then disturbs every set alike)."""
     from benchmarks.throughput import _env, run_process
     rows = []
-    for name, xla_flags in sets.items():
-        res = run_process("jax", preset, mode, "fp32", batch_sizes, timing, _env({"XLA_FLAGS": xla_flags}), 3600)
-        for r in res["records"]:
-            rows.append({"flags": name, "xla_flags": xla_flags, "batch_size": r["batch_size"],
-                         "status": r["status"], "reason": r.get("reason"),
-                         "images_per_s": r.get("images_per_s"), "compile_s": r.get("compile_s")})
+    for rnd in range(rounds):
+        for name, xla_flags in sets.items():
+            res = run_process("jax", preset, mode, "fp32", batch_sizes, timing,
+                              _env({"XLA_FLAGS": xla_flags}), 3600)
+            for r in res["records"]:
+                rows.append({"round": rnd, "flags": name, "xla_flags": xla_flags, "batch_size": r["batch_size"],
+                             "status": r["status"], "reason": r.get("reason"),
+                             "images_per_s": r.get("images_per_s"), "compile_s": r.get("compile_s")})
     return rows
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: per flag set and batch, the median over rounds of the median images/s, and its ratio
+    to the first flag set."""
+    import statistics
+    cell: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
+    for r in rows:
+        if r["status"] == "ok":
+            cell[(r["flags"], r["batch_size"])].append(r["images_per_s"]["median"])
+    names = list(dict.fromkeys(r["flags"] for r in rows))
+    batches = sorted({r["batch_size"] for r in rows})
+    lines = ["| flags | " + " | ".join(f"B={b}" for b in batches) + " |", "|---|" + "---|" * len(batches)]
+    for n in names:
+        row = []
+        for b in batches:
+            v, base = cell.get((n, b)), cell.get((names[0], b))
+            row.append("error" if not v else f"{statistics.median(v):,.0f}" +
+                       (f" ({statistics.median(v) / statistics.median(base):.2f}x)" if base and n != names[0] else ""))
+        lines.append(f"| {n} | " + " | ".join(row) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,17 +174,15 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--set", action="append", default=[], help="NAME=XLA_FLAGS (repeatable)")
     f.add_argument("--repeats", type=int, default=5)
     f.add_argument("--window-s", type=float, default=0.2)
+    f.add_argument("--rounds", type=int, default=3)
     a = p.parse_args(argv)
     if a.cmd == "hlo":
         out: Any = hlo_report(a.preset, a.batch, a.mode, a.precision)
     else:
         sets = dict(s.split("=", 1) for s in a.set) or {"default": ""}
         timing = {"repeats": a.repeats, "window_s": a.window_s, "warmup_s": a.window_s}
-        out = flag_sweep(a.preset, a.mode, [int(b) for b in a.batch_sizes.split(",")], sets, timing)
-        for r in out:
-            ips = (r["images_per_s"] or {}).get("median")
-            print(f"{r['flags']:>20} B={r['batch_size']:>6} {r['status']:>6} "
-                  f"{'' if ips is None else f'{ips:,.0f} img/s'} {r['reason'] or ''}", file=sys.stderr)
+        out = flag_sweep(a.preset, a.mode, [int(b) for b in a.batch_sizes.split(",")], sets, timing, a.rounds)
+        print("\n".join(sweep_table(out)), file=sys.stderr)
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
 

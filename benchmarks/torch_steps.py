@@ -19,7 +19,6 @@ from torch import Tensor
 from jax_vae.config import VAEConfig
 from torch_reference.losses import LIKELIHOODS, iwae_bound, kl_term, log_weights
 from torch_reference.models import VAE, sample_eps
-from torch_reference.optim import make_optimizer
 from torch_reference.step import create_state, make_train_step
 
 

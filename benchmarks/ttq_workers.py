@@ -59,16 +59,14 @@ def run_jax(cfg: VAEConfig, data: dict[str, np.ndarray], mode: str, target: floa
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.bench_jax import device_info, make_scan, make_step
+    from benchmarks.bench_jax import device_info, fresh_state, make_scan, make_step
     from jax_vae.losses import loss_fn
-    from jax_vae.models import init_params
     from jax_vae.optim import make_optimizer
-    from jax_vae.step import create_state
 
     jax.config.update("jax_default_matmul_precision", "highest")
     tx = make_optimizer(cfg)
     key = jax.random.PRNGKey(cfg.seed)
-    box = {"state": create_state(jax.jit(init_params, static_argnums=1)(key, cfg), tx)}
+    box = {"state": fresh_state(key, cfg, tx)}
     base_key, eval_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
     train, test = jax.device_put(data["train"]), jax.device_put(data["test"])    # [N, D]
     step_fn = make_step(cfg, tx, "fp32")

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = {"repeats": 2, "window_s": 0.02, "warmup_s": 0.0}
 
 
-def _check_ok(rec: dict) -> None:
+def _check_ok_fields(rec: dict) -> None:
+    """Fields every ok record has, straight from a benchmark process."""
     assert rec["status"] == "ok", rec.get("reason")
     ips, ms = rec["images_per_s"], rec["step_ms"]
     assert math.isfinite(ips["median"]) and ips["median"] > 0
@@ -34,6 +35,11 @@ def _check_ok(rec: dict) -> None:
     assert rec["params_finite"] is True
     assert rec["steps_done"] >= 1 + rec["warmup_calls"] + TINY["repeats"]
     assert rec["peak_memory_bytes"] > 50 * 2**20       # a framework process holds at least this much
+
+
+def _check_ok(rec: dict) -> None:
+    """An ok record after the driver added FLOPs and the roofline fraction."""
+    _check_ok_fields(rec)
     f = flops.train_step_flops(get_preset(rec["preset"]), rec["batch_size"])
     assert rec["flops_per_step"] == f
     assert rec["achieved_flops"] == pytest.approx(f["total"] * ips["median"] / rec["batch_size"])
@@ -177,3 +183,14 @@ def test_time_to_quality_tiny(tmp_path: Path) -> None:
         if r["reached"]:
             assert r["time_to_target_s"] > 0 and r["steps_to_target"] % r["segment_steps"] == 0
     assert "train clock to target" in (tmp_path / "time_to_quality.md").read_text()
+
+
+def test_lua_adam_preset_runs_in_process() -> None:
+    """stutz-rectangles (Lua Adam, two hidden layers) through both benchmark processes' entry points."""
+    pytest.importorskip("torch")
+    from benchmarks import bench_jax, bench_torch
+    for module, mode in ((bench_jax, "jax-jit"), (bench_torch, "torch-eager")):
+        out = module.run("stutz-rectangles", mode, "fp32", [16], TINY)
+        (rec,) = out["records"]
+        _check_ok_fields(rec)
+    assert out["records"][0]["optimizer"].startswith("ForeachLuaAdam")
