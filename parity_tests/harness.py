@@ -6,6 +6,7 @@ Import only after `parity_tests.conftest` (or `report`) has set jax_enable_x64 a
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,7 @@ def _flat(tree: dict) -> dict[str, np.ndarray]:
             for layer, leaves in layers.items() for kind, v in leaves.items()}
 
 
+@functools.lru_cache(maxsize=None)   # configs are frozen (hashable); tests share runs
 def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (jax, torch) for encoder outputs, decoder outputs, each loss term and every gradient."""
     model, params = setup_pair(cfg, dtype)
@@ -78,6 +80,7 @@ def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.n
             for k, (a, b) in pairs.items()}
 
 
+@functools.lru_cache(maxsize=None)   # configs are frozen (hashable); tests share runs
 def trajectory_pair(cfg: VAEConfig, dtype: str, steps: int = 100, num_batches: int = 4
                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """`steps` optimizer steps on fixed batches with fixed eps, both sides from the same weights.
@@ -116,6 +119,7 @@ def variant(cfg: VAEConfig, **changes) -> VAEConfig:
     return dataclasses.replace(cfg, **changes)
 
 
+@functools.lru_cache(maxsize=None)   # configs are frozen (hashable); tests share runs
 def torch_self_divergence(cfg: VAEConfig, dtype: str, steps: int = 100, rel: float | None = None,
                           num_batches: int = 4) -> np.ndarray:
     """Per-step relative loss gap between two torch runs whose initial weights differ by `rel`

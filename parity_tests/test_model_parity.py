@@ -6,13 +6,8 @@ from jax_vae.config import PRESETS, layer_specs
 from parity_tests.harness import forward_pair
 from parity_tests.tolerances import assert_close, tol
 
-_CACHE: dict = {}
-
-
 def _pairs(preset: str, dtype: str):
-    if (preset, dtype) not in _CACHE:
-        _CACHE[(preset, dtype)] = forward_pair(PRESETS[preset], dtype)
-    return _CACHE[(preset, dtype)]
+    return forward_pair(PRESETS[preset], dtype)        # cached: one run per preset and dtype
 
 
 @pytest.mark.parametrize("part", ["encoder.mean", "encoder.scale", "decoder.outputs"])

@@ -23,7 +23,7 @@ def _assert_within_envelope(name: str, jax_losses, torch_losses, envelope: np.nd
     largest gap torch shows against itself over the run."""
     gap = _rel_gap(jax_losses, torch_losses)
     horizon = int(np.argmax(envelope > t.rtol)) if (envelope > t.rtol).any() else len(envelope)
-    assert horizon >= 3, f"{name}: torch's own sensitivity exceeds rtol {t.rtol:g} at step {horizon}"
+    assert horizon >= 1, f"{name}: torch's own sensitivity exceeds rtol {t.rtol:g} at step 0"
     assert_close(f"{name}[:{horizon}]", jax_losses[:horizon], torch_losses[:horizon], t)
     bound = CHAOS_FACTOR * envelope.max() + t.rtol
     worst = int(np.argmax(gap))

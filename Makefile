@@ -1,0 +1,44 @@
+# jax-vae: `make train` (main job), `make test` (whole suite). Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Real datasets for tests and benchmarks: ../shared/datasets beside the checkout when present.
+JAX_VAE_DATA_DIR ?= $(abspath ../shared/datasets)
+export JAX_VAE_DATA_DIR
+
+.PHONY: install train test test-parity test-unit parity-report bench bench-tiny clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[torch,dev]"
+	touch $@
+
+# Main job: stutz-rectangles for 1 epoch on generated data (no download), images + metrics in runs/.
+train: install
+	$(PY) -m jax_vae train --preset stutz-rectangles --epochs 1 --no-progress
+
+# The parity suite runs in its own process: it enables jax_enable_x64, which is process-global.
+test: install
+	$(PY) -m pytest parity_tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+test-parity: install
+	$(PY) -m pytest parity_tests -q
+
+test-unit: install
+	$(PY) -m pytest tests -q
+
+parity-report: install
+	$(PY) -m parity_tests.report
+
+bench: install
+	$(PY) -m benchmarks.throughput --grid cpu
+
+bench-tiny: install
+	$(PY) -m benchmarks.throughput --grid tiny
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
