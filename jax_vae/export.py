@@ -58,6 +58,7 @@ def export_to_torch(src: Path, out: Path, step: int | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
         os.replace(tmp, out)

@@ -70,18 +70,22 @@ def tile(images: np.ndarray, rows: int, cols: int, shape: tuple[int, int], pad: 
 
 
 def _save_canvas(path: Path, canvas: np.ndarray, title: str, extent=None, labels=None) -> Path:
-    scale = max(1.0, 400.0 / canvas.shape[1])
-    fig, ax = plt.subplots(figsize=(canvas.shape[1] * scale / 80 + 0.6, canvas.shape[0] * scale / 80 + 0.8))
-    ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
+    """The canvas at an integer zoom (about 800 px wide, nearest-neighbour: no resampling blur)."""
+    zoom = max(1, round(800 / canvas.shape[1]))
+    w, h = canvas.shape[1] * zoom, canvas.shape[0] * zoom
+    left, bottom, right, top = (72, 45, 15, 42) if labels else (8, 8, 8, 42)
+    width, height = w + left + right, h + bottom + top
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    ax = fig.add_axes((left / width, bottom / height, w / width, h / height))
+    ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent, aspect="auto")
     ax.set_title(title, fontsize=9)
     if labels is None:
         ax.axis("off")
     else:
-        ax.set_xlabel(labels[0], fontsize=8)
-        ax.set_ylabel(labels[1], fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+        ax.set_xlabel(labels[0], fontsize=9)
+        ax.set_ylabel(labels[1], fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
@@ -105,7 +109,7 @@ def write_images(image_dir: Path, cfg: VAEConfig, decode: Decode, reconstruct: D
         grid = to_pixels(decode(manifold_codes(axis)), cfg)                     # [R*C, D]
         step = axis[1] - axis[0]
         extent = (axis[0] - step / 2, axis[-1] + step / 2, axis[0] - step / 2, axis[-1] + step / 2)
-        paths.append(_save_canvas(image_dir / "manifold.png", tile(grid, len(axis), len(axis), shape, pad=0),
+        paths.append(_save_canvas(image_dir / "manifold.png", tile(grid, len(axis), len(axis), shape),
                                   f"{title}\ndecoder over a {len(axis)}x{len(axis)} grid of codes",
                                   extent=extent, labels=("z1", "z2")))
     if records:

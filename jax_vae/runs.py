@@ -47,6 +47,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)                 # mkstemp's 0600 would make run files private
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

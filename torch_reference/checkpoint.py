@@ -64,6 +64,7 @@ class Checkpoints:
                    "rng": rng.clone(), "meta": meta}
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".ckpt_{step:09d}.", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as f:
                 torch.save(payload, f)
                 f.flush()
