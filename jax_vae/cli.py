@@ -65,7 +65,8 @@ def add_train_command(sub: Any, framework: str) -> None:
                    help="JAX: split each batch over every device (all processes with --coordinator); "
                         "parameters replicated; the batch size must be a multiple of the device count")
     p.add_argument("--coordinator", metavar="HOST:PORT",
-                   help="JAX multi-process: address of process 0 ($JAX_COORDINATOR_ADDRESS)")
+                   help="JAX multi-process: address of process 0 ($JAX_COORDINATOR_ADDRESS); 'auto' on "
+                        "SLURM / Open MPI / Cloud TPU, where JAX detects all three")
     p.add_argument("--num-processes", type=int, help="JAX multi-process: number of processes ($JAX_NUM_PROCESSES)")
     p.add_argument("--process-id", type=int, help="JAX multi-process: this process, 0..N-1 ($JAX_PROCESS_ID)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")

@@ -32,11 +32,14 @@ ENV_PROCESS_ID = "JAX_PROCESS_ID"
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None, auto: bool = False) -> bool:
     """jax.distributed.initialize from the arguments, else $JAX_COORDINATOR_ADDRESS,
-    $JAX_NUM_PROCESSES, $JAX_PROCESS_ID; auto=True lets JAX detect SLURM/Open MPI/TPU clusters.
+    $JAX_NUM_PROCESSES, $JAX_PROCESS_ID; auto=True (or coordinator 'auto') lets JAX detect the
+    SLURM / Open MPI / TPU cluster it runs in.
 
     Returns True when the distributed runtime was started. Call before any other JAX work.
     """
     coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR)
+    if coordinator_address == "auto":
+        auto, coordinator_address = True, None
     if num_processes is None and os.environ.get(ENV_NUM_PROCESSES):
         num_processes = int(os.environ[ENV_NUM_PROCESSES])
     if process_id is None and os.environ.get(ENV_PROCESS_ID):
