@@ -56,7 +56,7 @@ def run_process(framework: str, preset: str, mode: str, precision: str, batch_si
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout_s)
-            sys.stdout.write(proc.stdout)
+            sys.stderr.write(proc.stdout)          # progress lines; stdout stays machine-readable
             reason = proc.stderr.strip()[-800:] or f"exit code {proc.returncode}"
             ok = proc.returncode == 0 and out.exists()
         except subprocess.TimeoutExpired:
