@@ -42,7 +42,7 @@ def _check_ok(rec: dict) -> None:
     _check_ok_fields(rec)
     f = flops.train_step_flops(get_preset(rec["preset"]), rec["batch_size"])
     assert rec["flops_per_step"] == f
-    assert rec["achieved_flops"] == pytest.approx(f["total"] * ips["median"] / rec["batch_size"])
+    assert rec["achieved_flops"] == pytest.approx(f["total"] * rec["images_per_s"]["median"] / rec["batch_size"])
     assert 0 < rec["roofline_fraction"] < 1
 
 
