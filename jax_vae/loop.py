@@ -216,7 +216,7 @@ def run(trainer_cls: Any, checkpoints_cls: Any, cfg: VAEConfig, run_dir: Path, o
                "images_per_s": session_images / max(session_s, 1e-9),
                "wall_s": elapsed0 + time.perf_counter() - t_start,
                "metrics": str(metrics_path), "image_dir": str(image_dir), "images": [str(p) for p in images],
-               "checkpoint": str(ckpts.directory)}
+               "checkpoint": str(run_dir / runs.CHECKPOINT_DIR)}
     if primary:
         runs.write_summary(run_dir, summary)
     return summary

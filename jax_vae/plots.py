@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jax_vae.config import VAEConfig  # noqa: E402
@@ -137,6 +138,15 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+def _focus(ax, series: Sequence[np.ndarray]) -> None:
+    """y-limits that show the part of training curves after the first 5% of points (not the spike)."""
+    tails = [v[len(v) // 20:] for v in series if len(v) > 20]
+    if tails:
+        lo, hi = min(float(t.min()) for t in tails), max(float(t.max()) for t in tails)
+        pad = 0.08 * (hi - lo) or 1.0
+        ax.set_ylim(lo - pad, hi + pad)
+
+
 def save_curves(path: Path, records: Sequence[dict[str, Any]], title: str) -> Path:
     """Train loss per logged step (raw and smoothed) and train/test loss per epoch."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -144,12 +154,14 @@ def save_curves(path: Path, records: Sequence[dict[str, Any]], title: str) -> Pa
     if len(s):
         a.plot(s, v, color="0.75", lw=0.6, label="train (logged steps)")
         a.plot(s, smooth(v, max(1, len(v) // 50)), color="tab:blue", lw=1.2, label="smoothed")
+        _focus(a, [v])
     a.set(xlabel="step", ylabel="loss per image", title="training loss")
     for key, style in (("train_loss", "-o"), ("test_loss", "-s")):
         e, v = _epochs(records, key)
         if len(e):
             b.plot(e, v, style, ms=3, label=key.replace("_", " "))
     b.set(xlabel="epoch", ylabel="loss per image", title="per epoch")
+    b.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (a, b):
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -166,7 +178,7 @@ def save_compare(path: Path, runs: Sequence[tuple[str, str, Sequence[dict[str, A
     """Overlay runs given as (label, framework, records): test loss per epoch, smoothed train loss
     per step. Runs of one framework share a colour and differ by line style."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    styles, seen = ["-", "--", ":", "-."], {}
+    styles, seen, curves = ["-", "--", ":", "-."], {}, []
     for label, framework, records in runs:
         color = FRAMEWORK_COLORS.get(framework)
         ls = styles[seen.get(framework, 0) % len(styles)]
@@ -176,8 +188,11 @@ def save_compare(path: Path, runs: Sequence[tuple[str, str, Sequence[dict[str, A
             a.plot(e, v, ls, marker="o", ms=3, color=color, label=label)
         s, v = _steps(records, "step", "loss")
         if len(s):
-            b.plot(s, smooth(v, max(1, len(v) // 50)), ls, color=color, lw=1.0, label=label)
+            curves.append(smooth(v, max(1, len(v) // 50)))
+            b.plot(s, curves[-1], ls, color=color, lw=1.0, label=label)
+    _focus(b, curves)
     a.set(xlabel="epoch", ylabel="test loss per image", title="test loss (-ELBO)")
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
     b.set(xlabel="step", ylabel="train loss per image", title="training loss (smoothed)")
     for ax in (a, b):
         ax.grid(alpha=0.3)
