@@ -27,8 +27,8 @@ def lua_adam(lr: float, lr_decay: float = 0.0, b1: float = 0.9, b2: float = 0.99
     """Lua-torch optim.adam as an optax transform (returns the full update, lr included)."""
 
     def init_fn(params: optax.Params) -> LuaAdamState:
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        return LuaAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)   # distinct buffers (donation)
+        return LuaAdamState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
     def update_fn(grads: optax.Updates, state: LuaAdamState, params=None):
         del params
