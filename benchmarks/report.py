@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -70,13 +71,14 @@ def throughput_table(recs: list[dict[str, Any]]) -> list[str]:
 def detail_table(recs: list[dict[str, Any]]) -> list[str]:
     """Step latency, compile time and peak memory per ok record."""
     lines = ["| mode | batch | step ms median [IQR] | compile s | peak memory MB (+ over pre-compile) "
-             "| GFLOP/s | % peak |", "|---|---|---|---|---|---|---|"]
+             "| GFLOP/s | % peak | other CPU (cores) |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(_ok(recs), key=lambda r: (ALL_MODES.index(r["mode"]), r["batch_size"])):
         s = r["step_ms"]
         frac = r.get("roofline_fraction")
         lines.append(f"| {r['mode']} | {r['batch_size']} | {s['median']:.3f} [{s['q1']:.3f}–{s['q3']:.3f}] | "
                      f"{r['compile_s']:.2f} | {_memory(r)} | "
-                     f"{r['achieved_flops'] / 1e9:,.1f} | {'—' if frac is None else f'{100 * frac:.1f}%'} |")
+                     f"{r['achieved_flops'] / 1e9:,.1f} | {'—' if frac is None else f'{100 * frac:.1f}%'} | "
+                     f"{_fmt(r.get('foreign_cpu_cores'), 2)} |")
     return lines
 
 
@@ -136,11 +138,16 @@ def environment_lines(results: dict[str, Any]) -> list[str]:
     lines.append(f"- grid `{g['name']}`: repeats {g['repeats']}, window >= {g['window_s']} s, warm-up >= "
                  f"{g['warmup_s']} s; data: {results['data']}; wall time {results['wall_s'] / 60:.1f} min")
     lines.append(f"- command: `{results['command']}`")
-    load = [results["host"].get("load_avg_at_start"), results.get("load_avg_at_end")]
-    if all(load):
-        busy = max(load[0][0], load[1][0]) > 0.5 * results["host"]["cpu_threads"]
-        lines.append(f"- 1-min load average at start / end: {load[0][0]:.2f} / {load[1][0]:.2f}"
-                     + (" — **the host was busy: CPU numbers are disturbed**" if busy else ""))
+    foreign = [p["foreign_cpu_cores"] for p in results.get("processes", []) if p.get("foreign_cpu_cores") is not None]
+    if foreign:
+        lines.append(f"- CPU used by other processes while benchmarking: max {max(foreign):.2f} cores, median "
+                     f"{statistics.median(foreign):.2f}" + (" — **disturbed: re-run on a quiet host**"
+                                                            if max(foreign) > 0.1 else " (quiet)"))
+    load = results["host"].get("load_avg_at_start")
+    if load:
+        busy = load[0] > 0.5 * results["host"]["cpu_threads"]
+        lines.append(f"- 1-min load average before the run: {load[0]:.2f}"
+                     + (" — **the host was busy: CPU numbers are disturbed**" if busy else " (quiet host)"))
     return lines
 
 

@@ -53,7 +53,7 @@ def run_process(framework: str, preset: str, mode: str, precision: str, batch_si
                "--precision", precision, "--batch-sizes", ",".join(map(str, batch_sizes)),
                "--repeats", str(timing["repeats"]), "--window-s", str(timing["window_s"]),
                "--warmup-s", str(timing["warmup_s"]), "--json", str(out)]
-        t0 = time.perf_counter()
+        t0, busy0, ours0 = time.perf_counter(), common.busy_cpu_seconds(), common.children_cpu_seconds()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout_s)
             sys.stderr.write(proc.stdout)          # progress lines; stdout stays machine-readable
@@ -62,13 +62,18 @@ def run_process(framework: str, preset: str, mode: str, precision: str, batch_si
         except subprocess.TimeoutExpired:
             ok, reason = False, f"process timed out after {timeout_s:.0f} s"
         wall = time.perf_counter() - t0
+        busy1, ours1 = common.busy_cpu_seconds(), common.children_cpu_seconds()
+        # CPU the rest of the host used meanwhile, in cores: > ~0.1 means the timings were disturbed.
+        foreign = (max(0.0, (busy1 - busy0) - (ours1 - ours0)) / wall) if busy0 is not None else None
         if ok:
             result = json.loads(out.read_text())
             result["process_wall_s"] = wall
+            for r in result["records"]:
+                r["foreign_cpu_cores"] = foreign
             return result
     base = {"framework": framework, "mode": mode, "preset": preset, "precision": precision}
-    return {"records": [base | {"batch_size": b, "status": "error", "reason": reason} for b in batch_sizes],
-            "process_wall_s": wall}
+    return {"records": [base | {"batch_size": b, "status": "error", "reason": reason, "foreign_cpu_cores": foreign}
+                        for b in batch_sizes], "process_wall_s": wall}
 
 
 def device_slug(probes: dict[str, Any]) -> str:
@@ -122,6 +127,7 @@ def run_grid(presets: list[str], batch_sizes: list[int], precisions: list[str], 
              write: bool = True, compile_batch_sizes: list[int] | None = None) -> dict[str, Any]:
     """Run the grid; if write, save <out_dir or results/<device>>/results.json (+ report)."""
     t_start = time.perf_counter()
+    host = common.host_info()          # before any work: its load average says how busy the host was
     envs = {"jax": _env({"XLA_FLAGS": xla_flags} if xla_flags is not None else None), "torch": _env()}
     probes = {fw: probe(fw, envs[fw]) for fw in ("jax", "torch")}
     peaks = device_peaks(probes, precisions)
@@ -146,13 +152,14 @@ def run_grid(presets: list[str], batch_sizes: list[int], precisions: list[str], 
                 res = run_process(fw, preset, mode, precision, sizes, timing, envs[fw], timeout_s)
                 records += res["records"]
                 procs.append({"framework": fw, "preset": preset, "mode": mode, "precision": precision,
-                              "flags": res.get("flags"), "wall_s": res.get("process_wall_s")})
+                              "flags": res.get("flags"), "wall_s": res.get("process_wall_s"),
+                              "foreign_cpu_cores": res["records"][0].get("foreign_cpu_cores")})
     results = {
         "schema": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.throughput"] + sys.argv[1:]),
         "grid": {"name": grid_name, "presets": presets, "batch_sizes": batch_sizes, "precisions": precisions,
                  "modes": modes, "compile_batch_sizes": compile_batch_sizes, **timing},
-        "device": device_slug(probes), "host": common.host_info(), "frameworks": probes, "peaks": peaks,
+        "device": device_slug(probes), "host": host, "frameworks": probes, "peaks": peaks,
         "data": "synthetic U[0,1) float32, generated once and placed on the device before timing",
         "processes": procs, "records": [enrich(r, peaks) for r in records],
         "wall_s": time.perf_counter() - t_start,
