@@ -61,7 +61,7 @@ def markdown(res: dict[str, Any]) -> str:
              f"{res['target']} nats/image, evaluated every {res['runs'][0].get('segment_steps', '?')} steps. "
              "Clock = training only (compile included); evaluation excluded and listed.", "",
              "| framework | mode | reached | train clock to target s | wall incl. eval s | steps | "
-             "first segment s (compile) | final test -ELBO |", "|---|---|---|---|---|---|---|---|"]
+             "first segment s (incl. compile) | final test -ELBO |", "|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         if "curve" not in r:
             lines.append(f"| {r['framework']} | {r.get('mode')} | error: {r.get('error', '')[:200]} |||||||")
