@@ -124,5 +124,5 @@ def init_params(key: Array, cfg: VAEConfig, dtype=jnp.float32) -> dict:
     """Fresh parameters {'encoder': ..., 'decoder': ...} drawn with the preset's initializer."""
     x = jnp.zeros((1, cfg.input_dim), dtype)
     eps = jnp.zeros((1, 1, cfg.latent_dim), dtype)
-    params = VAE(cfg).init(key, x, eps)["params"]
-    return jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+    init = jax.jit(lambda k: VAE(cfg).init(k, x, eps)["params"])          # one program, not op by op
+    return jax.tree_util.tree_map(lambda p: p.astype(dtype), init(key))

@@ -83,9 +83,9 @@ def iwae_bound(log_w: Tensor) -> Tensor:
 def _as_eps(eps_or_generator: Tensor | torch.Generator | None, cfg: VAEConfig, batch: int,
             x: Tensor) -> Tensor:
     """A generator (or None) draws eps [L, B, Z]; a tensor is eps itself ([B, Z] means L = 1)."""
-    if eps_or_generator is None or isinstance(eps_or_generator, torch.Generator):
-        return sample_eps(eps_or_generator, cfg, batch, dtype=x.dtype, device=x.device)
-    return eps_or_generator if eps_or_generator.ndim == 3 else eps_or_generator[None]
+    if isinstance(eps_or_generator, Tensor):     # checked first: keeps torch.compile graphs whole
+        return eps_or_generator if eps_or_generator.ndim == 3 else eps_or_generator[None]
+    return sample_eps(eps_or_generator, cfg, batch, dtype=x.dtype, device=x.device)
 
 
 def loss_fn(model: VAE, x: Tensor, eps_or_generator: Tensor | torch.Generator | None,
