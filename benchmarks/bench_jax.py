@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks import common
 from jax_vae.config import VAEConfig, get_preset
-from jax_vae.losses import LIKELIHOODS, iwae_bound, kl_term, log_weights
+from jax_vae.losses import objective
 from jax_vae.models import VAE, init_params, sample_eps
 from jax_vae.optim import make_optimizer
 from jax_vae.step import TrainState, create_state, kl_weight, update
@@ -62,15 +62,7 @@ def mixed_loss_fn(params: dict, x: jax.Array, eps: jax.Array, cfg: VAEConfig, be
     outputs, mean, scale = VAE(cfg).apply({"params": jax.tree_util.tree_map(cast, params)},
                                           cast(x), cast(eps))                # [L, B, D] in compute dtype
     outputs, mean, scale = (t.astype(jnp.float32) for t in (outputs, mean, scale))
-    recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                       # [L, B]
-    kl = kl_term(mean, scale, cfg)                                          # [B]
-    recon = recon_l.mean(0)                                                 # [B]
-    if cfg.objective == "iwae":
-        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg))
-    else:
-        per_example = recon + beta * kl
-    loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
-    return loss, {"recon": recon, "kl": kl, "per_example": per_example}
+    return objective(outputs, mean, scale, x, eps, cfg, beta)             # fp32 loss terms
 
 
 def mixed_update(state: TrainState, batch: jax.Array, eps: jax.Array, cfg: VAEConfig, tx,

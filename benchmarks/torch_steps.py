@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from jax_vae.config import VAEConfig
-from torch_reference.losses import LIKELIHOODS, iwae_bound, kl_term, log_weights
+from torch_reference.losses import objective
 from torch_reference.models import VAE, sample_eps
 from torch_reference.step import create_state, make_train_step
 
@@ -100,15 +100,7 @@ def loss_from_eps(model: VAE, x: Tensor, eps: Tensor, cfg: VAEConfig, beta: floa
     with ctx:
         outputs, mean, scale = model(x, eps)                                # [L, B, D], [B, Z] x2
     outputs, mean, scale = outputs.float(), mean.float(), scale.float()
-    recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                       # [L, B]
-    kl = kl_term(mean, scale, cfg)                                          # [B]
-    recon = recon_l.mean(0)                                                 # [B]
-    if cfg.objective == "iwae":
-        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg))
-    else:
-        per_example = recon + beta * kl
-    loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
-    return loss, {"recon": recon, "kl": kl, "per_example": per_example}
+    return objective(outputs, mean, scale, x, eps, cfg, beta)             # fp32 loss terms
 
 
 def _metrics(loss: Tensor, aux: dict[str, Tensor]) -> dict[str, Tensor]:

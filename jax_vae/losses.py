@@ -112,12 +112,9 @@ def _as_eps(eps_or_key: Array, cfg: VAEConfig, batch: int, dtype) -> Array:
     return eps_or_key if eps_or_key.ndim == 3 else eps_or_key[None]
 
 
-def loss_fn(params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig,
-            beta: Array | float | None = None) -> tuple[Array, dict[str, Array]]:
-    """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
-    recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
-    eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)                     # [L, B, Z]
-    outputs, mean, scale = VAE(cfg).apply({"params": params}, x, eps)       # [L, B, D]
+def objective(outputs: Array, mean: Array, scale: Array, x: Array, eps: Array, cfg: VAEConfig,
+              beta: Array | float | None = None) -> tuple[Array, dict[str, Array]]:
+    """(loss, metrics) from decoder outputs [L, B, D], posterior [B, Z] x2 and eps [L, B, Z]."""
     recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                       # [L, B]
     kl = kl_term(mean, scale, cfg)                                          # [B]
     recon = recon_l.mean(0)                                                 # [B]
@@ -128,3 +125,12 @@ def loss_fn(params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig,
         per_example = recon + beta * kl
     loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
     return loss, {"recon": recon, "kl": kl, "per_example": per_example}
+
+
+def loss_fn(params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig,
+            beta: Array | float | None = None) -> tuple[Array, dict[str, Array]]:
+    """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
+    recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
+    eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)                     # [L, B, Z]
+    outputs, mean, scale = VAE(cfg).apply({"params": params}, x, eps)       # [L, B, D]
+    return objective(outputs, mean, scale, x, eps, cfg, beta)

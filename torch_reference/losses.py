@@ -88,12 +88,9 @@ def _as_eps(eps_or_generator: Tensor | torch.Generator | None, cfg: VAEConfig, b
     return sample_eps(eps_or_generator, cfg, batch, dtype=x.dtype, device=x.device)
 
 
-def loss_fn(model: VAE, x: Tensor, eps_or_generator: Tensor | torch.Generator | None,
-            cfg: VAEConfig, beta: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
-    recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
-    eps = _as_eps(eps_or_generator, cfg, x.shape[0], x)                     # [L, B, Z]
-    outputs, mean, scale = model(x, eps)                                    # [L, B, D]
+def objective(outputs: Tensor, mean: Tensor, scale: Tensor, x: Tensor, eps: Tensor, cfg: VAEConfig,
+              beta: float | Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """(loss, metrics) from decoder outputs [L, B, D], posterior [B, Z] x2 and eps [L, B, Z]."""
     recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                       # [L, B]
     kl = kl_term(mean, scale, cfg)                                          # [B]
     recon = recon_l.mean(0)                                                 # [B]
@@ -104,3 +101,12 @@ def loss_fn(model: VAE, x: Tensor, eps_or_generator: Tensor | torch.Generator | 
         per_example = recon + beta * kl
     loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
     return loss, {"recon": recon, "kl": kl, "per_example": per_example}
+
+
+def loss_fn(model: VAE, x: Tensor, eps_or_generator: Tensor | torch.Generator | None,
+            cfg: VAEConfig, beta: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
+    recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
+    eps = _as_eps(eps_or_generator, cfg, x.shape[0], x)                     # [L, B, Z]
+    outputs, mean, scale = model(x, eps)                                    # [L, B, D]
+    return objective(outputs, mean, scale, x, eps, cfg, beta)
