@@ -64,6 +64,8 @@ class VAEConfig:
     dataset: str = "mnist"
     binarization: str = "none"
     batch_size: int = 128
+    micro_batch: int = 0              # > 0: accumulate each batch's gradient over chunks of this many
+                                      # examples (same update up to summation order; see step.py)
     epochs: int = 10
     steps: int = 0                    # > 0: train for this many steps instead of epochs
     drop_last: bool = False
@@ -86,7 +88,8 @@ class VAEConfig:
         for field in ("lr", "batch_size", "input_dim", "latent_dim", "num_samples"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"{self.name}: {field} must be positive, got {getattr(self, field)}")
-        for field in ("weight_decay", "lr_decay", "beta", "kl_warmup_steps", "epochs", "steps"):
+        for field in ("weight_decay", "lr_decay", "beta", "kl_warmup_steps", "epochs", "steps",
+                      "micro_batch"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{self.name}: {field} must be >= 0, got {getattr(self, field)}")
         if self.objective == "iwae" and (self.kl != "analytic" or not self.likelihood.startswith("bce")):

@@ -73,11 +73,13 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-    """The global batch must split evenly over the devices."""
-    if batch_size % mesh.size:
-        raise ValueError(f"batch size {batch_size} does not split over {mesh.size} devices; use a multiple "
-                         f"of {mesh.size} (e.g. --batch-size {mesh.size * -(-batch_size // mesh.size)})")
+def check_batch_size(batch_size: int, mesh: Mesh, micro_batch: int = 0) -> None:
+    """The global batch (and each gradient-accumulation chunk) must split evenly over the devices."""
+    for name, size in (("batch size", batch_size), ("micro_batch", micro_batch)):
+        if size % mesh.size:
+            flag = "--batch-size " if name == "batch size" else "--set micro_batch="
+            raise ValueError(f"{name} {size} does not split over {mesh.size} devices; use a multiple "
+                             f"of {mesh.size} (e.g. {flag}{mesh.size * -(-size // mesh.size)})")
 
 
 def _global_array(value: Any, sharding: NamedSharding) -> Array:
@@ -121,7 +123,7 @@ def make_parallel_train_step(cfg: VAEConfig, tx: optax.GradientTransformation, m
                              ) -> Callable[[TrainState, Array, Array], tuple[TrainState, dict[str, Array]]]:
     """train_step(state, batch, key) of step.make_train_step, jitted over the mesh: state and key
     replicated, batch [B, D] sharded on 'data', state donated; metrics come back replicated."""
-    check_batch_size(cfg.batch_size, mesh)
+    check_batch_size(cfg.batch_size, mesh, cfg.micro_batch)
     repl, data = replicated(mesh), batch_sharded(mesh)
-    return jax.jit(make_train_step(cfg, tx, jit=False), in_shardings=(repl, data, repl),
+    return jax.jit(make_train_step(cfg, tx, jit=False, shards=mesh.size), in_shardings=(repl, data, repl),
                    out_shardings=(repl, repl), donate_argnums=0)

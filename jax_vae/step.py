@@ -41,11 +41,75 @@ def kl_weight(cfg: VAEConfig, step: Array) -> Array:
     return cfg.beta * jnp.minimum(1.0, t / cfg.kl_warmup_steps)
 
 
+def _chunk_value_and_grad(params: dict, x: Array, eps: Array, cfg: VAEConfig, beta: Array,
+                          weight: float) -> tuple[tuple[Array, dict[str, Array]], dict]:
+    """((weight * sum_i l_i, aux), grads) over one chunk x [m, D], eps [L, m, Z]."""
+
+    def chunk_loss(p: dict) -> tuple[Array, dict[str, Array]]:
+        _, aux = loss_fn(p, x, eps, cfg, beta)
+        return aux["per_example"].sum() * weight, aux
+
+    return jax.value_and_grad(chunk_loss, has_aux=True)(params)
+
+
+def _split(a: Array, m: int, shards: int) -> tuple[Array, Array]:
+    """a [B, ...] -> (chunks [n, m, ...], rest [R, ...]). Chunk j takes the j-th block of m/shards
+    rows from each of the `shards` equal row blocks (data-parallel shards), so every chunk spans
+    every device and no row changes device; with shards = 1, chunk j is rows [j*m, (j+1)*m)."""
+    per_shard, k = a.shape[0] // shards, m // shards
+    n, tail = per_shard // k, a.shape[1:]
+    blocks = a.reshape(shards, per_shard, *tail)                            # [S, B/S, ...]
+    chunks = blocks[:, :n * k].reshape(shards, n, k, *tail).swapaxes(0, 1)  # [n, S, m/S, ...]
+    return chunks.reshape(n, m, *tail), blocks[:, n * k:].reshape(-1, *tail)
+
+
+def _merge(chunks: Array, rest: Array, shards: int) -> Array:
+    """Inverse of _split for per-example values: chunks [n, m], rest [R] -> [B] in batch order."""
+    n, m = chunks.shape
+    per_chunk = chunks.reshape(n, shards, m // shards).swapaxes(0, 1).reshape(shards, -1)
+    return jnp.concatenate([per_chunk, rest.reshape(shards, -1)], axis=1).reshape(-1)
+
+
+def value_and_grad(params: dict, batch: Array, eps: Array, cfg: VAEConfig, beta: Array,
+                   shards: int = 1) -> tuple[tuple[Array, dict[str, Array]], dict]:
+    """((loss, aux), grads) of loss_fn on batch [B, D]. With cfg.micro_batch = m in (0, B) the
+    batch runs as a lax.scan over chunks of m examples (plus one shorter chunk when m does not
+    divide B) and loss = sum_chunks w * sum_i l_i, w = 1 (sum) or 1/B (mean): the same loss and
+    gradient up to summation order, with activations the size of one chunk (less memory,
+    cache-sized GEMMs on CPU). `shards` (data-parallel devices) must divide B and m; under data
+    parallelism XLA all-reduces each chunk's gradient, so there it trades memory for n all-reduces."""
+    n_batch, m = batch.shape[0], cfg.micro_batch
+    if m <= 0 or m >= n_batch:
+        return jax.value_and_grad(loss_fn, has_aux=True)(params, batch, eps, cfg, beta)
+    if n_batch % shards or m % shards:
+        raise ValueError(f"micro_batch {m} and batch {n_batch} must be multiples of the {shards} "
+                         "data-parallel devices")
+    weight = 1.0 if cfg.reduction == "sum" else 1.0 / n_batch
+    xs, x_rest = _split(batch, m, shards)                                   # [n, m, D], [R, D]
+    es, e_rest = _split(eps.swapaxes(0, 1), m, shards)                      # [n, m, L, Z], [R, L, Z]
+    es, e_rest = es.transpose(0, 2, 1, 3), e_rest.swapaxes(0, 1)            # [n, L, m, Z], [L, R, Z]
+    chunk_fn = lambda x, e: _chunk_value_and_grad(params, x, e, cfg, beta, weight)
+
+    def body(acc, chunk):
+        (loss, aux), grads = chunk_fn(*chunk)
+        return jax.tree_util.tree_map(jnp.add, acc, (loss, grads)), aux
+
+    (loss0, _), grads0 = jax.eval_shape(chunk_fn, xs[0], es[0])
+    zeros = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), (loss0, grads0))
+    (loss, grads), aux = jax.lax.scan(body, zeros, (xs, es))               # aux leaves [n, m]
+    if x_rest.shape[0]:                                                     # the shorter chunk
+        (r_loss, r_aux), r_grads = chunk_fn(x_rest, e_rest)
+        loss, grads = jax.tree_util.tree_map(jnp.add, (loss, grads), (r_loss, r_grads))
+    else:
+        r_aux = {k: jnp.zeros([0], v.dtype) for k, v in aux.items()}
+    return (loss, {k: _merge(aux[k], r_aux[k], shards) for k in aux}), grads   # aux leaves [B]
+
+
 def update(state: TrainState, batch: Array, eps: Array, cfg: VAEConfig,
-           tx: optax.GradientTransformation) -> tuple[TrainState, dict[str, Array]]:
+           tx: optax.GradientTransformation, shards: int = 1) -> tuple[TrainState, dict[str, Array]]:
     """One optimizer step on batch [B, D] with injected eps [L, B, Z]."""
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, aux), grads = grad_fn(state.params, batch, eps, cfg, kl_weight(cfg, state.step))
+    (loss, aux), grads = value_and_grad(state.params, batch, eps, cfg, kl_weight(cfg, state.step),
+                                        shards)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "recon": aux["recon"].mean(), "kl": aux["kl"].mean(),
@@ -53,12 +117,14 @@ def update(state: TrainState, batch: Array, eps: Array, cfg: VAEConfig,
     return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def make_train_step(cfg: VAEConfig, tx: optax.GradientTransformation, jit: bool = True
+def make_train_step(cfg: VAEConfig, tx: optax.GradientTransformation, jit: bool = True,
+                    shards: int = 1
                     ) -> Callable[[TrainState, Array, Array], tuple[TrainState, dict[str, Array]]]:
-    """train_step(state, batch, key): eps ~ N(0, I) from `key`, then `update`; state is donated."""
+    """train_step(state, batch, key): eps ~ N(0, I) from `key`, then `update`; state is donated.
+    `shards`: data-parallel devices the batch is split over (micro-batches span all of them)."""
 
     def train_step(state: TrainState, batch: Array, key: Array):
         eps = sample_eps(key, cfg, batch.shape[0], dtype=batch.dtype)
-        return update(state, batch, eps, cfg, tx)
+        return update(state, batch, eps, cfg, tx, shards)
 
     return jax.jit(train_step, donate_argnums=0) if jit else train_step

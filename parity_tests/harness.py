@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jax_vae import convert, losses as jl, optim as jo, step as js
+from jax_vae import convert, optim as jo, step as js
 from jax_vae.config import VAEConfig
 from jax_vae.data import make_rectangles
 from jax_vae.models import VAE as JaxVAE
-from torch_reference import losses as tl, optim as to, step as ts
+from torch_reference import optim as to, step as ts
 from torch_reference.models import init_params as torch_init
 
 DTYPES = {"float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
@@ -64,12 +64,11 @@ def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.n
     # --- JAX half
     xj, epsj = jnp.asarray(x), jnp.asarray(eps)
     outj, meanj, scalej = JaxVAE(cfg).apply({"params": params}, xj, epsj)
-    (lossj, auxj), gradsj = jax.value_and_grad(jl.loss_fn, has_aux=True)(params, xj, epsj, cfg)
+    (lossj, auxj), gradsj = jax.jit(js.value_and_grad, static_argnums=3)(params, xj, epsj, cfg, cfg.beta)
     # --- torch half
     xt, epst = torch.from_numpy(x), torch.from_numpy(eps)
     outt, meant, scalet = model(xt, epst)
-    losst, auxt = tl.loss_fn(model, xt, epst, cfg)
-    losst.backward()
+    losst, auxt = ts.value_and_grad(model, xt, epst, cfg, cfg.beta)         # fills .grad
     gradst = convert.torch_to_flax({k: p.grad for k, p in model.named_parameters()}, cfg)
     pairs = {"encoder.mean": (meanj, meant), "encoder.scale": (scalej, scalet),
              "decoder.outputs": (outj, outt), "loss": (lossj, losst)}

@@ -45,6 +45,11 @@ TOLERANCES: dict[tuple[str, str], Tol] = {
         "linear: cancellation everywhere; IWAE softmax-weights samples whose log-weights are "
         "~500 nats, so one rounding of 500 * 6e-8 shifts a weight by ~3e-5): elements far below "
         "the tensor's largest get atol = 1e-4 of that largest element"),
+    ("float32", "accumulated_grad"): Tol(1e-4, 3e-4, 1e-30,
+        "gradient accumulation over micro-batches adds one float32 rounding per chunk gradient, "
+        "and chunk gradients can be far larger than their sum (day37's linear sigma cancels "
+        "across chunks): torch float32 vs float64 grows from 1.2e-5 to 1.2e-4 of the largest "
+        "element with 5-example chunks; atol 3e-4 of it"),
     ("float32", "trajectory_loss"): Tol(1e-4, 0.0, 1e-30,
         "losses of 100 float32 Adam steps: parameters drift at the rounding level, losses agree"),
     ("float32", "sharded_params"): Tol(1e-3, 2e-3, 1e-30,

@@ -25,6 +25,9 @@ CONFIGS = {   # small variants of two presets: IWAE objective, sum reduction, KL
                  batch_size=32, kl_warmup_steps=50),
     "elbo-mean": dict(preset="flax-examples", encoder_hidden=(48,), decoder_hidden=(48,), latent_dim=6,
                       batch_size=32, beta=0.5),
+    # gradient accumulation: chunks of 24 = 3 rows from each of the 8 devices, plus 1 row each
+    "elbo-micro": dict(preset="pytorch-examples", encoder_hidden=(48,), decoder_hidden=(48,), latent_dim=6,
+                       batch_size=32, micro_batch=24),
 }
 CLI_TRAIN = ["train", "--preset", "iwae-paper", "--dataset", "rectangles", "--set", "encoder_hidden=32",
              "--set", "decoder_hidden=32", "--set", "latent_dim=4", "--batch-size", "16",

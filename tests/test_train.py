@@ -118,6 +118,23 @@ def test_jax_per_step_jit_matches_the_scan(tmp_path):
     assert scan["test_loss"] == pytest.approx(step["test_loss"], rel=1e-4)
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_micro_batch_trains_like_the_whole_batch(tmp_path, framework, one_torch_thread):
+    """Gradient accumulation over chunks of 3 (8 = 3 + 3 + 2; the epoch's last batch of 4 = 3 + 1)
+    follows the whole-batch run up to float32 summation order."""
+    data, train = tiny_data(), train_fn(framework)
+    whole = train(tiny_config(), tmp_path / "whole", data=data, progress=False, images=False)
+    chunked = train(tiny_config(micro_batch=3), tmp_path / "chunked", data=data, progress=False,
+                    images=False)
+    a, _ = load_params(framework, tmp_path / "whole")
+    b, _ = load_params(framework, tmp_path / "chunked")
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    assert chunked["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-4)
+    with pytest.raises(ValueError, match="micro_batch must be >= 0"):
+        tiny_config(micro_batch=-1)
+
+
 # ------------------------------------------------------------------------------------ non-finite
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_non_finite_loss_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path, framework):

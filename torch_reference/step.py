@@ -38,12 +38,32 @@ def kl_weight(cfg: VAEConfig, step: int) -> float:
     return cfg.beta * min(1.0, (step + 1) / cfg.kl_warmup_steps)
 
 
+def value_and_grad(model: VAE, batch: Tensor, eps: Tensor, cfg: VAEConfig, beta: float
+                   ) -> tuple[Tensor, dict[str, Tensor]]:
+    """(loss, aux) of loss_fn on batch [B, D], gradients accumulated into .grad. With
+    cfg.micro_batch = m in (0, B), chunks of m examples (the last may be shorter) each backprop
+    w * sum_i l_i, w = 1 (sum) or 1/B (mean): the same loss and gradient up to summation order."""
+    n_batch, m = batch.shape[0], cfg.micro_batch
+    if m <= 0 or m >= n_batch:
+        loss, aux = loss_fn(model, batch, eps, cfg, beta)
+        loss.backward()
+        return loss, aux
+    weight = 1.0 if cfg.reduction == "sum" else 1.0 / n_batch
+    loss, auxes = torch.zeros((), dtype=batch.dtype, device=batch.device), []
+    for start in range(0, n_batch, m):
+        _, aux = loss_fn(model, batch[start:start + m], eps[:, start:start + m], cfg, beta)
+        chunk_loss = aux["per_example"].sum() * weight
+        chunk_loss.backward()
+        loss = loss + chunk_loss.detach()
+        auxes.append({k: v.detach() for k, v in aux.items()})
+    return loss, {k: torch.cat([a[k] for a in auxes]) for k in auxes[0]}      # [B]
+
+
 def update(state: TrainState, batch: Tensor, eps: Tensor, cfg: VAEConfig
            ) -> tuple[TrainState, dict[str, Tensor]]:
     """One optimizer step on batch [B, D] with injected eps [L, B, Z]."""
     state.optimizer.zero_grad(set_to_none=True)
-    loss, aux = loss_fn(state.model, batch, eps, cfg, kl_weight(cfg, state.step))
-    loss.backward()
+    loss, aux = value_and_grad(state.model, batch, eps, cfg, kl_weight(cfg, state.step))
     state.optimizer.step()
     if state.scheduler is not None:
         state.scheduler.step()
