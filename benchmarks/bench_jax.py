@@ -2,19 +2,19 @@
 
 Modes: jax-jit  = jax_vae's per-step jit (state donated, eps from fold_in(key, step) inside the step);
        jax-scan = the same step scanned with lax.scan over S batches in one jitted call (an epoch,
-                  or fewer steps when fewer already fill a timing window).
+                  or fewer steps when fewer already fill a timing window);
+       jax-scan-mb = jax-scan with cfg.micro_batch: each batch's gradient accumulated over chunks.
 Precisions: fp32 (jax_default_matmul_precision=highest), tf32 (=tensorfloat32, GPU), bf16 (GPU: params,
 data and eps cast to bf16 for the model, loss/gradients/optimizer in fp32 master weights).
 Run: python -m benchmarks.bench_jax --preset P --mode M --precision X --batch-sizes 16,64 --json out.json
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import gc
 import json
 import math
 import os
-import sys
 from typing import Any, Callable
 
 import jax
@@ -113,9 +113,11 @@ def device_peak_bytes() -> tuple[int | None, str]:
     return common.peak_rss_bytes(), "process peak RSS (VmHWM, reset per batch size)"
 
 
-def run_batch(cfg: VAEConfig, mode: str, precision: str, batch: int, timing: dict[str, Any]
-              ) -> dict[str, Any]:
+def run_batch(cfg: VAEConfig, mode: str, precision: str, batch: int, timing: dict[str, Any],
+              micro_batch: int = common.MICRO_BATCH) -> dict[str, Any]:
     """Time one batch size; returns the record's measured fields."""
+    if mode in common.MICRO_MODES:
+        cfg = dataclasses.replace(cfg, micro_batch=micro_batch)
     tx = make_optimizer(cfg)
     key = jax.random.PRNGKey(cfg.seed)
     state = fresh_state(key, cfg, tx)
@@ -132,7 +134,7 @@ def run_batch(cfg: VAEConfig, mode: str, precision: str, batch: int, timing: dic
         box["state"], _ = jit_step(box["state"], pool[box["i"] % n_pool], base_key)
         box["i"] += 1
 
-    extra: dict[str, Any] = {"pool_batches": n_pool}
+    extra: dict[str, Any] = {"pool_batches": n_pool, "micro_batch": cfg.micro_batch}
     if mode == "jax-jit":
         run = run_jit
         steps_per_call = 1
@@ -166,7 +168,7 @@ def run_batch(cfg: VAEConfig, mode: str, precision: str, batch: int, timing: dic
 
 
 def run(preset: str, mode: str, precision: str, batch_sizes: list[int], timing: dict[str, Any],
-        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        micro_batch: int = common.MICRO_BATCH) -> dict[str, Any]:
     """Time every batch size (ascending) of one preset/mode/precision; errors are recorded, not raised."""
     jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION[precision])
     info = device_info()
@@ -176,7 +178,7 @@ def run(preset: str, mode: str, precision: str, batch_sizes: list[int], timing: 
         rec = {"framework": "jax", "mode": mode, "preset": preset, "precision": precision,
                "batch_size": batch}
         try:
-            rec.update(run_batch(cfg, mode, precision, batch, timing), status="ok")
+            rec.update(run_batch(cfg, mode, precision, batch, timing, micro_batch), status="ok")
         except Exception as e:  # recorded (e.g. out of memory), the remaining batch sizes still run
             rec.update(status="error", reason=f"{type(e).__name__}: {str(e)[:400]}")
         print(json.dumps({k: rec.get(k) for k in ("mode", "preset", "precision", "batch_size", "status")}
@@ -188,29 +190,7 @@ def run(preset: str, mode: str, precision: str, batch_sizes: list[int], timing: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--probe", action="store_true", help="print device info and availability, then exit")
-    p.add_argument("--preset")
-    p.add_argument("--mode", choices=common.MODES["jax"])
-    p.add_argument("--precision", choices=common.PRECISIONS, default="fp32")
-    p.add_argument("--batch-sizes", default="16,64")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--window-s", type=float, default=0.2)
-    p.add_argument("--warmup-s", type=float, default=0.2)
-    p.add_argument("--json", help="write the result here (default: stdout)")
-    a = p.parse_args(argv)
-    if a.probe:
-        info = device_info()
-        out = {"info": info, "availability": availability(info)}
-    else:
-        timing = {"repeats": a.repeats, "window_s": a.window_s, "warmup_s": a.warmup_s}
-        out = run(a.preset, a.mode, a.precision, [int(b) for b in a.batch_sizes.split(",")], timing)
-    text = json.dumps(out, indent=1)
-    if a.json:
-        with open(a.json, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text + "\n")
+    common.bench_main(argv, __doc__.splitlines()[0], common.MODES["jax"], device_info, availability, run)
 
 
 if __name__ == "__main__":

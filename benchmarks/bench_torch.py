@@ -7,10 +7,8 @@ Run: python -m benchmarks.bench_torch --preset P --mode M --precision X --batch-
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
-import sys
 from typing import Any
 
 import torch
@@ -81,7 +79,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_batch(preset: str, mode: str, precision: str, batch: int, timing: dict[str, Any]) -> dict[str, Any]:
+def run_batch(preset: str, mode: str, precision: str, batch: int, timing: dict[str, Any],
+              micro_batch: int = common.MICRO_BATCH) -> dict[str, Any]:
     """Time one batch size on fresh model and optimizer; returns the record's measured fields."""
     cfg, device = get_preset(preset), _device()
     torch._dynamo.reset()                 # fresh compile caches: each batch size compiles its own graph
@@ -96,7 +95,7 @@ def run_batch(preset: str, mode: str, precision: str, batch: int, timing: dict[s
     n_pool = common.pool_batches(batch, dim=cfg.input_dim)
     pool = torch.from_numpy(common.synthetic_pool(n_pool, batch, cfg.input_dim)).to(device)   # [K, B, D]
     batches = list(pool.unbind(0))
-    step, details = build_step(cfg, mode, precision, model, opt, batch, device)
+    step, details = build_step(cfg, mode, precision, model, opt, batch, device, micro_batch)
     box = {"i": 0, "metrics": None}
 
     def run() -> None:
@@ -121,8 +120,8 @@ def run_batch(preset: str, mode: str, precision: str, batch: int, timing: dict[s
     return result
 
 
-def run(preset: str, mode: str, precision: str, batch_sizes: list[int], timing: dict[str, Any]
-        ) -> dict[str, Any]:
+def run(preset: str, mode: str, precision: str, batch_sizes: list[int], timing: dict[str, Any],
+        micro_batch: int = common.MICRO_BATCH) -> dict[str, Any]:
     """Time every batch size (ascending); errors are recorded per batch size, not raised."""
     torch.set_num_threads(common.cpu_threads())
     flags = set_precision(precision)
@@ -134,7 +133,7 @@ def run(preset: str, mode: str, precision: str, batch_sizes: list[int], timing: 
             rec.update(status="skipped", reason="out of memory at a smaller batch size")
         else:
             try:
-                rec.update(run_batch(preset, mode, precision, batch, timing), status="ok")
+                rec.update(run_batch(preset, mode, precision, batch, timing, micro_batch), status="ok")
             except Exception as e:  # e.g. a compile failure or OOM, recorded for this batch size
                 oom = isinstance(e, torch.OutOfMemoryError) if hasattr(torch, "OutOfMemoryError") else False
                 rec.update(status="error", reason=f"{type(e).__name__}: {str(e)[:400]}")
@@ -145,30 +144,8 @@ def run(preset: str, mode: str, precision: str, batch_sizes: list[int], timing: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--probe", action="store_true", help="print device info and availability, then exit")
-    p.add_argument("--preset")
-    p.add_argument("--mode", choices=common.MODES["torch"])
-    p.add_argument("--precision", choices=common.PRECISIONS, default="fp32")
-    p.add_argument("--batch-sizes", default="16,64")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--window-s", type=float, default=0.2)
-    p.add_argument("--warmup-s", type=float, default=0.2)
-    p.add_argument("--json", help="write the result here (default: stdout)")
-    a = p.parse_args(argv)
     torch.set_num_threads(common.cpu_threads())
-    if a.probe:
-        info = device_info()
-        out = {"info": info, "availability": availability(info)}
-    else:
-        timing = {"repeats": a.repeats, "window_s": a.window_s, "warmup_s": a.warmup_s}
-        out = run(a.preset, a.mode, a.precision, [int(b) for b in a.batch_sizes.split(",")], timing)
-    text = json.dumps(out, indent=1)
-    if a.json:
-        with open(a.json, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text + "\n")
+    common.bench_main(argv, __doc__.splitlines()[0], common.MODES["torch"], device_info, availability, run)
 
 
 if __name__ == "__main__":

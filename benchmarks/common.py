@@ -16,18 +16,22 @@ from typing import Any, Callable
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 PRESETS = ["pytorch-examples", "minimalist", "stutz-rectangles"]
 PRECISIONS = ["fp32", "tf32", "bf16"]
-MODES = {"jax": ["jax-jit", "jax-scan"],
-         "torch": ["torch-eager", "torch-compile", "torch-compile-ro", "torch-cuda-graph"]}
+MODES = {"jax": ["jax-jit", "jax-scan", "jax-scan-mb"],
+         "torch": ["torch-eager", "torch-compile", "torch-compile-mb", "torch-compile-ro", "torch-cuda-graph"]}
+# The *-mb modes accumulate each batch's gradient over chunks of `micro_batch` examples (same update;
+# cfg.micro_batch): they run only at batch sizes above it, where they differ from their base mode.
+MICRO_MODES = {"jax-scan-mb": "jax-scan", "torch-compile-mb": "torch-compile"}
+MICRO_BATCH = 1024
 EPOCH_IMAGES = 60_000   # a Fashion-MNIST training epoch: the jax-scan mode scans at most this many images
 
 # Named grids: `cpu` is the committed CPU run (fp32 only: TF32 and bf16 are GPU modes), `full` the GPU run.
 GRIDS: dict[str, dict[str, Any]] = {
     "tiny": {"presets": ["pytorch-examples"], "batch_sizes": [16, 64], "precisions": ["fp32"],
-             "repeats": 2, "window_s": 0.05, "warmup_s": 0.05},
+             "repeats": 2, "window_s": 0.05, "warmup_s": 0.05, "micro_batch": 8},
     "cpu": {"presets": PRESETS, "batch_sizes": BATCH_SIZES, "precisions": ["fp32"],
-            "repeats": 5, "window_s": 0.2, "warmup_s": 0.2},
+            "repeats": 5, "window_s": 0.2, "warmup_s": 0.2, "micro_batch": MICRO_BATCH},
     "full": {"presets": PRESETS, "batch_sizes": BATCH_SIZES, "precisions": PRECISIONS,
-             "repeats": 7, "window_s": 0.25, "warmup_s": 0.5},
+             "repeats": 7, "window_s": 0.25, "warmup_s": 0.5, "micro_batch": MICRO_BATCH},
 }
 
 
@@ -187,3 +191,39 @@ def pool_batches(batch: int, epoch_images: int = EPOCH_IMAGES, max_bytes: float 
     """How many distinct batches the per-step modes cycle through: an epoch, capped by memory."""
     epoch_steps = max(1, epoch_images // batch)
     return max(1, min(epoch_steps, int(max_bytes // (4 * batch * dim)), 64))
+
+
+def bench_main(argv: list[str] | None, description: str, modes: list[str],
+               device_info: Callable[[], dict[str, Any]],
+               availability: Callable[[dict[str, Any]], dict[str, Any]],
+               run: Callable[..., dict[str, Any]]) -> None:
+    """The CLI both benchmark processes share: --probe prints device info and availability; else
+    run(preset, mode, precision, batch_sizes, timing, micro_batch) and write its JSON."""
+    import argparse
+    import json
+    import sys
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--probe", action="store_true", help="print device info and availability, then exit")
+    p.add_argument("--preset")
+    p.add_argument("--mode", choices=modes)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--batch-sizes", default="16,64")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--window-s", type=float, default=0.2)
+    p.add_argument("--warmup-s", type=float, default=0.2)
+    p.add_argument("--micro-batch", type=int, default=MICRO_BATCH, help="chunk size of the *-mb modes")
+    p.add_argument("--json", help="write the result here (default: stdout)")
+    a = p.parse_args(argv)
+    if a.probe:
+        info = device_info()
+        out = {"info": info, "availability": availability(info)}
+    else:
+        timing = {"repeats": a.repeats, "window_s": a.window_s, "warmup_s": a.warmup_s}
+        out = run(a.preset, a.mode, a.precision, [int(b) for b in a.batch_sizes.split(",")], timing,
+                  a.micro_batch)
+    text = json.dumps(out, indent=1)
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text + "\n")

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MODES
+from benchmarks.common import MICRO_MODES, MODES
 
 ALL_MODES = MODES["jax"] + MODES["torch"]
 
@@ -137,6 +137,10 @@ def environment_lines(results: dict[str, Any]) -> list[str]:
     g = results["grid"]
     lines.append(f"- grid `{g['name']}`: repeats {g['repeats']}, window >= {g['window_s']} s, warm-up >= "
                  f"{g['warmup_s']} s; data: {results['data']}; wall time {results['wall_s'] / 60:.1f} min")
+    if g.get("micro_batch") and any(m in g["modes"] for m in MICRO_MODES):
+        lines.append(f"- `*-mb` modes: the base mode with gradient accumulation over chunks of {g['micro_batch']} "
+                     "examples (`cfg.micro_batch`: same update, one optimizer step per batch), run at batch "
+                     "sizes above it")
     lines.append(f"- command: `{results['command']}`")
     foreign = [p["foreign_cpu_cores"] for p in results.get("processes", []) if p.get("foreign_cpu_cores") is not None]
     if foreign:

@@ -24,7 +24,7 @@ from jax_vae.config import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = {"jax": "benchmarks.bench_jax", "torch": "benchmarks.bench_torch"}
-COMPILE_MODES = ("torch-compile", "torch-compile-ro")
+COMPILE_MODES = ("torch-compile", "torch-compile-mb", "torch-compile-ro")
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -45,14 +45,15 @@ def probe(framework: str, env: dict[str, str]) -> dict[str, Any]:
 
 
 def run_process(framework: str, preset: str, mode: str, precision: str, batch_sizes: list[int],
-                timing: dict[str, Any], env: dict[str, str], timeout_s: float) -> dict[str, Any]:
+                timing: dict[str, Any], env: dict[str, str], timeout_s: float,
+                micro_batch: int = common.MICRO_BATCH) -> dict[str, Any]:
     """Run one benchmark subprocess; a crash or timeout becomes error records, never an exception."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         cmd = [sys.executable, "-m", SCRIPT[framework], "--preset", preset, "--mode", mode,
                "--precision", precision, "--batch-sizes", ",".join(map(str, batch_sizes)),
                "--repeats", str(timing["repeats"]), "--window-s", str(timing["window_s"]),
-               "--warmup-s", str(timing["warmup_s"]), "--json", str(out)]
+               "--warmup-s", str(timing["warmup_s"]), "--micro-batch", str(micro_batch), "--json", str(out)]
         t0, busy0, ours0 = time.perf_counter(), common.busy_cpu_seconds(), common.children_cpu_seconds()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout_s)
@@ -124,7 +125,8 @@ def skipped(framework: str, preset: str, mode: str, precision: str, batch_sizes:
 def run_grid(presets: list[str], batch_sizes: list[int], precisions: list[str], modes: list[str],
              timing: dict[str, Any], out_dir: Path | None = None, xla_flags: str | None = None,
              timeout_s: float = 3600.0, report: bool = True, grid_name: str = "custom",
-             write: bool = True, compile_batch_sizes: list[int] | None = None) -> dict[str, Any]:
+             write: bool = True, compile_batch_sizes: list[int] | None = None,
+             micro_batch: int = common.MICRO_BATCH) -> dict[str, Any]:
     """Run the grid; if write, save <out_dir or results/<device>>/results.json (+ report)."""
     t_start = time.perf_counter()
     host = common.host_info()          # before any work: its load average says how busy the host was
@@ -143,13 +145,20 @@ def run_grid(presets: list[str], batch_sizes: list[int], precisions: list[str], 
                     records += skipped(fw, preset, mode, precision, batch_sizes, reason)
                     continue
                 sizes = batch_sizes
+                if mode in common.MICRO_MODES:
+                    sizes = [b for b in batch_sizes if b > micro_batch]
+                    records += skipped(fw, preset, mode, precision, [b for b in batch_sizes if b <= micro_batch],
+                                       f"batch <= micro batch {micro_batch}: the same program as "
+                                       f"{common.MICRO_MODES[mode]}")
+                    if not sizes:
+                        continue
                 if compile_batch_sizes is not None and mode in COMPILE_MODES:
                     sizes = [b for b in batch_sizes if b in compile_batch_sizes]
                     records += skipped(fw, preset, mode, precision, [b for b in batch_sizes if b not in sizes],
                                        "not in --compile-batch-sizes (each shape costs a cold compile)")
                     if not sizes:
                         continue
-                res = run_process(fw, preset, mode, precision, sizes, timing, envs[fw], timeout_s)
+                res = run_process(fw, preset, mode, precision, sizes, timing, envs[fw], timeout_s, micro_batch)
                 records += res["records"]
                 procs.append({"framework": fw, "preset": preset, "mode": mode, "precision": precision,
                               "flags": res.get("flags"), "wall_s": res.get("process_wall_s"),
@@ -158,7 +167,8 @@ def run_grid(presets: list[str], batch_sizes: list[int], precisions: list[str], 
         "schema": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.throughput"] + sys.argv[1:]),
         "grid": {"name": grid_name, "presets": presets, "batch_sizes": batch_sizes, "precisions": precisions,
-                 "modes": modes, "compile_batch_sizes": compile_batch_sizes, **timing},
+                 "modes": modes, "compile_batch_sizes": compile_batch_sizes, "micro_batch": micro_batch,
+                 **timing},
         "device": device_slug(probes), "host": host, "frameworks": probes, "peaks": peaks,
         "data": "synthetic U[0,1) float32, generated once and placed on the device before timing",
         "processes": procs, "records": [enrich(r, peaks) for r in records],
@@ -187,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int)
     p.add_argument("--window-s", type=float)
     p.add_argument("--warmup-s", type=float)
+    p.add_argument("--micro-batch", type=int, help="chunk size of the *-mb modes (default: the grid's)")
     p.add_argument("--xla-flags", help="XLA_FLAGS for the JAX processes (default: inherited)")
     p.add_argument("--timeout-s", type=float, default=3600.0, help="per benchmark process")
     p.add_argument("--out", help="output folder (default: benchmarks/results/<device>)")
@@ -207,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
               "warmup_s": a.warmup_s if a.warmup_s is not None else g["warmup_s"]}
     res = run_grid(presets, batch_sizes, precisions, modes, timing, Path(a.out) if a.out else None,
                    a.xla_flags, a.timeout_s, not a.no_report, a.grid,
-                   compile_batch_sizes=split(a.compile_batch_sizes, int) if a.compile_batch_sizes else None)
+                   compile_batch_sizes=split(a.compile_batch_sizes, int) if a.compile_batch_sizes else None,
+                   micro_batch=a.micro_batch or g["micro_batch"])
     print(f"wrote {res['out_dir']}/results.json ({len(res['records'])} records, {res['wall_s']:.0f} s)")
 
 

@@ -3,6 +3,8 @@
 torch-eager:      torch_reference.step.make_train_step as shipped (eps ~ torch.randn on the device);
 torch-compile:    model + loss (eps drawn inside) compiled with fullgraph=True, backward through
                   the compiled graph, optimizer.step compiled separately (the compiled-optimizer recipe);
+torch-compile-mb: torch-compile with gradient accumulation (cfg.micro_batch): the compiled model + loss
+                  runs on chunks of micro_batch examples, one backward each, then one optimizer step;
 torch-compile-ro: the same with mode="reduce-overhead" (CUDA graphs on GPU; on CPU it only runs inductor);
 torch-cuda-graph: the whole step (zero_grad, forward, backward, capturable Adam) captured once in a
                   torch.cuda.CUDAGraph and replayed; the batch is copied into the static input buffer.
@@ -110,7 +112,8 @@ def _metrics(loss: Tensor, aux: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def build_step(cfg: VAEConfig, mode: str, precision: str, model: VAE, opt: torch.optim.Optimizer,
-               batch: int, device: torch.device) -> tuple[Callable[[Tensor], Any], dict[str, Any]]:
+               batch: int, device: torch.device, micro_batch: int = 0
+               ) -> tuple[Callable[[Tensor], Any], dict[str, Any]]:
     """(step(x [B, D]) -> metrics, details) for one mode; compiled modes compile on the first call."""
     if cfg.kl_warmup_steps > 0:
         raise ValueError("the benchmark steps assume a constant KL weight (kl_warmup_steps=0)")
@@ -125,6 +128,10 @@ def build_step(cfg: VAEConfig, mode: str, precision: str, model: VAE, opt: torch
         loss, aux = loss_from_eps(model, x, eps, cfg, cfg.beta, amp)
         return loss, _metrics(loss, aux)
 
+    if mode == "torch-compile-mb":
+        return _micro_batch_step(cfg, forward, opt, batch, micro_batch), details | {
+            "compile_mode": "default", "dynamic": False, "micro_batch": micro_batch,
+            "compiled": ["model+loss per chunk (fullgraph)", "optimizer.step"]}
     if mode in ("torch-eager", "torch-compile", "torch-compile-ro"):
         if mode == "torch-eager":
             fwd, opt_step = forward, opt.step
@@ -152,6 +159,32 @@ def build_step(cfg: VAEConfig, mode: str, precision: str, model: VAE, opt: torch
     if mode == "torch-cuda-graph":
         return _cuda_graph_step(forward, opt, batch, cfg, device), details | {"capture": "whole step"}
     raise ValueError(f"unknown torch mode {mode!r}")
+
+
+def _micro_batch_step(cfg: VAEConfig, forward: Callable, opt: torch.optim.Optimizer, batch: int,
+                      micro_batch: int) -> Callable[[Tensor], dict[str, Tensor]]:
+    """torch_reference.step.value_and_grad's accumulation with the compiled forward: chunk c of
+    m rows backprops its loss times m/B (mean) or 1 (sum); batch must be a multiple of m."""
+    if not 0 < micro_batch < batch or batch % micro_batch:
+        raise ValueError(f"torch-compile-mb needs 0 < micro_batch < batch and batch % micro_batch == 0, "
+                         f"got micro_batch={micro_batch}, batch={batch}")
+    fwd = torch.compile(forward, mode="default", fullgraph=True, dynamic=False)
+    opt_step = torch.compile(opt.step, mode="default", dynamic=False)
+    weight = 1.0 if cfg.reduction == "sum" else micro_batch / batch
+
+    def step(x: Tensor) -> dict[str, Tensor]:
+        opt.zero_grad(set_to_none=True)
+        parts = []
+        for chunk in x.split(micro_batch):
+            loss, metrics = fwd(chunk)
+            (loss * weight).backward()
+            parts.append(metrics)
+        opt_step()
+        metrics = {k: torch.stack([m[k].float() for m in parts]).mean() for k in parts[0]}   # equal chunks
+        metrics["loss"] = metrics["loss"] * (len(parts) * weight)
+        return metrics
+
+    return step
 
 
 def _cuda_graph_step(forward: Callable, opt: torch.optim.Optimizer, batch: int, cfg: VAEConfig,

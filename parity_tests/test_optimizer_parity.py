@@ -1,6 +1,5 @@
 """Optimizer steps on their own: optax vs torch for Adam, coupled weight decay and Lua-torch Adam,
 10 steps on the same random gradients, every parameter compared after each step."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

@@ -47,15 +47,18 @@ def _check_ok(rec: dict) -> None:
 
 
 def test_tiny_grid_runs_every_cpu_mode_and_records_skips(tmp_path: Path) -> None:
-    modes = ["jax-jit", "jax-scan", "torch-eager", "torch-cuda-graph"]
+    modes = ["jax-jit", "jax-scan", "jax-scan-mb", "torch-eager", "torch-cuda-graph"]
     res = run_grid(["pytorch-examples"], [16, 64], ["fp32", "tf32", "bf16"], modes, TINY, tmp_path,
-                   grid_name="test")
+                   grid_name="test", micro_batch=16)
     recs = {(r["mode"], r["precision"], r["batch_size"]): r for r in res["records"]}
     assert len(recs) == len(modes) * 3 * 2
     gpu = res["frameworks"]["torch"]["info"]["platform"] == "cuda"
     for (mode, precision, batch), rec in recs.items():
-        if gpu or (precision == "fp32" and mode != "torch-cuda-graph"):
+        if mode == "jax-scan-mb" and batch <= 16 and precision == "fp32":
+            assert rec["status"] == "skipped" and "same program as jax-scan" in rec["reason"]
+        elif gpu or (precision == "fp32" and mode != "torch-cuda-graph"):
             _check_ok(rec)
+            assert rec.get("micro_batch", 16 if mode.endswith("-mb") else 0) == (16 if mode.endswith("-mb") else 0)
         else:
             assert rec["status"] == "skipped" and len(rec["reason"]) > 20
     scan = recs[("jax-scan", "fp32", 16)]
@@ -71,10 +74,12 @@ def test_tiny_grid_runs_every_cpu_mode_and_records_skips(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_tiny_grid_torch_compile_modes(tmp_path: Path) -> None:
     """torch.compile default and reduce-overhead compile (C++ inductor on CPU) and run."""
-    res = run_grid(["pytorch-examples"], [16], ["fp32"], ["torch-compile", "torch-compile-ro"], TINY,
-                   tmp_path, report=False, grid_name="test")
+    res = run_grid(["pytorch-examples"], [16], ["fp32"], ["torch-compile", "torch-compile-mb", "torch-compile-ro"],
+                   TINY, tmp_path, report=False, grid_name="test", micro_batch=8)
+    assert [r["mode"] for r in res["records"]] == ["torch-compile", "torch-compile-mb", "torch-compile-ro"]
     for rec in res["records"]:
         _check_ok(rec)
+        assert rec.get("micro_batch") == (8 if rec["mode"] == "torch-compile-mb" else None)
         assert rec["compile_mode"] == ("reduce-overhead" if rec["mode"] == "torch-compile-ro" else "default")
 
 
@@ -194,3 +199,37 @@ def test_lua_adam_preset_runs_in_process() -> None:
         (rec,) = out["records"]
         _check_ok_fields(rec)
     assert out["records"][0]["optimizer"].startswith("ForeachLuaAdam")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["pytorch-examples", "wiseodd"])   # sum and mean reduction
+def test_torch_compile_mb_step_is_the_library_micro_batch_update(preset: str) -> None:
+    """The benchmark's compiled accumulation step = torch_reference.step.update with cfg.micro_batch
+    (same weights; with L = 1 the per-chunk eps draws are the full-batch draw's rows, and
+    fallback_random makes inductor draw them with eager torch's generator)."""
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    import torch._inductor.config as inductor_config
+
+    from benchmarks.torch_steps import build_step
+    from torch_reference.models import init_params
+    from torch_reference.step import create_state, make_train_step
+    cfg = dataclasses.replace(get_preset(preset), micro_batch=8)
+    x = torch.from_numpy(np.random.default_rng(0).random((32, cfg.input_dim), dtype=np.float32))
+    models, metrics = [init_params(0, cfg) for _ in range(2)], []
+    opts = [torch.optim.Adam(m.parameters(), lr=cfg.lr, foreach=False) for m in models]
+    step, details = build_step(cfg, "torch-compile-mb", "fp32", models[0], opts[0], 32, torch.device("cpu"), 8)
+    library = make_train_step(cfg)
+    state = create_state(models[1], opts[1])
+    with inductor_config.patch(fallback_random=True):
+        for run in (lambda: step(x), lambda: library(state, x, None)[1]):
+            torch.manual_seed(7)
+            metrics.append(run())
+    assert details["micro_batch"] == 8
+    assert metrics[0]["loss"].item() == pytest.approx(metrics[1]["loss"].item(), rel=1e-5)
+    for a, b in zip(models[0].parameters(), models[1].parameters()):   # accumulated gradients, then Adam
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5 * b.grad.abs().max().item())
+        torch.testing.assert_close(a, b, rtol=0, atol=2 * cfg.lr)       # one step moves each by <= ~lr
+        far = ((a - b).abs() > 1e-3 * cfg.lr).float().mean()
+        assert far < 1e-3, f"{far:.2%} of elements moved differently"   # only those with |g| ~ adam_eps

@@ -8,7 +8,6 @@ The data order is the same numpy permutation as on the JAX side (jax_vae.schedul
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
