@@ -8,6 +8,7 @@ Run: python -m benchmarks.jax_variants --preset pytorch-examples --batch-sizes 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -105,6 +106,10 @@ VARIANTS: dict[str, Callable] = {
     "predrawn_eps": lambda cfg: predrawn_eps(cfg),
     "flat_adam": lambda cfg: flat_adam(cfg),
     "flat_adam+unsafe_rbg": lambda cfg: flat_adam(cfg, prng="unsafe_rbg"),
+    # gradient accumulation over cache-sized chunks (cfg.micro_batch; a no-op when >= the batch)
+    "micro2048": lambda cfg: baseline(dataclasses.replace(cfg, micro_batch=2048)),
+    "micro1024": lambda cfg: baseline(dataclasses.replace(cfg, micro_batch=1024)),
+    "micro512": lambda cfg: baseline(dataclasses.replace(cfg, micro_batch=512)),
 }
 
 

@@ -148,7 +148,10 @@ def environment_lines(results: dict[str, Any]) -> list[str]:
                      f"{statistics.median(foreign):.2f}" + (" — **disturbed: re-run on a quiet host**"
                                                             if max(foreign) > 0.1 else " (quiet)"))
     load = results["host"].get("load_avg_at_start")
-    if load:
+    if load and foreign:   # the direct measure above decides; the load average also counts work just ended
+        lines.append(f"- 1-min load average before the run: {load[0]:.2f} (a decaying average that also counts "
+                     "work which ended just before, e.g. the previous part of a chained grid)")
+    elif load:
         busy = load[0] > 0.5 * results["host"]["cpu_threads"]
         lines.append(f"- 1-min load average before the run: {load[0]:.2f}"
                      + (" — **the host was busy: CPU numbers are disturbed**" if busy else " (quiet host)"))
@@ -229,6 +232,15 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
             if r.get("status") == "ok" or key not in recs or recs[key].get("status") != "ok":
                 recs[key] = r
     out["records"] = list(recs.values())
+    # One roofline for the merged table: each part measured its own sgemm peak; keep the highest
+    # (the most demanding reference) per precision and recompute every record's fraction against it.
+    precisions = {k for p in parts for k in (p.get("peaks") or {})}
+    out["peaks"] = {k: max((p["peaks"].get(k) for p in parts if (p.get("peaks") or {}).get(k)),
+                           key=lambda v: v.get("flops") or 0, default=None) for k in precisions}
+    for r in out["records"]:
+        peak = (out["peaks"].get(r["precision"]) or {}).get("flops")
+        if r.get("achieved_flops") and peak:
+            r["roofline_fraction"] = r["achieved_flops"] / peak
     out["processes"] = sum((p.get("processes", []) for p in parts), [])
     out["command"] = " ; ".join(p["command"] for p in parts)
     out["wall_s"] = sum(p["wall_s"] for p in parts)

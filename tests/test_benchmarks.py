@@ -233,3 +233,25 @@ def test_torch_compile_mb_step_is_the_library_micro_batch_update(preset: str) ->
         torch.testing.assert_close(a, b, rtol=0, atol=2 * cfg.lr)       # one step moves each by <= ~lr
         far = ((a - b).abs() > 1e-3 * cfg.lr).float().mean()
         assert far < 1e-3, f"{far:.2%} of elements moved differently"   # only those with |g| ~ adam_eps
+
+
+def test_report_merge_keeps_ok_records_and_one_roofline() -> None:
+    """Parts of a chained grid merge into one table measured against the highest peak of any part."""
+    from benchmarks.report import merge
+
+    def part(peak: float, preset: str, status: str = "ok") -> dict:
+        rec = {"framework": "jax", "mode": "jax-scan", "preset": preset, "precision": "fp32", "batch_size": 16,
+               "status": status}
+        if status == "ok":
+            rec.update(achieved_flops=50e9, roofline_fraction=50e9 / peak)
+        grid = {"presets": [preset], "batch_sizes": [16], "precisions": ["fp32"], "modes": ["jax-scan"]}
+        return {"device": "cpu-x", "peaks": {"fp32": {"flops": peak}}, "records": [rec], "processes": [],
+                "command": f"run {preset}", "wall_s": 1.0, "grid": grid}
+
+    out = merge([part(100e9, "a"), part(200e9, "b"), part(150e9, "a", status="error")])
+    assert out["peaks"]["fp32"]["flops"] == 200e9
+    assert {r["preset"]: r["status"] for r in out["records"]} == {"a": "ok", "b": "ok"}
+    assert all(r["roofline_fraction"] == pytest.approx(0.25) for r in out["records"])
+    assert out["wall_s"] == 3.0 and out["grid"]["presets"] == ["a", "b"]
+    with pytest.raises(ValueError, match="different devices"):
+        merge([part(1e9, "a"), dict(part(1e9, "a"), device="gpu-y")])
