@@ -21,7 +21,7 @@ MODES = {"jax": ["jax-jit", "jax-scan", "jax-scan-mb"],
 # The *-mb modes accumulate each batch's gradient over chunks of `micro_batch` examples (same update;
 # cfg.micro_batch): they run only at batch sizes above it, where they differ from their base mode.
 MICRO_MODES = {"jax-scan-mb": "jax-scan", "torch-compile-mb": "torch-compile"}
-MICRO_BATCH = 1024
+MICRO_BATCH = 512
 EPOCH_IMAGES = 60_000   # a Fashion-MNIST training epoch: the jax-scan mode scans at most this many images
 
 # Named grids: `cpu` is the committed CPU run (fp32 only: TF32 and bf16 are GPU modes), `full` the GPU run.
