@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from jax_vae import convert, evaluate as je, losses as jl, step as js
+from jax_vae import convert, evaluate as je, step as js
 from jax_vae.config import get_preset
-from parity_tests.harness import make_inputs, setup_pair, trajectory_pair, variant
+from parity_tests.harness import forward_pair, make_inputs, setup_pair, trajectory_pair, variant
 from parity_tests.tolerances import assert_close, tol
-from torch_reference import evaluate as te, losses as tl, step as ts
+from torch_reference import evaluate as te, step as ts
 
 IWAE = get_preset("iwae-paper")       # 784-200-200 tanh, 50-d latent, Bernoulli logits, k = 5
 
@@ -52,39 +52,26 @@ def test_log_likelihood_estimate_and_grads(dtype, chunk=30):
     _assert_grads(name, grads_j, model, cfg, dtype)
 
 
+def _assert_objective(name: str, cfg, dtype: str, terms: tuple[str, ...] = ("loss",)) -> None:
+    """The harness's shared-weights loss and gradients of `cfg`: `terms` and every gradient agree."""
+    out = forward_pair(cfg, dtype)
+    for term in terms:
+        assert_close(f"{name}/{dtype}/{term}", *out[term], tol(dtype, "loss"))
+    for key, (jax_value, torch_value) in out.items():
+        if key.startswith("grad."):
+            assert_close(f"{name}/{dtype}/{key}", jax_value, torch_value, tol(dtype, "grad"))
+
+
 def test_iwae_objective_and_grads(dtype, num_samples=50):
     """-log (1/k) sum_k w_k summed over the batch, k = 50 (the preset's k = 5 is in the model suite)."""
-    cfg = variant(IWAE, num_samples=num_samples)
-    model, params = setup_pair(cfg, dtype)
-    x, eps = make_inputs(cfg, dtype)
-    # --- JAX half
-    (loss_j, aux_j), grads_j = jax.value_and_grad(jl.loss_fn, has_aux=True)(
-        params, jnp.asarray(x), jnp.asarray(eps), cfg)
-    # --- torch half
-    loss_t, aux_t = tl.loss_fn(model, torch.from_numpy(x), torch.from_numpy(eps), cfg)
-    loss_t.backward()
-    name = f"iwae_k{num_samples}"
-    assert_close(f"{name}/{dtype}/loss", loss_j, loss_t.detach().numpy(), tol(dtype, "loss"))
-    assert_close(f"{name}/{dtype}/per_example", aux_j["per_example"],
-                 aux_t["per_example"].detach().numpy(), tol(dtype, "loss"))
-    _assert_grads(name, grads_j, model, cfg, dtype)
+    _assert_objective(f"iwae_k{num_samples}", variant(IWAE, num_samples=num_samples), dtype,
+                      terms=("loss", "loss.per_example"))
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_beta_objective_and_grads(dtype, objective):
     """beta = 0.25: recon + beta KL (elbo), and log-weights with beta (log p(z) - log q(z|x)) (iwae)."""
-    cfg = variant(IWAE, objective=objective, beta=0.25)
-    model, params = setup_pair(cfg, dtype)
-    x, eps = make_inputs(cfg, dtype)
-    # --- JAX half
-    (loss_j, aux_j), grads_j = jax.value_and_grad(jl.loss_fn, has_aux=True)(
-        params, jnp.asarray(x), jnp.asarray(eps), cfg)
-    # --- torch half
-    loss_t, aux_t = tl.loss_fn(model, torch.from_numpy(x), torch.from_numpy(eps), cfg)
-    loss_t.backward()
-    name = f"beta0.25_{objective}"
-    assert_close(f"{name}/{dtype}/loss", loss_j, loss_t.detach().numpy(), tol(dtype, "loss"))
-    _assert_grads(name, grads_j, model, cfg, dtype)
+    _assert_objective(f"beta0.25_{objective}", variant(IWAE, objective=objective, beta=0.25), dtype)
 
 
 def test_kl_warmup_weights():
