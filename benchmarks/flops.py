@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jax_vae.config import VAEConfig, layer_specs
+from jax_vae.common.config import VAEConfig, layer_specs
 
 ELEMENTWISE_PER_UNIT = {"bias": 2, "activation": 2, "latent": 12, "output": 12}
 OPTIMIZER_PER_PARAM = 12

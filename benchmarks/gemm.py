@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import cpu_threads
-from jax_vae.config import get_preset, layer_specs
+from jax_vae.common.config import get_preset, layer_specs
 
 
 def _best(f: Callable[[], Any], repeats: int) -> float:

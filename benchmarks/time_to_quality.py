@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.report import best_by_batch
 from benchmarks.throughput import ROOT, _env, device_slug, probe
-from jax_vae.config import apply_overrides, get_preset
+from jax_vae.common.config import apply_overrides, get_preset
 
 # Test -ELBO per image (nats) on Fashion-MNIST that pytorch-examples passes in about 2 epochs on both
 # frameworks (pilot run: see benchmarks/results/<device>/time_to_quality.md for the curves).
@@ -42,7 +42,7 @@ def fastest_modes(results_path: Path, preset: str, batch: int) -> dict[str, str]
 def worker(a: argparse.Namespace) -> dict[str, Any]:
     """Run one framework (inside its own process) and return its result."""
     from benchmarks import ttq_workers
-    from jax_vae.data import load_dataset
+    from jax_vae.common.data import load_dataset
     cfg = apply_overrides(get_preset(a.preset), {"dataset": a.dataset})
     data = load_dataset(a.dataset, a.data_dir, binarization=cfg.binarization, download=False)
     if a.train_limit:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.worker:
         Path(a.json).write_text(json.dumps(worker(a), indent=1))
         return
-    from jax_vae.data import DataError, load_dataset
+    from jax_vae.common.data import DataError, load_dataset
     try:
         load_dataset(a.dataset, a.data_dir, download=False)
     except DataError as e:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 from torch_reference.losses import objective
 from torch_reference.models import VAE, sample_eps
 from torch_reference.step import create_state, make_train_step

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 
 
 def epoch_order(n: int, batch: int, seed: int, epoch: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jax_vae.runs import RunError
+from jax_vae.common.runs import RunError
 from jax_vae.step import TrainState
 
 KEEP = 3

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_vae.config import VAEConfig
-from jax_vae import eval_common
-from jax_vae.eval_common import check_evaluable, chunking, summarize
+from jax_vae.common.config import VAEConfig
+from jax_vae.common import evaluation
+from jax_vae.common.evaluation import check_evaluable, chunking, summarize
 from jax_vae.losses import LIKELIHOODS, kl_term, log_weights
 from jax_vae.models import VAE, reparameterize, sample_eps, std_from_scale
 
@@ -110,16 +110,16 @@ def evaluate_run(source: str | os.PathLike, k: int = 5000, *, data_dir: str | os
                  num_images: int | None = None, download: bool = True,
                  out: str | os.PathLike | None = None) -> dict[str, Any]:
     """`python -m jax_vae evaluate`: a run folder / checkpoint / params export -> evaluate() on the
-    preset's test split (binarized as eval_common.eval_data says), recorded as JSON."""
+    preset's test split (binarized as evaluation.eval_data says), recorded as JSON."""
     from jax_vae.checkpoint import load_params
     params, meta = load_params(source, step)
-    cfg = eval_common.run_config(meta, source)
-    x, binarization = eval_common.eval_data(cfg, data_dir, download=download)
+    cfg = evaluation.run_config(meta, source)
+    x, binarization = evaluation.eval_data(cfg, data_dir, download=download)
     x = x[:num_images] if num_images else x                                   # [N, D]
     params = jax.tree_util.tree_map(jnp.asarray, params)
     t0 = time.perf_counter()
     result = evaluate(params, x, jax.random.PRNGKey(seed), cfg, k, batch_size, chunk, binarization)
     device = jax.devices()[0]
-    return eval_common.finish(result, framework="jax", source=source, step=meta.get("step"), seed=seed,
+    return evaluation.finish(result, framework="jax", source=source, step=meta.get("step"), seed=seed,
                               seconds=time.perf_counter() - t0, out=out,
                               device=f"{device.platform}:{device.id} ({device.device_kind})")

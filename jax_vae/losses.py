@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 from jax_vae.models import VAE, sample_eps, std_from_scale
 
 Array = jax.Array

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax_vae.config import VAEConfig, layer_specs
+from jax_vae.common.config import VAEConfig, layer_specs
 
 Array = jax.Array
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 
 
 class LuaAdamState(NamedTuple):

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 from jax_vae.step import TrainState, make_train_step
 
 Array = jax.Array

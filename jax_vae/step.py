@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 from jax_vae.losses import loss_fn
 from jax_vae.models import sample_eps
 

@@ -22,13 +22,14 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from jax_vae import loop, parallel, schedule
+from jax_vae import parallel
+from jax_vae.common import loop, plan
 from jax_vae.checkpoint import Checkpoints
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 from jax_vae.losses import loss_fn
 from jax_vae.models import VAE, init_params, sample_eps
 from jax_vae.optim import make_optimizer
-from jax_vae.runs import RunError
+from jax_vae.common.runs import RunError
 from jax_vae.step import TrainState, create_state, make_train_step
 
 Array = jax.Array
@@ -107,7 +108,7 @@ def programs(pcfg: VAEConfig, steps_per_epoch: int) -> Programs:
 
 
 class Trainer:
-    """JAX backend of jax_vae.loop: owns the device data, the TrainState and the compiled chunks."""
+    """JAX backend of jax_vae.common.loop: owns the device data, the TrainState and the compiled chunks."""
 
     framework = "jax"
 
@@ -115,7 +116,7 @@ class Trainer:
                  jit: str = "scan", tick: Callable[[Any], None] | None = None,
                  data_parallel: bool = False) -> None:
         self.cfg, self.jit, self.device = cfg, jit, resolve_device(device)
-        layout = schedule.Layout(len(data["train"]), cfg.batch_size, cfg.drop_last)
+        layout = plan.Layout(len(data["train"]), cfg.batch_size, cfg.drop_last)
         self.mesh = _data_parallel_mesh(self.device, layout) if data_parallel else None
         self.p = programs(program_config(cfg), layout.steps_per_epoch)
         self.tx = self.p.tx
@@ -247,7 +248,7 @@ def _eval_sums(params: dict, x: Array, key: Array, cfg: VAEConfig) -> Array:
     return jnp.stack([aux["per_example"].sum(), aux["recon"].sum(), aux["kl"].sum()])
 
 
-def _data_parallel_mesh(device: jax.Device, layout: schedule.Layout) -> parallel.Mesh:
+def _data_parallel_mesh(device: jax.Device, layout: plan.Layout) -> parallel.Mesh:
     """Mesh over every device of `device`'s platform (all processes); batches must split evenly."""
     mesh = parallel.make_mesh(jax.devices(device.platform))
     if layout.batch_size % mesh.size:
@@ -264,7 +265,7 @@ def train(cfg: VAEConfig, run_dir: str | Path, *, data_dir: str | Path | None = 
           resume: bool = False, progress: bool = True, images: bool = True, download: bool = True,
           data: dict[str, np.ndarray] | None = None, log: Callable[[str], None] | None = None,
           data_parallel: bool = False) -> dict[str, Any]:
-    """Train `cfg` (seed = cfg.seed) into `run_dir`; returns the summary (see jax_vae.loop.run)."""
+    """Train `cfg` (seed = cfg.seed) into `run_dir`; returns the summary (see jax_vae.common.loop.run)."""
     opts = loop.TrainOptions(device=device, jit=jit, checkpoint_every=checkpoint_every, log_every=log_every,
                              chunk_steps=chunk_steps, progress=progress, images=images,
                              data_parallel=data_parallel)

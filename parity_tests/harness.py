@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jax_vae import convert, optim as jo, step as js
-from jax_vae.config import VAEConfig
-from jax_vae.data import make_rectangles
+from jax_vae import optim as jo, step as js
+from jax_vae.common import convert
+from jax_vae.common.config import VAEConfig
+from jax_vae.common.data import make_rectangles
 from jax_vae.models import VAE as JaxVAE
 from torch_reference import optim as to, step as ts
 from torch_reference.models import init_params as torch_init

@@ -3,8 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-from jax_vae import convert
-from jax_vae.config import PRESETS
+from jax_vae.common import convert
+from jax_vae.common.config import PRESETS
 from jax_vae.models import init_params
 from torch_reference.models import init_params as torch_init
 

@@ -1,4 +1,4 @@
-"""Tests for jax_vae.data: IDX validation, offline real data, rectangles, binarization, downloads."""
+"""Tests for jax_vae.common.data: IDX validation, offline real data, rectangles, binarization, downloads."""
 from __future__ import annotations
 
 import gzip
@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from jax_vae import data
-from jax_vae.data import DataError
+from jax_vae.common import data
+from jax_vae.common.data import DataError
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -276,6 +276,6 @@ def test_load_dataset_binarization(tmp_path, tiny_mnist, monkeypatch):
 
 def test_no_framework_import():
     import subprocess
-    code = "import sys, jax_vae.data; print('jax' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, jax_vae.common.data; print('jax' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -40,7 +40,7 @@ def _worker(out: str) -> None:
     import jax.numpy as jnp
 
     from jax_vae import models, optim, parallel, step
-    from jax_vae.config import apply_overrides, get_preset
+    from jax_vae.common.config import apply_overrides, get_preset
 
     assert jax.device_count() == 8, jax.devices()
     mesh = parallel.make_mesh()
@@ -122,7 +122,7 @@ def test_cli_two_processes_over_jax_distributed_match_single_device(tmp_path):
     """`python -m jax_vae train --data-parallel --coordinator ... --process-id i` x 2 processes of 4
     devices for 40 steps (checkpoints at 20 and 40, written by both through orbax), against one
     single-device CLI run; the checkpoint of the 8-device run restores on one device."""
-    from jax_vae import cli
+    from jax_vae.common import cli
     from jax_vae.checkpoint import load_params
 
     single, multi = tmp_path / "single", tmp_path / "multi"
@@ -148,7 +148,7 @@ def test_cli_two_processes_over_jax_distributed_match_single_device(tmp_path):
 
 
 def test_data_parallel_flags_refused_where_unsupported(tmp_path, capsys):
-    from jax_vae import cli
+    from jax_vae.common import cli
     assert cli.main(["train", "--preset", "iwae-paper", "--dataset", "rectangles", "--steps", "1",
                      "--data-parallel", "--out", str(tmp_path / "t")], framework="torch") == 2
     assert "JAX-only" in capsys.readouterr().err

@@ -12,8 +12,9 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from jax_vae import convert, eval_common, evaluate as je, models
-from jax_vae.config import get_preset
+from jax_vae import evaluate as je, models
+from jax_vae.common import convert, evaluation
+from jax_vae.common.config import get_preset
 from torch_reference import evaluate as te
 from torch_reference.models import VAE as TorchVAE, sample_eps as torch_sample_eps
 
@@ -145,7 +146,7 @@ def test_evaluate_summary_both_frameworks():
     assert rj["iwae_nll"] == pytest.approx(rt["iwae_nll"], abs=0.1)
     assert rj["kl"] == pytest.approx(rt["kl"], rel=1e-5)                       # analytic, no sampling
     grey = je.evaluate(params, x * 0.5, jax.random.PRNGKey(0), TINY, k=10, binarization="none (grey values)")
-    assert grey["note"] == eval_common.GREY_NOTE
+    assert grey["note"] == evaluation.GREY_NOTE
 
 
 @pytest.mark.parametrize("preset", ["deep-mse", "day37"])
@@ -158,17 +159,17 @@ def test_non_density_objectives_are_refused(preset):
 
 
 def test_chunking():
-    assert eval_common.chunking(5000, 100) == (16, 313)          # 32768 // 100 = 327 -> 16 near-equal chunks
-    assert eval_common.chunking(5000, 100, chunk=5000) == (1, 5000)
-    assert eval_common.chunking(10, 100, chunk=3) == (4, 3)
-    assert eval_common.chunking(3, 100000) == (3, 1)
+    assert evaluation.chunking(5000, 100) == (16, 313)          # 32768 // 100 = 327 -> 16 near-equal chunks
+    assert evaluation.chunking(5000, 100, chunk=5000) == (1, 5000)
+    assert evaluation.chunking(10, 100, chunk=3) == (4, 3)
+    assert evaluation.chunking(3, 100000) == (3, 1)
     with pytest.raises(ValueError):
-        eval_common.chunking(0, 10)
+        evaluation.chunking(0, 10)
 
 
 def test_eval_data_rectangles_is_binary_as_is():
     cfg = dataclasses.replace(get_preset("stutz-rectangles"), binarization="none")
-    x, how = eval_common.eval_data(cfg)
+    x, how = evaluation.eval_data(cfg)
     assert x.shape == (10_000, 576) and set(np.unique(x)) == {0.0, 1.0}
     assert how.startswith("none")
 
@@ -177,10 +178,10 @@ def test_eval_data_rectangles_is_binary_as_is():
 def test_eval_data_dynamic_binarization_is_fixed_once():
     """iwae-paper (dynamic): the Fashion-MNIST test split binarized once with a fixed seed."""
     cfg = get_preset("iwae-paper")
-    x, how = eval_common.eval_data(cfg, download=False)
-    again, _ = eval_common.eval_data(cfg, download=False)
-    other, _ = eval_common.eval_data(cfg, seed=1, download=False)
-    grey, _ = eval_common.eval_data(dataclasses.replace(cfg, binarization="none"), download=False)
+    x, how = evaluation.eval_data(cfg, download=False)
+    again, _ = evaluation.eval_data(cfg, download=False)
+    other, _ = evaluation.eval_data(cfg, seed=1, download=False)
+    grey, _ = evaluation.eval_data(dataclasses.replace(cfg, binarization="none"), download=False)
     assert x.shape == (10_000, 784) and x.dtype == np.float32 and set(np.unique(x)) == {0.0, 1.0}
     assert how == "dynamic (test set binarized once, seed 0)"
     np.testing.assert_array_equal(x, again)

@@ -8,10 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from jax_vae import cli, evaluate as je
+from jax_vae import evaluate as je
+from jax_vae.common import cli
 from jax_vae.checkpoint import load_params, save_params
-from jax_vae.config import apply_overrides, get_preset, to_dict
-from jax_vae.data import make_rectangles
+from jax_vae.common.config import apply_overrides, get_preset, to_dict
+from jax_vae.common.data import make_rectangles
 from jax_vae.models import init_params
 
 TINY_RECTANGLES = apply_overrides(get_preset("stutz-rectangles"), {

@@ -13,8 +13,9 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from jax_vae import convert, losses as jl, models
-from jax_vae.config import get_preset
+from jax_vae import losses as jl, models
+from jax_vae.common import convert
+from jax_vae.common.config import get_preset
 from torch_reference import losses as tl
 from torch_reference.models import VAE as TorchVAE
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from jax_vae import cli as cli_module
-from jax_vae import plots
-from jax_vae.compare import compare
-from jax_vae.config import get_preset, to_dict
+from jax_vae.common import plots
+from jax_vae.common.compare import compare
+from jax_vae.common.config import get_preset, to_dict
 from train_helpers import tiny_config
 
 

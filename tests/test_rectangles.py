@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jax_vae import data
-from jax_vae.data import DataError
+from jax_vae.common import data
+from jax_vae.common.data import DataError
 
 
 # --- rectangles: the Lua source replayed draw for draw ----------------------------------------------

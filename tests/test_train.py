@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jax_vae import schedule
-from jax_vae.runs import EPOCH_KEYS, STEP_KEYS, NonFiniteLossError
+from jax_vae.common import plan
+from jax_vae.common.runs import EPOCH_KEYS, STEP_KEYS, NonFiniteLossError
 from train_helpers import (FRAMEWORKS, cli, load_params, metric_records, one_torch_thread,  # noqa: F401
                            tiny_config, tiny_data, train_fn)
 
@@ -20,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("n,batch,drop_last,every,chunk", [(100, 8, False, 5, 0), (100, 8, True, 0, 3),
                                                            (96, 8, False, 4, 0), (7, 7, False, 2, 0)])
 def test_plan_covers_each_step_once_and_resumes_as_a_suffix(n, batch, drop_last, every, chunk):
-    layout = schedule.Layout(n, batch, drop_last)
+    layout = plan.Layout(n, batch, drop_last)
     total = 3 * layout.steps_per_epoch + 2
-    chunks = list(schedule.plan(layout, 0, total, every, chunk))
+    chunks = list(plan.chunks(layout, 0, total, every, chunk))
     assert chunks[0].start == 0 and chunks[-1].end == total
     assert all(a.end == b.start for a, b in zip(chunks, chunks[1:]))
     seen: dict[int, list[int]] = {}
@@ -33,21 +33,21 @@ def test_plan_covers_each_step_once_and_resumes_as_a_suffix(n, batch, drop_last,
             assert c.checkpoint == (c.end % every == 0 or c.epoch_end)
         if chunk:
             assert c.num_steps <= chunk
-        idx = schedule.chunk_indices(schedule.epoch_order(0, c.epoch, n), c)
+        idx = plan.chunk_indices(plan.epoch_order(0, c.epoch, n), c)
         assert idx.shape == (c.num_steps, c.batch_size)
         seen.setdefault(c.epoch, []).extend(idx.ravel().tolist())
     for epoch in range(3):                                   # full epochs visit every example once
         assert len(seen[epoch]) == len(set(seen[epoch])) == layout.images_in_epoch()
     for c in chunks:                                         # resuming at any boundary replays the rest
         if c.checkpoint:
-            assert list(schedule.plan(layout, c.end, total, every, chunk)) == [d for d in chunks if d.start >= c.end]
+            assert list(plan.chunks(layout, c.end, total, every, chunk)) == [d for d in chunks if d.start >= c.end]
 
 
 def test_epoch_order_is_a_fresh_permutation_per_epoch_and_seed():
-    a, b, c = (schedule.epoch_order(s, e, 50) for s, e in ((0, 0), (0, 1), (1, 0)))
+    a, b, c = (plan.epoch_order(s, e, 50) for s, e in ((0, 0), (0, 1), (1, 0)))
     assert sorted(a.tolist()) == list(range(50)) and a.dtype == np.int32
     assert not np.array_equal(a, b) and not np.array_equal(a, c)
-    assert np.array_equal(a, schedule.epoch_order(0, 0, 50))
+    assert np.array_equal(a, plan.epoch_order(0, 0, 50))
 
 
 # ------------------------------------------------------------------------------------ run folder
@@ -141,7 +141,7 @@ def test_non_finite_loss_stops_at_the_step_and_keeps_the_last_good_checkpoint(tm
     data = tiny_data()
     bad_image = 37
     data["train"][bad_image, 5] = np.nan
-    order = schedule.epoch_order(0, 0, 100)
+    order = plan.epoch_order(0, 0, 100)
     bad_step = int(np.flatnonzero(order == bad_image)[0]) // 8 + 1       # 1-based step whose batch has it
     with pytest.raises(NonFiniteLossError) as err:
         train_fn(framework)(tiny_config(), tmp_path / "run", data=data, progress=False, checkpoint_every=2)

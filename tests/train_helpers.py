@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from jax_vae.config import VAEConfig, get_preset
+from jax_vae.common.config import VAEConfig, get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("jax", "torch")

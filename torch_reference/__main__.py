@@ -1,10 +1,10 @@
-"""`python -m torch_reference <train|evaluate|export|compare> ...`: the PyTorch side of jax_vae.cli (same flags)."""
+"""`python -m torch_reference <train|evaluate|export|compare> ...`: the PyTorch side of jax_vae.common.cli (same flags)."""
 from __future__ import annotations
 
 import sys
 from typing import Sequence
 
-from jax_vae import cli
+from jax_vae.common import cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jax_vae.runs import RunError
+from jax_vae.common.runs import RunError
 from torch_reference.step import TrainState
 
 KEEP = 3

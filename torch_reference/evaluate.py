@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jax_vae.config import VAEConfig
-from jax_vae import eval_common
-from jax_vae.eval_common import check_evaluable, chunking, summarize
+from jax_vae.common.config import VAEConfig
+from jax_vae.common import evaluation
+from jax_vae.common.evaluation import check_evaluable, chunking, summarize
 from torch_reference.losses import LIKELIHOODS, kl_term, log_weights
 from torch_reference.models import VAE, reparameterize, sample_eps, std_from_scale
 
@@ -73,7 +73,7 @@ def per_image_stats(model: VAE, data: Tensor | np.ndarray, generator: torch.Gene
     data = torch.as_tensor(data).to(dtype=param.dtype, device=param.device)
     n = data.shape[0]
     batch_size = min(batch_size, n)
-    budget = eval_common.CPU_EAGER_ROW_BUDGET if data.device.type == "cpu" else eval_common.ROW_BUDGET
+    budget = evaluation.CPU_EAGER_ROW_BUDGET if data.device.type == "cpu" else evaluation.ROW_BUDGET
     _, chunk = chunking(k, batch_size, chunk, budget)
     out: dict[str, list] = {"log_px": [], "recon": [], "kl": []}
     for start in range(0, n, batch_size):
@@ -103,20 +103,20 @@ def evaluate_run(source: str | os.PathLike, k: int = 5000, *, data_dir: str | os
                  num_images: int | None = None, download: bool = True, out: str | os.PathLike | None = None,
                  device: str = "auto") -> dict[str, Any]:
     """`python -m torch_reference evaluate`: a run folder / checkpoint -> evaluate() on the preset's
-    test split (binarized as eval_common.eval_data says), recorded as JSON."""
+    test split (binarized as evaluation.eval_data says), recorded as JSON."""
     from torch_reference.checkpoint import load_params
     from torch_reference.train import resolve_device
     state_dict, meta = load_params(source, step)
-    cfg = eval_common.run_config(meta, source)
+    cfg = evaluation.run_config(meta, source)
     dev = resolve_device(device)
     model = VAE(cfg)
     model.load_state_dict(state_dict)
     model.to(dev).eval()
-    x, binarization = eval_common.eval_data(cfg, data_dir, download=download)
+    x, binarization = evaluation.eval_data(cfg, data_dir, download=download)
     x = x[:num_images] if num_images else x                                   # [N, D]
     generator = torch.Generator(device=dev).manual_seed(seed)
     t0 = time.perf_counter()
     result = evaluate(model, x, generator, cfg, k, batch_size, chunk, binarization)
     name = f"cuda ({torch.cuda.get_device_name()})" if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    return eval_common.finish(result, framework="torch", source=source, step=meta.get("step"), seed=seed,
+    return evaluation.finish(result, framework="torch", source=source, step=meta.get("step"), seed=seed,
                               seconds=time.perf_counter() - t0, out=out, device=name)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 from torch_reference.models import VAE, sample_eps, std_from_scale
 
 

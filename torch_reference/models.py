@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from jax_vae.config import VAEConfig, layer_specs
+from jax_vae.common.config import VAEConfig, layer_specs
 
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda h: h}
 

@@ -11,7 +11,7 @@ from typing import Iterable
 
 import torch
 
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 
 
 class LuaAdam(torch.optim.Optimizer):

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from jax_vae.config import VAEConfig
+from jax_vae.common.config import VAEConfig
 from torch_reference.losses import loss_fn
 from torch_reference.models import VAE, sample_eps
 

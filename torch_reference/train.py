@@ -4,7 +4,7 @@ Mirror of jax_vae/train.py; the run loop itself is framework-free (jax_vae/loop.
 RNG: parameters from torch.manual_seed(seed); eps from one torch.Generator seeded with
 derive_seed(seed, 1) whose state is saved in every checkpoint; epoch e binarizes (dynamic presets)
 with a generator seeded derive_seed(seed, 3, e); evaluation with a fresh generator derive_seed(seed, 2).
-The data order is the same numpy permutation as on the JAX side (jax_vae.schedule.epoch_order).
+The data order is the same numpy permutation as on the JAX side (jax_vae.common.plan.epoch_order).
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from jax_vae import loop, schedule
-from jax_vae.config import VAEConfig
-from jax_vae.data import derive_seed
-from jax_vae.runs import RunError
+from jax_vae.common import loop, plan
+from jax_vae.common.config import VAEConfig
+from jax_vae.common.data import derive_seed
+from jax_vae.common.runs import RunError
 from torch_reference.checkpoint import Checkpoints
 from torch_reference.losses import loss_fn
 from torch_reference.models import init_params, sample_eps
@@ -45,14 +45,14 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 class Trainer:
-    """PyTorch backend of jax_vae.loop: owns the device data, the TrainState and the eps generator."""
+    """PyTorch backend of jax_vae.common.loop: owns the device data, the TrainState and the eps generator."""
 
     framework = "torch"
 
     def __init__(self, cfg: VAEConfig, data: dict[str, np.ndarray], *, device: str = "auto",
                  jit: str = "scan", tick: Callable[[Any], None] | None = None) -> None:
         self.cfg, self.jit, self.tick, self.device = cfg, jit, tick, resolve_device(device)
-        self.steps_per_epoch = schedule.Layout(len(data["train"]), cfg.batch_size, cfg.drop_last).steps_per_epoch
+        self.steps_per_epoch = plan.Layout(len(data["train"]), cfg.batch_size, cfg.drop_last).steps_per_epoch
         put = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(self.device)
         self.train_grey = put(data["train"])                                  # [N, D]
         self.train_x = self.train_grey
@@ -148,7 +148,7 @@ def train(cfg: VAEConfig, run_dir: str | Path, *, data_dir: str | Path | None = 
           resume: bool = False, progress: bool = True, images: bool = True, download: bool = True,
           data: dict[str, np.ndarray] | None = None, log: Callable[[str], None] | None = None
           ) -> dict[str, Any]:
-    """Train `cfg` (seed = cfg.seed) into `run_dir`; returns the summary (see jax_vae.loop.run).
+    """Train `cfg` (seed = cfg.seed) into `run_dir`; returns the summary (see jax_vae.common.loop.run).
     `jit` is accepted for a CLI shared with JAX and ignored: PyTorch runs eagerly, step by step."""
     opts = loop.TrainOptions(device=device, jit=jit, checkpoint_every=checkpoint_every, log_every=log_every,
                              chunk_steps=chunk_steps, progress=progress, images=images)

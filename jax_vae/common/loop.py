@@ -20,11 +20,11 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from jax_vae import plots, runs, schedule
-from jax_vae.config import VAEConfig, to_dict
-from jax_vae.data import binarize, derive_seed, load_dataset
+from jax_vae.common import plots, runs, plan
+from jax_vae.common.config import VAEConfig, to_dict
+from jax_vae.common.data import binarize, derive_seed, load_dataset
 
-EVAL_BINARIZATION_SEED = 0     # dynamic presets: the test split binarized once, as jax_vae.eval_common does
+EVAL_BINARIZATION_SEED = 0     # dynamic presets: the test split binarized once, as jax_vae.common.evaluation does
 JIT_MODES = ("scan", "step")
 
 
@@ -82,7 +82,7 @@ def check_data(cfg: VAEConfig, data: dict[str, np.ndarray]) -> int:
     return n
 
 
-def _meta(cfg: VAEConfig, chunk: schedule.Chunk, sums: dict[str, float], elapsed: float) -> dict[str, Any]:
+def _meta(cfg: VAEConfig, chunk: plan.Chunk, sums: dict[str, float], elapsed: float) -> dict[str, Any]:
     return {"preset": cfg.name, "config": to_dict(cfg), "step": chunk.end, "order_epoch": chunk.epoch,
             "epoch_sums": dict(sums), "elapsed_s": elapsed}
 
@@ -111,8 +111,8 @@ def run(trainer_cls: Any, checkpoints_cls: Any, cfg: VAEConfig, run_dir: Path, o
         saved = runs.read_run(run_dir) if resume else None
     data = prepare_data(cfg, data_dir, download) if data is None else data
     n = check_data(cfg, data)
-    layout = schedule.Layout(n, cfg.batch_size, cfg.drop_last)
-    total = schedule.total_steps(layout, cfg.epochs, cfg.steps)
+    layout = plan.Layout(n, cfg.batch_size, cfg.drop_last)
+    total = plan.total_steps(layout, cfg.epochs, cfg.steps)
     show_bar = opts.progress and sys.stderr.isatty()
     bar: Any = None                          # created once the checks have passed
     tick = (lambda step: bar is not None and bar.update(int(step) - bar.n)) if show_bar else None
@@ -153,15 +153,15 @@ def run(trainer_cls: Any, checkpoints_cls: Any, cfg: VAEConfig, run_dir: Path, o
     session_images, last_eval, last_train = 0, {}, None
     step = start
     try:
-        for chunk in schedule.plan(layout, start, total, opts.checkpoint_every, opts.chunk_steps):
+        for chunk in plan.chunks(layout, start, total, opts.checkpoint_every, opts.chunk_steps):
             if chunk.epoch != order_epoch:
-                order, order_epoch, sums = schedule.epoch_order(cfg.seed, chunk.epoch, n), chunk.epoch, _zero_sums()
+                order, order_epoch, sums = plan.epoch_order(cfg.seed, chunk.epoch, n), chunk.epoch, _zero_sums()
             if chunk.epoch != trainer_epoch:
                 trainer.set_epoch(chunk.epoch)
                 trainer_epoch = chunk.epoch
             compile_s += trainer.compile(chunk.num_steps, chunk.batch_size)
             t0 = time.perf_counter()
-            m = trainer.run_chunk(schedule.chunk_indices(order, chunk))       # {key: [S]} numpy
+            m = trainer.run_chunk(plan.chunk_indices(order, chunk))       # {key: [S]} numpy
             dt = time.perf_counter() - t0
             ok = np.asarray(m["finite"], bool)
             good = chunk.num_steps if ok.all() else int(np.argmin(ok))

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from jax_vae import runs
-from jax_vae.config import VAEConfig, from_dict
-from jax_vae.data import binarize, derive_seed, load_dataset, load_split
+from jax_vae.common import runs
+from jax_vae.common.config import VAEConfig, from_dict
+from jax_vae.common.data import binarize, derive_seed, load_dataset, load_split
 
 ROW_BUDGET = 32768        # images x samples decoded at once: 32768 x 784 float32 logits ~ 100 MB
 CPU_EAGER_ROW_BUDGET = 4096   # eager torch on CPU: fresh 100 MB temporaries cost page faults (measured

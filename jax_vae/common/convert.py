@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jax_vae.config import VAEConfig, layer_specs
+from jax_vae.common.config import VAEConfig, layer_specs
 
 
 class ConversionError(ValueError):

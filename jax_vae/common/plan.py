@@ -86,7 +86,7 @@ def chunk_indices(order: np.ndarray, chunk: Chunk) -> np.ndarray:
     return order[lo:lo + chunk.num_steps * chunk.batch_size].reshape(chunk.num_steps, chunk.batch_size)
 
 
-def plan(layout: Layout, start: int, total: int, checkpoint_every: int = 0,
+def chunks(layout: Layout, start: int, total: int, checkpoint_every: int = 0,
          chunk_steps: int = 0) -> Iterator[Chunk]:
     """The chunks that take the run from global step `start` to `total`."""
     if layout.steps_per_epoch <= 0:

@@ -1,4 +1,4 @@
-"""`export`: JAX checkpoint -> PyTorch state_dict file, and back (--to-jax), through jax_vae.convert.
+"""`export`: JAX checkpoint -> PyTorch state_dict file, and back (--to-jax), through jax_vae.common.convert.
 
 To PyTorch: `torch.save(state_dict)` at OUT (load with `VAE(cfg).load_state_dict(torch.load(OUT))`),
 plus OUT.json holding the preset and config. To JAX: a params-only orbax checkpoint folder at OUT
@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jax_vae import runs
-from jax_vae.config import VAEConfig, from_dict, get_preset, to_dict
-from jax_vae.convert import flax_to_torch, torch_to_flax
+from jax_vae.common import runs
+from jax_vae.common.config import VAEConfig, from_dict, get_preset, to_dict
+from jax_vae.common.convert import flax_to_torch, torch_to_flax
 
 STATE_DICT_FORMAT = "jax_vae.state_dict/1"
 

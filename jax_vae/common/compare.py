@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from jax_vae import plots, runs
+from jax_vae.common import plots, runs
 
 
 def final_epoch(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

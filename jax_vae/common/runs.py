@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from jax_vae.config import VAEConfig, to_dict
+from jax_vae.common.config import VAEConfig, to_dict
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.jsonl", "summary.json"
 CHECKPOINT_DIR, IMAGE_DIR = "checkpoints", "images"

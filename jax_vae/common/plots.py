@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jax_vae.config import VAEConfig  # noqa: E402
+from jax_vae.common.config import VAEConfig  # noqa: E402
 
 Decode = Callable[[np.ndarray], np.ndarray]
 FRAMEWORK_COLORS = {"jax": "tab:blue", "torch": "tab:orange"}

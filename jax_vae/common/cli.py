@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from jax_vae import runs
-from jax_vae.config import PRESETS, from_dict, get_preset, apply_overrides, VAEConfig
+from jax_vae.common import runs
+from jax_vae.common.config import PRESETS, from_dict, get_preset, apply_overrides, VAEConfig
 
 DEFAULT_PRESET = "stutz-rectangles"
 DATASET_DIMS = {"mnist": 784, "fashion_mnist": 784, "rectangles": 576}
@@ -30,8 +30,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from jax_vae.convert import ConversionError
-    from jax_vae.data import DataError
+    from jax_vae.common.convert import ConversionError
+    from jax_vae.common.data import DataError
     return runs.RunError, DataError, ConversionError
 
 
@@ -177,7 +177,7 @@ def add_evaluate_command(sub: Any, framework: str) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, framework: str) -> int:
-    from jax_vae.eval_common import report_line
+    from jax_vae.common.evaluation import report_line
     for flag in ("k", "batch_size", "chunk", "num_images"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise runs.RunError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -195,7 +195,7 @@ def cmd_evaluate(args: argparse.Namespace, framework: str) -> int:
 # ---------------------------------------------------------------------------------------- export
 def add_export_command(sub: Any, framework: str) -> None:
     p = sub.add_parser("export", help="JAX checkpoint -> PyTorch state_dict file, or back with --to-jax",
-                       description="Convert weights between frameworks through jax_vae.convert. Default: a "
+                       description="Convert weights between frameworks through jax_vae.common.convert. Default: a "
                                    "JAX run folder (or params export) -> torch.save'd state_dict at --out, with "
                                    "its config in <out>.json. --to-jax: a state_dict file (or a PyTorch run "
                                    "folder) -> a JAX params checkpoint folder at --out.")
@@ -208,7 +208,7 @@ def add_export_command(sub: Any, framework: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace, framework: str) -> int:
-    from jax_vae.export import export_to_jax, export_to_torch
+    from jax_vae.common.export import export_to_jax, export_to_torch
     if args.to_jax:
         out = export_to_jax(Path(args.source), Path(args.out), step=args.step, preset=args.preset)
     else:
@@ -228,7 +228,7 @@ def add_compare_command(sub: Any, framework: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace, framework: str) -> int:
-    from jax_vae.compare import compare
+    from jax_vae.common.compare import compare
     print(compare([Path(r) for r in args.runs], Path(args.out), labels=args.labels, title=args.title))
     return 0
 
