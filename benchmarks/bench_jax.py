@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from jax_vae.common.config import VAEConfig, get_preset
+from jax_vae.common.config import VAEConfig
+from jax_vae.common.presets import get_preset
 from jax_vae.losses import objective
 from jax_vae.models import VAE, init_params, sample_eps
 from jax_vae.optim import make_optimizer

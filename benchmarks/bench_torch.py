@@ -15,7 +15,7 @@ import torch
 
 from benchmarks import common
 from benchmarks.torch_steps import build_step, fast_optimizer
-from jax_vae.common.config import get_preset
+from jax_vae.common.presets import get_preset
 from torch_reference.models import init_params
 
 

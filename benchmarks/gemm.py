@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import cpu_threads
-from jax_vae.common.config import get_preset, layer_specs
+from jax_vae.common.config import layer_specs
+from jax_vae.common.presets import get_preset
 
 
 def _best(f: Callable[[], Any], repeats: int) -> float:

@@ -22,7 +22,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from benchmarks.bench_jax import fresh_state, make_step
-from jax_vae.common.config import VAEConfig, get_preset
+from jax_vae.common.config import VAEConfig
+from jax_vae.common.presets import get_preset
 from jax_vae.losses import loss_fn
 from jax_vae.models import init_params
 from jax_vae.optim import make_optimizer

@@ -86,7 +86,7 @@ def hlo_report(preset: str, batch: int, mode: str, precision: str = "fp32") -> d
 
     from benchmarks import flops
     from benchmarks.bench_jax import MATMUL_PRECISION, device_info, fresh_state, make_scan, make_step
-    from jax_vae.common.config import get_preset
+    from jax_vae.common.presets import get_preset
     from jax_vae.optim import make_optimizer
 
     jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION[precision])

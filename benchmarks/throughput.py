@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common, flops
-from jax_vae.common.config import get_preset
+from jax_vae.common.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = {"jax": "benchmarks.bench_jax", "torch": "benchmarks.bench_torch"}

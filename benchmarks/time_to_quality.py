@@ -18,7 +18,8 @@ from typing import Any
 
 from benchmarks.report import best_by_batch
 from benchmarks.throughput import ROOT, _env, device_slug, probe
-from jax_vae.common.config import apply_overrides, get_preset
+from jax_vae.common.config import apply_overrides
+from jax_vae.common.presets import get_preset
 
 # Test -ELBO per image (nats) on Fashion-MNIST that pytorch-examples passes in about 2 epochs on both
 # frameworks (pilot run: see benchmarks/results/<device>/time_to_quality.md for the curves).

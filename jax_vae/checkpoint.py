@@ -16,11 +16,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jax_vae.common.runs import RunError
+from jax_vae.common.errors import RunError
 from jax_vae.step import TrainState
 
 KEEP = 3
-PARAMS_FORMAT = "jax_vae.params/1"     # export --to-jax output: params + config, no optimizer
 logging.getLogger("absl").setLevel(logging.ERROR)   # orbax info/warnings are noise here
 
 
@@ -68,14 +67,14 @@ class Checkpoints:
             raise RunError(f"no checkpoint in {self.directory}")
         return self._mngr(write=False).restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
-    def restore(self, target: TrainState, n: int, rng: jax.Array, step: int | None = None
+    def restore(self, template: TrainState, n: int, rng: jax.Array, step: int | None = None
                 ) -> tuple[TrainState, np.ndarray, jax.Array, dict[str, Any]]:
-        """(state laid out like `target`, data order int32 [n], rng like `rng`, meta) of checkpoint
-        `step` (default: the latest)."""
+        """(a new state laid out like `template`, data order int32 [n], rng like `rng`, meta) of
+        checkpoint `step` (default: the latest)."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise RunError(f"no checkpoint in {self.directory}")
-        abstract = {"state": jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target),
+        abstract = {"state": jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template),
                     "order": jax.ShapeDtypeStruct((n,), np.int32),
                     "rng": ocp.utils.to_shape_dtype_struct(rng)}
         try:
@@ -122,9 +121,10 @@ def _local_target(item_dir: Path) -> Any:
 
 
 def save_params(path: Path, params: dict, meta: dict[str, Any]) -> None:
-    """A params-only checkpoint (no optimizer state) at `path`, e.g. converted from PyTorch."""
+    """A params-only checkpoint (no optimizer state) at `path`, e.g. converted from PyTorch; orbax
+    writes it under a temp name and renames it when complete."""
     path = Path(path).absolute()
     if path.exists():
         raise RunError(f"{path} already exists; choose another output path")
     ocp.Checkpointer(ocp.CompositeCheckpointHandler()).save(path, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave({"format": PARAMS_FORMAT, **meta})))
+        params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)))

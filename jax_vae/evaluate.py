@@ -103,23 +103,3 @@ def evaluate(params: dict, data: Array, key: Array, cfg: VAEConfig, k: int = 500
     """Test negative ELBO (k-sample reconstruction + analytic KL, beta = 1) and IWAE-k NLL, nats/image."""
     stats = per_image_stats(params, data, key, cfg, k, batch_size, chunk)
     return summarize(stats, k, binarization, cfg)
-
-
-def evaluate_run(source: str | os.PathLike, k: int = 5000, *, data_dir: str | os.PathLike | None = None,
-                 step: int | None = None, batch_size: int = 100, chunk: int | None = None, seed: int = 0,
-                 num_images: int | None = None, download: bool = True,
-                 out: str | os.PathLike | None = None) -> dict[str, Any]:
-    """`python -m jax_vae evaluate`: a run folder / checkpoint / params export -> evaluate() on the
-    preset's test split (binarized as evaluation.eval_data says), recorded as JSON."""
-    from jax_vae.checkpoint import load_params
-    params, meta = load_params(source, step)
-    cfg = evaluation.run_config(meta, source)
-    x, binarization = evaluation.eval_data(cfg, data_dir, download=download)
-    x = x[:num_images] if num_images else x                                   # [N, D]
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    t0 = time.perf_counter()
-    result = evaluate(params, x, jax.random.PRNGKey(seed), cfg, k, batch_size, chunk, binarization)
-    device = jax.devices()[0]
-    return evaluation.finish(result, framework="jax", source=source, step=meta.get("step"), seed=seed,
-                              seconds=time.perf_counter() - t0, out=out,
-                              device=f"{device.platform}:{device.id} ({device.device_kind})")

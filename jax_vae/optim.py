@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jax_vae.common import plan
 from jax_vae.common.config import VAEConfig
 
 
@@ -48,14 +49,11 @@ def lua_adam(lr: float, lr_decay: float = 0.0, b1: float = 0.9, b2: float = 0.99
 
 def iwae_lr_schedule(lr: float, steps_per_epoch: int, stages: int = 8) -> optax.Schedule:
     """Burda et al.: lr * 10**(-i/7) for 3**i epochs, i = 0..stages-1 (then held)."""
-    boundaries, epoch = {}, 0
-    for i in range(1, stages):
-        epoch += 3 ** (i - 1)
-        boundaries[epoch * steps_per_epoch] = 10 ** (-1 / 7)
-    return optax.piecewise_constant_schedule(lr, boundaries)
+    boundaries = plan.iwae_lr_boundaries(steps_per_epoch, stages)
+    return optax.piecewise_constant_schedule(lr, {b: 10 ** (-1 / 7) for b in boundaries})
 
 
-def learning_rate(cfg: VAEConfig, steps_per_epoch: int | None = None) -> float | optax.Schedule:
+def _learning_rate(cfg: VAEConfig, steps_per_epoch: int | None) -> float | optax.Schedule:
     """The preset's learning rate: a constant, or the IWAE step schedule."""
     if cfg.lr_schedule == "iwae":
         if not steps_per_epoch:
@@ -69,7 +67,7 @@ def make_optimizer(cfg: VAEConfig, steps_per_epoch: int | None = None) -> optax.
     if cfg.optimizer == "lua_adam":
         base = lua_adam(cfg.lr, cfg.lr_decay, cfg.b1, cfg.b2, cfg.adam_eps)
     else:
-        base = optax.adam(learning_rate(cfg, steps_per_epoch), b1=cfg.b1, b2=cfg.b2, eps=cfg.adam_eps)
+        base = optax.adam(_learning_rate(cfg, steps_per_epoch), b1=cfg.b1, b2=cfg.b2, eps=cfg.adam_eps)
     if cfg.weight_decay > 0:
         return optax.chain(optax.add_decayed_weights(cfg.weight_decay), base)
     return base

@@ -1,6 +1,6 @@
 """Data-parallel training over every device (all hosts under jax.distributed) with jax.sharding.
 
-The train step is step.make_train_step's pure function, jitted with shardings: the batch axis is
+The train step is step.train_step, jitted with shardings: the batch axis is
 split over the mesh axis "data", parameters and optimizer state are replicated. The loss is the
 same reduction over the GLOBAL batch as on one device (XLA inserts the all-reduce of the gradient
 sums), so a sharded run follows the single-device run up to float summation order.
@@ -11,6 +11,7 @@ connects the processes first. Launch commands are in the README ("Data-parallel 
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable, Sequence
 
@@ -20,7 +21,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jax_vae.common.config import VAEConfig
-from jax_vae.step import TrainState, make_train_step
+from jax_vae.common.runs import StepMetrics
+from jax_vae.step import TrainState, train_step
 
 Array = jax.Array
 DATA_AXIS = "data"
@@ -120,10 +122,10 @@ def to_host(tree: Any) -> Any:
 
 
 def make_parallel_train_step(cfg: VAEConfig, tx: optax.GradientTransformation, mesh: Mesh
-                             ) -> Callable[[TrainState, Array, Array], tuple[TrainState, dict[str, Array]]]:
-    """train_step(state, batch, key) of step.make_train_step, jitted over the mesh: state and key
-    replicated, batch [B, D] sharded on 'data', state donated; metrics come back replicated."""
+                             ) -> Callable[[TrainState, Array, Array], tuple[TrainState, StepMetrics]]:
+    """step.train_step(state, batch, key) jitted over the mesh: state and key replicated, batch
+    [B, D] sharded on 'data', state donated; metrics come back replicated."""
     check_batch_size(cfg.batch_size, mesh, cfg.micro_batch)
     repl, data = replicated(mesh), batch_sharded(mesh)
-    return jax.jit(make_train_step(cfg, tx, jit=False, shards=mesh.size), in_shardings=(repl, data, repl),
-                   out_shardings=(repl, repl), donate_argnums=0)
+    step = functools.partial(train_step, cfg=cfg, tx=tx, shards=mesh.size)
+    return jax.jit(step, in_shardings=(repl, data, repl), out_shardings=(repl, repl), donate_argnums=0)

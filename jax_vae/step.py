@@ -1,11 +1,14 @@
 """The pure train step: (state, batch, key) -> (state, metrics), jit-compiled once per config.
 
 Mirror of torch_reference/step.py. `update` takes eps directly (parity tests inject it);
-`make_train_step` draws eps from the key and wraps `update` in jax.jit with donated state.
+`train_step` draws eps from fold_in(key, state.step) itself, so the trainer, the benchmarks and the
+tests call one definition; `make_train_step` jits it with the config closed over and the state donated.
 """
 from __future__ import annotations
 
 from typing import Callable
+
+import functools
 
 import flax.struct
 import jax
@@ -13,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jax_vae.common.config import VAEConfig
+from jax_vae.common.runs import StepMetrics
 from jax_vae.losses import loss_fn
 from jax_vae.models import sample_eps
 
@@ -106,25 +110,26 @@ def value_and_grad(params: dict, batch: Array, eps: Array, cfg: VAEConfig, beta:
 
 
 def update(state: TrainState, batch: Array, eps: Array, cfg: VAEConfig,
-           tx: optax.GradientTransformation, shards: int = 1) -> tuple[TrainState, dict[str, Array]]:
+           tx: optax.GradientTransformation, shards: int = 1) -> tuple[TrainState, StepMetrics]:
     """One optimizer step on batch [B, D] with injected eps [L, B, Z]."""
     (loss, aux), grads = value_and_grad(state.params, batch, eps, cfg, kl_weight(cfg, state.step),
                                         shards)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "recon": aux["recon"].mean(), "kl": aux["kl"].mean(),
-               "objective": aux["per_example"].mean(), "finite": jnp.isfinite(loss)}
+    metrics = StepMetrics(loss=aux["per_example"].mean(), recon=aux["recon"].mean(), kl=aux["kl"].mean(),
+                          batch_loss=loss, finite=jnp.isfinite(loss))
     return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def make_train_step(cfg: VAEConfig, tx: optax.GradientTransformation, jit: bool = True,
-                    shards: int = 1
-                    ) -> Callable[[TrainState, Array, Array], tuple[TrainState, dict[str, Array]]]:
-    """train_step(state, batch, key): eps ~ N(0, I) from `key`, then `update`; state is donated.
-    `shards`: data-parallel devices the batch is split over (micro-batches span all of them)."""
+def train_step(state: TrainState, batch: Array, key: Array, cfg: VAEConfig,
+               tx: optax.GradientTransformation, shards: int = 1) -> tuple[TrainState, StepMetrics]:
+    """eps ~ N(0, I) from fold_in(key, state.step), then `update`. `shards`: data-parallel devices the
+    batch is split over (micro-batches span all of them; see jax_vae/parallel.py)."""
+    eps = sample_eps(jax.random.fold_in(key, state.step), cfg, batch.shape[0], dtype=batch.dtype)
+    return update(state, batch, eps, cfg, tx, shards)
 
-    def train_step(state: TrainState, batch: Array, key: Array):
-        eps = sample_eps(key, cfg, batch.shape[0], dtype=batch.dtype)
-        return update(state, batch, eps, cfg, tx, shards)
 
-    return jax.jit(train_step, donate_argnums=0) if jit else train_step
+def make_train_step(cfg: VAEConfig, tx: optax.GradientTransformation
+                    ) -> Callable[[TrainState, Array, Array], tuple[TrainState, StepMetrics]]:
+    """train_step(state, batch, key) with cfg and tx closed over, jitted once, state donated."""
+    return jax.jit(functools.partial(train_step, cfg=cfg, tx=tx), donate_argnums=0)

@@ -69,8 +69,8 @@ def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.n
     # --- torch half
     xt, epst = torch.from_numpy(x), torch.from_numpy(eps)
     outt, meant, scalet = model(xt, epst)
-    losst, auxt = ts.value_and_grad(model, xt, epst, cfg, cfg.beta)         # fills .grad
-    gradst = convert.torch_to_flax({k: p.grad for k, p in model.named_parameters()}, cfg)
+    (losst, auxt), gradst = ts.value_and_grad(model, xt, epst, cfg, cfg.beta)
+    gradst = convert.torch_to_flax(gradst, cfg)
     pairs = {"encoder.mean": (meanj, meant), "encoder.scale": (scalej, scalet),
              "decoder.outputs": (outj, outt), "loss": (lossj, losst)}
     pairs.update({f"loss.{k}": (auxj[k], auxt[k]) for k in ("recon", "kl", "per_example")})
@@ -97,16 +97,15 @@ def trajectory_pair(cfg: VAEConfig, dtype: str, steps: int = 100, num_batches: i
     for i in range(steps):
         x, eps = batches[i % num_batches]
         state, metrics = update(state, jnp.asarray(x), jnp.asarray(eps))
-        losses_j.append(float(metrics["loss"]))
+        losses_j.append(float(metrics.batch_loss))
     # --- torch half (reference implementation pinned: no foreach, no fused kernels)
-    opt, sched = to.make_optimizer(cfg, model.parameters(), steps_per_epoch=STEPS_PER_EPOCH,
-                                   foreach=False, fused=False)
-    tstate = ts.create_state(model, opt, sched)
+    ttx = to.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH, foreach=False, fused=False)
+    tstate = ts.create_state(model, ttx)
     losses_t = []
     for i in range(steps):
         x, eps = batches[i % num_batches]
         tstate, metrics = ts.update(tstate, torch.from_numpy(x), torch.from_numpy(eps), cfg)
-        losses_t.append(float(metrics["loss"]))
+        losses_t.append(float(metrics.batch_loss))
     pj = _flat(jax.device_get(state.params))
     pt = _flat(convert.torch_to_flax(tstate.model.state_dict(), cfg))
     out = {"losses": (np.array(losses_j), np.array(losses_t))}
@@ -132,12 +131,11 @@ def torch_self_divergence(cfg: VAEConfig, dtype: str, steps: int = 100, rel: flo
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(1.0 + perturb)
-        opt, sched = to.make_optimizer(cfg, model.parameters(), steps_per_epoch=STEPS_PER_EPOCH,
-                                       foreach=False, fused=False)
-        state, losses = ts.create_state(model, opt, sched), []
+        ttx = to.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH, foreach=False, fused=False)
+        state, losses = ts.create_state(model, ttx), []
         for i in range(steps):
             x, eps = batches[i % num_batches]
             state, metrics = ts.update(state, torch.from_numpy(x), torch.from_numpy(eps), cfg)
-            losses.append(float(metrics["loss"]))
+            losses.append(float(metrics.batch_loss))
         runs.append(np.array(losses))
     return np.abs(runs[1] - runs[0]) / np.abs(runs[0])

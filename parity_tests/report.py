@@ -20,7 +20,7 @@ def _configure(precision: str) -> None:
 def _row(preset: str, dtype: str, steps: int) -> str:
     import numpy as np
 
-    from jax_vae.common.config import PRESETS
+    from jax_vae.common.presets import PRESETS
     from parity_tests.harness import forward_pair, trajectory_pair
     from parity_tests.tolerances import CHAOTIC, max_diffs, tol
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import torch
 
-    from jax_vae.common.config import PRESETS
+    from jax_vae.common.presets import PRESETS
     presets = [p for p in args.presets.split(",") if p] or list(PRESETS)
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:

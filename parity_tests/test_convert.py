@@ -2,9 +2,10 @@
 import jax
 import numpy as np
 import pytest
+import torch
 
 from jax_vae.common import convert
-from jax_vae.common.config import PRESETS
+from jax_vae.common.presets import PRESETS
 from jax_vae.models import init_params
 from torch_reference.models import init_params as torch_init
 
@@ -21,7 +22,7 @@ def test_round_trip_torch_flax_torch_is_exact(preset):
 def test_round_trip_flax_torch_flax_is_exact(preset):
     cfg = PRESETS[preset]
     params = jax.device_get(init_params(jax.random.PRNGKey(0), cfg))
-    state = convert.flax_to_torch(params, cfg, as_torch=True)
+    state = {k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, cfg).items()}
     torch_model = torch_init(0, cfg)
     torch_model.load_state_dict(state)          # strict: every key and shape accepted by torch
     again = convert.torch_to_flax(torch_model.state_dict(), cfg)

@@ -10,7 +10,7 @@ import torch
 
 from jax_vae import evaluate as je, step as js
 from jax_vae.common import convert
-from jax_vae.common.config import get_preset
+from jax_vae.common.presets import get_preset
 from parity_tests.harness import forward_pair, make_inputs, setup_pair, trajectory_pair, variant
 from parity_tests.tolerances import assert_close, tol
 from torch_reference import evaluate as te, step as ts

@@ -2,7 +2,7 @@
 whole-batch loss and gradients on each side, matches the other framework, and trains the same."""
 import pytest
 
-from jax_vae.common.config import PRESETS
+from jax_vae.common.presets import PRESETS
 from parity_tests.harness import BATCH, forward_pair, trajectory_pair, variant
 from parity_tests.tolerances import CHAOTIC, assert_close, tol
 

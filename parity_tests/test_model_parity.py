@@ -2,7 +2,8 @@
 gradient tensor agree under shared weights (through the converter) and injected eps."""
 import pytest
 
-from jax_vae.common.config import PRESETS, layer_specs
+from jax_vae.common.config import layer_specs
+from jax_vae.common.presets import PRESETS
 from parity_tests.harness import forward_pair
 from parity_tests.tolerances import assert_close, tol
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from jax_vae import optim as jo
-from jax_vae.common.config import PRESETS
+from jax_vae.common.presets import PRESETS
 from parity_tests.harness import DTYPES, variant
 from parity_tests.tolerances import assert_close, tol
 from torch_reference import optim as to
@@ -39,7 +39,7 @@ def test_optimizer_steps(dtype, case):
         jax_trace.append(np.asarray(params["w"]))
     # torch half
     w = torch.nn.Parameter(torch.from_numpy(w0.copy()))
-    opt, sched = to.make_optimizer(cfg, [w], steps_per_epoch=2, foreach=False, fused=False)
+    opt, sched = to.make_optimizer(cfg, steps_per_epoch=2, foreach=False, fused=False).init([w])
     torch_trace = []
     for g in grads:
         w.grad = torch.from_numpy(g)

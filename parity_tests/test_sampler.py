@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from jax_vae import models as jm
-from jax_vae.common.config import PRESETS
+from jax_vae.common.presets import PRESETS
 from torch_reference import models as tm
 
 CFG = PRESETS["pytorch-examples"]     # latent 20

@@ -6,7 +6,7 @@ float64 reference trajectory or to torch's own measured sensitivity envelope ins
 import numpy as np
 import pytest
 
-from jax_vae.common.config import PRESETS
+from jax_vae.common.presets import PRESETS
 from parity_tests.harness import torch_self_divergence, trajectory_pair
 from parity_tests.tolerances import CHAOS_FACTOR, CHAOTIC, assert_close, max_diffs, tol
 

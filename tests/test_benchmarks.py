@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import common, flops
 from benchmarks.throughput import run_grid
-from jax_vae.common.config import get_preset
+from jax_vae.common.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"repeats": 2, "window_s": 0.02, "warmup_s": 0.0}

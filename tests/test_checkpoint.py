@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from jax_vae import cli as cli_module
+from jax_vae.common import cli as cli_module
 from jax_vae.common.config import from_dict
 from train_helpers import (FRAMEWORKS, REPO, assert_bit_identical, load_params, metric_records,  # noqa: F401
                            one_torch_thread, tiny_config, tiny_data, train_fn)

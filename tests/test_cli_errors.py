@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jax_vae import cli as cli_module
+from jax_vae.common import cli as cli_module
 from train_helpers import FRAMEWORKS, cli, one_torch_thread, tree_snapshot  # noqa: F401
 
 TINY = ["--set", "encoder_hidden=8", "--set", "decoder_hidden=8", "--no-images", "--no-progress"]

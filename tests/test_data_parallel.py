@@ -40,7 +40,8 @@ def _worker(out: str) -> None:
     import jax.numpy as jnp
 
     from jax_vae import models, optim, parallel, step
-    from jax_vae.common.config import apply_overrides, get_preset
+    from jax_vae.common.config import apply_overrides
+    from jax_vae.common.presets import get_preset
 
     assert jax.device_count() == 8, jax.devices()
     mesh = parallel.make_mesh()
@@ -69,7 +70,7 @@ def _worker(out: str) -> None:
             for i in range(STEPS):
                 batch = put(batches[i])
                 state, metrics = train_step(state, batch, keys[i])
-                losses.append(float(parallel.to_host(metrics["loss"])))
+                losses.append(float(parallel.to_host(metrics.batch_loss)))
             prefix = f"{mode}/{name}"
             results[f"{prefix}/devices"] = np.array(len(batch.sharding.device_set))
             results[f"{prefix}/batch_rows_per_device"] = np.array(batch.sharding.shard_shape(batch.shape)[0])

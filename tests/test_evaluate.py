@@ -14,7 +14,7 @@ from scipy.special import logsumexp
 
 from jax_vae import evaluate as je, models
 from jax_vae.common import convert, evaluation
-from jax_vae.common.config import get_preset
+from jax_vae.common.presets import get_preset
 from torch_reference import evaluate as te
 from torch_reference.models import VAE as TorchVAE, sample_eps as torch_sample_eps
 
@@ -36,7 +36,7 @@ def _stats(framework: str, params: dict, x: np.ndarray, k: int, batch_size: int,
     if framework == "jax":
         return je.per_image_stats(params, x, jax.random.PRNGKey(seed), TINY, k, batch_size, chunk)
     model = TorchVAE(TINY)
-    model.load_state_dict(convert.flax_to_torch(params, TINY, as_torch=True))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, TINY).items()})
     return te.per_image_stats(model, x, torch.Generator().manual_seed(seed), TINY, k, batch_size, chunk)
 
 
@@ -103,7 +103,7 @@ def test_drawing_loop_equals_injected_eps(framework):
         gen = torch.Generator().manual_seed(3)
         eps = torch.cat([torch_sample_eps(gen, TINY, 4, min(chunk, k - i * chunk)) for i in range(5)])
         model = TorchVAE(TINY)
-        model.load_state_dict(convert.flax_to_torch(params, TINY, as_torch=True))
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, TINY).items()})
         by_chunk = lambda c: te.log_likelihood_from_eps(model, torch.from_numpy(x), eps, TINY, c).detach().numpy()
     drawn = _stats(framework, params, x, k=k, batch_size=4, chunk=chunk, seed=3)["log_px"]
     np.testing.assert_allclose(drawn, by_chunk(chunk), rtol=1e-6, err_msg=f"{framework}: loop vs eps")
@@ -133,7 +133,7 @@ def test_evaluate_summary_both_frameworks():
     """evaluate(): per-image means in nats, -ELBO >= IWAE NLL, both sides agree within MC error."""
     params, x = _params(decoder_gain=3.0), _binary(20, seed=1)
     model = TorchVAE(TINY)
-    model.load_state_dict(convert.flax_to_torch(params, TINY, as_torch=True))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, TINY).items()})
     rj = je.evaluate(params, x, jax.random.PRNGKey(0), TINY, k=2000, batch_size=8,
                      binarization="dynamic (test set binarized once, seed 0)")
     rt = te.evaluate(model, x, torch.Generator().manual_seed(0), TINY, k=2000, batch_size=8,

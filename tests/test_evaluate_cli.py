@@ -11,9 +11,11 @@ import pytest
 from jax_vae import evaluate as je
 from jax_vae.common import cli
 from jax_vae.checkpoint import load_params, save_params
-from jax_vae.common.config import apply_overrides, get_preset, to_dict
+from jax_vae.common.config import apply_overrides, to_dict
+from jax_vae.common.presets import get_preset
 from jax_vae.common.data import make_rectangles
 from jax_vae.models import init_params
+from train_helpers import train_fn
 
 TINY_RECTANGLES = apply_overrides(get_preset("stutz-rectangles"), {
     "encoder_hidden": (16,), "decoder_hidden": (16,), "batch_size": 8, "steps": 4})
@@ -22,11 +24,7 @@ TINY_RECTANGLES = apply_overrides(get_preset("stutz-rectangles"), {
 def _train(framework: str, cfg, run_dir) -> None:
     x, labels = make_rectangles(64, seed=5)
     data = {"train": x, "test": x[:16], "train_labels": labels, "test_labels": labels[:16]}
-    if framework == "jax":
-        from jax_vae.train import train
-    else:
-        from torch_reference.train import train
-    train(cfg, run_dir, data=data, progress=False, images=False)
+    train_fn(framework)(cfg, run_dir, data=data, progress=False, images=False)
 
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])

@@ -15,7 +15,7 @@ from scipy.stats import norm
 
 from jax_vae import losses as jl, models
 from jax_vae.common import convert
-from jax_vae.common.config import get_preset
+from jax_vae.common.presets import get_preset
 from torch_reference import losses as tl
 from torch_reference.models import VAE as TorchVAE
 
@@ -31,7 +31,7 @@ def _setup(num_samples: int, seed: int = 0):
     x = (rng.uniform(size=(B, cfg.input_dim)) < 0.4).astype(np.float32)
     eps = rng.standard_normal((num_samples, B, cfg.latent_dim)).astype(np.float32)
     model = TorchVAE(cfg)
-    model.load_state_dict(convert.flax_to_torch(params, cfg, as_torch=True))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, cfg).items()})
     return cfg, params, model, x, eps
 
 

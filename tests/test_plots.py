@@ -8,10 +8,11 @@ import statistics
 import numpy as np
 import pytest
 
-from jax_vae import cli as cli_module
+from jax_vae.common import cli as cli_module
 from jax_vae.common import plots
 from jax_vae.common.compare import compare
-from jax_vae.common.config import get_preset, to_dict
+from jax_vae.common.config import to_dict
+from jax_vae.common.presets import get_preset
 from train_helpers import tiny_config
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from jax_vae.common import plan
-from jax_vae.common.runs import EPOCH_KEYS, STEP_KEYS, NonFiniteLossError
+from jax_vae.common.errors import NonFiniteLossError
+from jax_vae.common.runs import EPOCH_KEYS, STEP_KEYS
 from train_helpers import (FRAMEWORKS, cli, load_params, metric_records, one_torch_thread,  # noqa: F401
                            tiny_config, tiny_data, train_fn)
 

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 import pytest
 
-from jax_vae.common.config import VAEConfig, get_preset
+from jax_vae.common import backends, loop
+from jax_vae.common.config import VAEConfig
+from jax_vae.common.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("jax", "torch")
@@ -46,8 +47,14 @@ def tiny_data(n: int = 100, m: int = 40, seed: int = 0, grey: bool = False) -> d
     return {"train": draw(n), "test": draw(m)}
 
 
-def train_fn(framework: str):
-    return importlib.import_module("jax_vae.train" if framework == "jax" else "torch_reference.train").train
+def train_fn(framework: str) -> Callable[..., dict[str, Any]]:
+    """loop.train with `framework`'s backend, the run options given as keywords."""
+    backend = backends.get(framework)
+
+    def train(cfg: VAEConfig, run_dir: Path, *, data: dict[str, np.ndarray] | None = None,
+              log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+        return loop.train(backend, cfg, run_dir, loop.TrainOptions(**options), data=data, log=log)
+    return train
 
 
 def load_params(framework: str, run_dir: Path, step: int | None = None) -> tuple[dict[str, np.ndarray], dict]:

@@ -96,27 +96,3 @@ def evaluate(model: VAE, data: Tensor | np.ndarray, generator: torch.Generator |
     """Test negative ELBO (k-sample reconstruction + analytic KL, beta = 1) and IWAE-k NLL, nats/image."""
     stats = per_image_stats(model, data, generator, cfg, k, batch_size, chunk)
     return summarize(stats, k, binarization, cfg)
-
-
-def evaluate_run(source: str | os.PathLike, k: int = 5000, *, data_dir: str | os.PathLike | None = None,
-                 step: int | None = None, batch_size: int = 100, chunk: int | None = None, seed: int = 0,
-                 num_images: int | None = None, download: bool = True, out: str | os.PathLike | None = None,
-                 device: str = "auto") -> dict[str, Any]:
-    """`python -m torch_reference evaluate`: a run folder / checkpoint -> evaluate() on the preset's
-    test split (binarized as evaluation.eval_data says), recorded as JSON."""
-    from torch_reference.checkpoint import load_params
-    from torch_reference.train import resolve_device
-    state_dict, meta = load_params(source, step)
-    cfg = evaluation.run_config(meta, source)
-    dev = resolve_device(device)
-    model = VAE(cfg)
-    model.load_state_dict(state_dict)
-    model.to(dev).eval()
-    x, binarization = evaluation.eval_data(cfg, data_dir, download=download)
-    x = x[:num_images] if num_images else x                                   # [N, D]
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    t0 = time.perf_counter()
-    result = evaluate(model, x, generator, cfg, k, batch_size, chunk, binarization)
-    name = f"cuda ({torch.cuda.get_device_name()})" if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    return evaluation.finish(result, framework="torch", source=source, step=meta.get("step"), seed=seed,
-                              seconds=time.perf_counter() - t0, out=out, device=name)

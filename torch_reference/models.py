@@ -5,6 +5,7 @@ Mirror of jax_vae/models.py (same class, layer and argument names).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -14,40 +15,41 @@ from jax_vae.common.config import VAEConfig, layer_specs
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda h: h}
 
 
-@torch.no_grad()
-def init_linear(linear: nn.Linear, init: str) -> None:
-    """Reinitialize one Linear as the preset's source does; weight is [out, in].
+Init = Callable[[Tensor], None]   # fills a tensor in place
 
-    torch: nn.Linear's own reset_parameters (W, b ~ U(+-1/sqrt(fan_in)));
-    lua: Lua-torch Linear:reset(), W, b ~ U(+-1/sqrt(fan_in)) drawn explicitly;
-    wiseodd: W ~ N(0, std = 1/sqrt(fan_in/2)), b = 0; flax: lecun_normal (truncated normal,
-    std 1/sqrt(fan_in) after truncation correction), b = 0; glorot: xavier_uniform, b = 0.
+
+def init_fns(init: str, fan_in: int) -> tuple[Init, Init]:
+    """(weight_init, bias_init) reproducing each source's initializer; weight is [out, in].
+
+    torch: nn.Linear's reset_parameters (kaiming_uniform(a=sqrt 5) on W, i.e. W, b ~ U(+-1/sqrt(fan_in)),
+    the same draws in the same order); lua: Lua-torch Linear:reset(), W, b ~ U(+-1/sqrt(fan_in));
+    wiseodd: W ~ N(0, std = 1/sqrt(fan_in/2)), b = 0; flax: lecun_normal (truncated normal, std
+    1/sqrt(fan_in) after truncation correction), b = 0; glorot: xavier_uniform, b = 0.
     """
-    fan_in = linear.in_features
+    bound = 1.0 / math.sqrt(fan_in)
+    uniform: Init = lambda t: nn.init.uniform_(t, -bound, bound)
+    zeros: Init = nn.init.zeros_
     if init == "torch":
-        linear.reset_parameters()
-    elif init == "lua":
-        bound = 1.0 / math.sqrt(fan_in)
-        linear.weight.uniform_(-bound, bound)
-        linear.bias.uniform_(-bound, bound)
-    elif init == "wiseodd":
-        linear.weight.normal_(0.0, 1.0 / math.sqrt(fan_in / 2.0))
-        linear.bias.zero_()
-    elif init == "flax":
-        std = 1.0 / math.sqrt(fan_in) / 0.87962566103423978   # variance_scaling truncated-normal
-        nn.init.trunc_normal_(linear.weight, 0.0, std, -2 * std, 2 * std)
-        linear.bias.zero_()
-    elif init == "glorot":
-        nn.init.xavier_uniform_(linear.weight)
-        linear.bias.zero_()
-    else:
-        raise ValueError(f"unknown init {init!r}")
+        return (lambda w: nn.init.kaiming_uniform_(w, a=math.sqrt(5))), uniform
+    if init == "lua":
+        return uniform, uniform
+    if init == "wiseodd":
+        return (lambda w: nn.init.normal_(w, 0.0, 1.0 / math.sqrt(fan_in / 2.0))), zeros
+    if init == "flax":
+        std = bound / 0.87962566103423978   # variance_scaling truncated-normal
+        return (lambda w: nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)), zeros
+    if init == "glorot":
+        return nn.init.xavier_uniform_, zeros
+    raise ValueError(f"unknown init {init!r}")
 
 
+@torch.no_grad()
 def _linear(cfg: VAEConfig, module: str, layer: str) -> nn.Linear:
     (fan_in, fan_out), = [(i, o) for m, n, i, o in layer_specs(cfg) if (m, n) == (module, layer)]
     linear = nn.Linear(fan_in, fan_out)
-    init_linear(linear, cfg.init)
+    weight_init, bias_init = init_fns(cfg.init, fan_in)
+    weight_init(linear.weight)
+    bias_init(linear.bias)
     return linear
 
 
@@ -133,7 +135,9 @@ def sample_eps(generator: torch.Generator | None, cfg: VAEConfig, batch: int,
     return torch.randn((L, batch, cfg.latent_dim), generator=generator, dtype=dtype, device=device)
 
 
-def init_params(seed: int, cfg: VAEConfig, dtype=torch.float32) -> VAE:
-    """A fresh VAE drawn with the preset's initializer from torch.manual_seed(seed)."""
-    torch.manual_seed(seed)
-    return VAE(cfg).to(dtype)
+def init_params(seed: int, cfg: VAEConfig, dtype: torch.dtype = torch.float32) -> VAE:
+    """A fresh VAE drawn with the preset's initializer from a forked global RNG seeded `seed`
+    (torch layers draw from the global generator; the caller's RNG state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VAE(cfg).to(dtype)

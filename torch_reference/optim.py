@@ -6,16 +6,19 @@ lua_adam: Lua-torch optim.adam: lr_t = lr / (1 + t * lr_decay), epsilon added to
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
+from jax_vae.common import plan
 from jax_vae.common.config import VAEConfig
 
 
 class LuaAdam(torch.optim.Optimizer):
-    """Lua-torch optim.adam (coupled weight decay like the Lua code: g += wd * p)."""
+    """Lua-torch optim.adam (coupled weight decay like the Lua code: g += wd * p). A class where JAX
+    has the `lua_adam` transform: torch optimizers are Optimizer subclasses."""
 
     def __init__(self, params: Iterable, lr: float = 1e-3, lr_decay: float = 0.0, b1: float = 0.9,
                  b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
@@ -52,26 +55,39 @@ class LuaAdam(torch.optim.Optimizer):
         return loss
 
 
-def iwae_lr_lambda(steps_per_epoch: int, stages: int = 8):
+def iwae_lr_schedule(steps_per_epoch: int, stages: int = 8) -> Callable[[int], float]:
     """Burda et al.: factor 10**(-i/7) during stage i, which lasts 3**i epochs (then held)."""
-    boundaries, epoch = [], 0
-    for i in range(1, stages):
-        epoch += 3 ** (i - 1)
-        boundaries.append(epoch * steps_per_epoch)
+    boundaries = plan.iwae_lr_boundaries(steps_per_epoch, stages)
     return lambda step: 10 ** (-sum(step >= b for b in boundaries) / 7)
 
 
-def make_optimizer(cfg: VAEConfig, params: Iterable, steps_per_epoch: int | None = None,
-                   foreach: bool | None = None, fused: bool | None = None
-                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """(optimizer, per-step scheduler or None). Parity tests pin foreach=False, fused=False."""
-    if cfg.optimizer == "lua_adam":
-        opt = LuaAdam(params, cfg.lr, cfg.lr_decay, cfg.b1, cfg.b2, cfg.adam_eps, cfg.weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=cfg.adam_eps,
-                               weight_decay=cfg.weight_decay, foreach=foreach, fused=fused)
-    if cfg.lr_schedule == "iwae":
-        if not steps_per_epoch:
-            raise ValueError("lr_schedule='iwae' needs steps_per_epoch")
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, iwae_lr_lambda(steps_per_epoch))
-    return opt, None
+Scheduler = torch.optim.lr_scheduler.LRScheduler
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """torch's counterpart of an optax GradientTransformation: `init(params)` builds the optimizer over
+    `params` and its per-step learning-rate scheduler (None for a constant rate)."""
+
+    init: Callable[[Iterable[torch.Tensor]], tuple[torch.optim.Optimizer, Scheduler | None]]
+
+
+def make_optimizer(cfg: VAEConfig, steps_per_epoch: int | None = None, foreach: bool | None = None,
+                   fused: bool | None = None) -> Transform:
+    """The preset's optimizer as a Transform. Parity tests pin foreach=False, fused=False."""
+    if cfg.lr_schedule == "iwae" and not steps_per_epoch:
+        raise ValueError("lr_schedule='iwae' needs steps_per_epoch")
+
+    def init(params: Iterable[torch.Tensor]) -> tuple[torch.optim.Optimizer, Scheduler | None]:
+        opt: torch.optim.Optimizer
+        if cfg.optimizer == "lua_adam":
+            opt = LuaAdam(params, cfg.lr, cfg.lr_decay, cfg.b1, cfg.b2, cfg.adam_eps, cfg.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=cfg.adam_eps,
+                                   weight_decay=cfg.weight_decay, foreach=foreach, fused=fused)
+        if cfg.lr_schedule == "iwae":
+            assert steps_per_epoch
+            return opt, torch.optim.lr_scheduler.LambdaLR(opt, iwae_lr_schedule(steps_per_epoch))
+        return opt, None
+
+    return Transform(init)

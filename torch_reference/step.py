@@ -1,19 +1,23 @@
-"""The torch train step, mirror of jax_vae/step.py: (state, batch, generator) -> (state, metrics).
+"""The torch train step, mirror of jax_vae/step.py: (state, batch, key) -> (state, metrics).
 
 torch is stateful, so TrainState holds the live model, optimizer and scheduler and is updated in
-place; `update` takes eps directly (parity tests inject it).
+place; the key is a torch.Generator, which advances as it draws (JAX folds the step into its key
+instead). `update` takes eps directly (parity tests inject it).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from jax_vae.common.config import VAEConfig
+from jax_vae.common.runs import StepMetrics
 from torch_reference.losses import loss_fn
 from torch_reference.models import VAE, sample_eps
+from torch_reference.optim import Scheduler, Transform
 
 
 @dataclasses.dataclass
@@ -23,11 +27,12 @@ class TrainState:
     step: int
     model: VAE
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scheduler: Scheduler | None = None
 
 
-def create_state(model: VAE, optimizer: torch.optim.Optimizer, scheduler=None) -> TrainState:
-    """Step 0 state for `model`."""
+def create_state(model: VAE, tx: Transform) -> TrainState:
+    """Step 0 state for `model`, its optimizer built by `tx` over the model's parameters."""
+    optimizer, scheduler = tx.init(model.parameters())
     return TrainState(0, model, optimizer, scheduler)
 
 
@@ -39,47 +44,52 @@ def kl_weight(cfg: VAEConfig, step: int) -> float:
 
 
 def value_and_grad(model: VAE, batch: Tensor, eps: Tensor, cfg: VAEConfig, beta: float
-                   ) -> tuple[Tensor, dict[str, Tensor]]:
-    """(loss, aux) of loss_fn on batch [B, D], gradients accumulated into .grad. With
-    cfg.micro_batch = m in (0, B), chunks of m examples (the last may be shorter) each backprop
-    w * sum_i l_i, w = 1 (sum) or 1/B (mean): the same loss and gradient up to summation order."""
+                   ) -> tuple[tuple[Tensor, dict[str, Tensor]], dict[str, Tensor]]:
+    """((loss, aux), grads) of loss_fn on batch [B, D]; grads {name: p.grad} are accumulated into
+    .grad as torch does. With cfg.micro_batch = m in (0, B), chunks of m examples (the last may be
+    shorter) each backprop w * sum_i l_i, w = 1 (sum) or 1/B (mean): the same loss and gradient
+    up to summation order."""
     n_batch, m = batch.shape[0], cfg.micro_batch
     if m <= 0 or m >= n_batch:
         loss, aux = loss_fn(model, batch, eps, cfg, beta)
         loss.backward()
-        return loss, aux
-    weight = 1.0 if cfg.reduction == "sum" else 1.0 / n_batch
-    loss, auxes = torch.zeros((), dtype=batch.dtype, device=batch.device), []
-    for start in range(0, n_batch, m):
-        _, aux = loss_fn(model, batch[start:start + m], eps[:, start:start + m], cfg, beta)
-        chunk_loss = aux["per_example"].sum() * weight
-        chunk_loss.backward()
-        loss = loss + chunk_loss.detach()
-        auxes.append({k: v.detach() for k, v in aux.items()})
-    return loss, {k: torch.cat([a[k] for a in auxes]) for k in auxes[0]}      # [B]
+    else:
+        weight = 1.0 if cfg.reduction == "sum" else 1.0 / n_batch
+        loss, auxes = torch.zeros((), dtype=batch.dtype, device=batch.device), []
+        for start in range(0, n_batch, m):
+            _, chunk_aux = loss_fn(model, batch[start:start + m], eps[:, start:start + m], cfg, beta)
+            chunk_loss = chunk_aux["per_example"].sum() * weight
+            chunk_loss.backward()
+            loss = loss + chunk_loss.detach()
+            auxes.append({k: v.detach() for k, v in chunk_aux.items()})
+        aux = {k: torch.cat([a[k] for a in auxes]) for k in auxes[0]}      # [B]
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    return (loss, aux), grads
 
 
 def update(state: TrainState, batch: Tensor, eps: Tensor, cfg: VAEConfig
-           ) -> tuple[TrainState, dict[str, Tensor]]:
-    """One optimizer step on batch [B, D] with injected eps [L, B, Z]."""
+           ) -> tuple[TrainState, StepMetrics]:
+    """One optimizer step on batch [B, D] with injected eps [L, B, Z] (the optimizer is in the state)."""
     state.optimizer.zero_grad(set_to_none=True)
-    loss, aux = value_and_grad(state.model, batch, eps, cfg, kl_weight(cfg, state.step))
+    (loss, aux), _ = value_and_grad(state.model, batch, eps, cfg, kl_weight(cfg, state.step))
     state.optimizer.step()
     if state.scheduler is not None:
         state.scheduler.step()
     state.step += 1
     with torch.no_grad():
-        metrics = {"loss": loss.detach(), "recon": aux["recon"].mean(), "kl": aux["kl"].mean(),
-                   "objective": aux["per_example"].mean(), "finite": torch.isfinite(loss)}
+        metrics = StepMetrics(loss=aux["per_example"].mean(), recon=aux["recon"].mean(),
+                              kl=aux["kl"].mean(), batch_loss=loss.detach(), finite=torch.isfinite(loss))
     return state, metrics
 
 
-def make_train_step(cfg: VAEConfig) -> Callable[[TrainState, Tensor, torch.Generator],
-                                                 tuple[TrainState, dict[str, Tensor]]]:
-    """train_step(state, batch, generator): eps ~ N(0, I) from `generator`, then `update`."""
+def train_step(state: TrainState, batch: Tensor, key: torch.Generator | None, cfg: VAEConfig
+               ) -> tuple[TrainState, StepMetrics]:
+    """eps ~ N(0, I) drawn from the generator `key`, then `update`."""
+    eps = sample_eps(key, cfg, batch.shape[0], dtype=batch.dtype, device=batch.device)
+    return update(state, batch, eps, cfg)
 
-    def train_step(state: TrainState, batch: Tensor, generator: torch.Generator | None):
-        eps = sample_eps(generator, cfg, batch.shape[0], dtype=batch.dtype, device=batch.device)
-        return update(state, batch, eps, cfg)
 
-    return train_step
+def make_train_step(cfg: VAEConfig) -> Callable[[TrainState, Tensor, torch.Generator | None],
+                                                 tuple[TrainState, StepMetrics]]:
+    """train_step(state, batch, key) with cfg closed over (eager: nothing to compile)."""
+    return functools.partial(train_step, cfg=cfg)

@@ -2,37 +2,55 @@
 
 Subcommands: train, evaluate, export, compare; each is an `add_<name>_command(subparsers, framework)` function
 in COMMANDS that registers its flags and a handler `(args, framework) -> exit code`; add one there to
-extend the CLI. User errors print one line `error: ...` on stderr and exit 2, before writing anything.
+extend the CLI. The train flags of the run options are built from loop.TrainOptions. User errors
+(jax_vae.common.errors) print one line `error: ...` on stderr and exit with their code, before
+writing anything.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
+import typing
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
-from jax_vae.common import runs
-from jax_vae.common.config import PRESETS, from_dict, get_preset, apply_overrides, VAEConfig
+from jax_vae.common import backends, runs
+from jax_vae.common.compare import compare
+from jax_vae.common.config import VAEConfig, apply_overrides, from_dict
+from jax_vae.common.data import INPUT_DIMS
+from jax_vae.common.errors import RunError, UserError, one_line
+from jax_vae.common.evaluation import EvalOptions, evaluate_run, report_line
+from jax_vae.common.export import export
+from jax_vae.common.loop import TrainOptions, train
+from jax_vae.common.presets import PRESETS, get_preset
 
 DEFAULT_PRESET = "stutz-rectangles"
-DATASET_DIMS = {"mnist": 784, "fashion_mnist": 784, "rectangles": 576}
-PACKAGES = {"jax": "jax_vae", "torch": "torch_reference"}
-DEFAULT_OPTIONS = {"device": "auto", "jit": "scan", "checkpoint_every": 0, "log_every": 10, "chunk_steps": 0,
-                   "data_parallel": False}
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors (`error: ...`, exit 2) instead of usage + error."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from jax_vae.common.convert import ConversionError
-    from jax_vae.common.data import DataError
-    return runs.RunError, DataError, ConversionError
+def add_option_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainOptions field (default None: 'not given'): a bool that defaults to True is
+    --no-<name>, one that defaults to False is --<name>; a Literal field gets its choices."""
+    hints = typing.get_type_hints(TrainOptions)
+    for f in dataclasses.fields(TrainOptions):
+        flag, hint, help_ = f.name.replace("_", "-"), hints[f.name], f.metadata["help"]
+        if hint is bool and f.default:
+            p.add_argument(f"--no-{flag}", dest=f.name, action="store_const", const=False, default=None,
+                           help=f.metadata["off"])
+        elif hint is bool:
+            p.add_argument(f"--{flag}", dest=f.name, action="store_const", const=True, default=None, help=help_)
+        elif typing.get_origin(hint) is Literal:
+            p.add_argument(f"--{flag}", dest=f.name, choices=typing.get_args(hint), help=help_)
+        else:
+            p.add_argument(f"--{flag}", dest=f.name, type=int if hint is int else str, help=help_)
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -42,8 +60,7 @@ def add_train_command(sub: Any, framework: str) -> None:
                                    "(nats for Bernoulli presets).")
     p.add_argument("--preset", help=f"preset name (default {DEFAULT_PRESET}; on --resume, the run's): "
                                     + ", ".join(PRESETS))
-    p.add_argument("--dataset", help="mnist, fashion_mnist or rectangles (default: the preset's)")
-    p.add_argument("--data-dir", help="folder with the IDX files ($JAX_VAE_DATA_DIR or ~/.cache/jax_vae/datasets)")
+    p.add_argument("--dataset", help=f"{', '.join(INPUT_DIMS)} (default: the preset's)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="train for this many epochs")
     length.add_argument("--steps", type=int, help="train for this many steps instead of epochs")
@@ -53,25 +70,12 @@ def add_train_command(sub: Any, framework: str) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set latent_dim=2 (repeatable)")
     p.add_argument("--out", help="run folder (default runs/<preset>-<framework>-<time>)")
-    p.add_argument("--device", help="auto (default), cpu, gpu or cuda")
-    p.add_argument("--jit", choices=("scan", "step"),
-                   help="JAX: one lax.scan per chunk of steps (default) or one jit call per step; "
-                        "PyTorch runs eagerly either way")
-    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: epoch ends)")
-    p.add_argument("--log-every", type=int, help="write a step record every N steps (default 10)")
-    p.add_argument("--chunk-steps", type=int, help="at most N steps per jitted scan (default: an epoch)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--data-parallel", action="store_true", default=None,
-                   help="JAX: split each batch over every device (all processes with --coordinator); "
-                        "parameters replicated; the batch size must be a multiple of the device count")
+    add_option_flags(p)
     p.add_argument("--coordinator", metavar="HOST:PORT",
                    help="JAX multi-process: address of process 0 ($JAX_COORDINATOR_ADDRESS); 'auto' on "
                         "SLURM / Open MPI / Cloud TPU, where JAX detects all three")
     p.add_argument("--num-processes", type=int, help="JAX multi-process: number of processes ($JAX_NUM_PROCESSES)")
     p.add_argument("--process-id", type=int, help="JAX multi-process: this process, 0..N-1 ($JAX_PROCESS_ID)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
-    p.add_argument("--no-images", action="store_true", help="skip the images and plots")
-    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.set_defaults(handler=cmd_train)
 
 
@@ -80,15 +84,15 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise runs.RunError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise RunError(f"--set expects KEY=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
 
 
-def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig, Path, dict[str, Any]]:
+def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig, Path, TrainOptions]:
     """(config, run folder, options) from the flags; on --resume, the saved run fills what is not given."""
     if args.resume and not args.out:
-        raise runs.RunError("--resume needs --out RUN_DIR")
+        raise RunError("--resume needs --out RUN_DIR")
     saved = runs.read_run(Path(args.out)) if args.resume and args.out else None
     try:
         if saved is not None and args.preset in (None, saved.get("preset")):
@@ -98,57 +102,47 @@ def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig,
         overrides: dict[str, Any] = {}
         if args.dataset is not None:
             overrides["dataset"] = args.dataset.replace("-", "_")
-        for flag, key in (("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed"), ("steps", "steps")):
-            if getattr(args, flag) is not None:
-                overrides[key] = getattr(args, flag)
+        for key in ("batch_size", "lr", "seed", "steps"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
         if args.epochs is not None:
             overrides.update(epochs=args.epochs, steps=0)
         sets = parse_sets(args.set)
         overrides.update(sets)
         cfg = apply_overrides(base, overrides)
-        if cfg.dataset != base.dataset and "input_dim" not in sets and cfg.dataset in DATASET_DIMS:
-            cfg = apply_overrides(cfg, {"input_dim": DATASET_DIMS[cfg.dataset]})
+        if cfg.dataset != base.dataset and "input_dim" not in sets and cfg.dataset in INPUT_DIMS:
+            cfg = apply_overrides(cfg, {"input_dim": INPUT_DIMS[cfg.dataset]})
     except (KeyError, ValueError, TypeError) as err:
-        raise runs.RunError(err.args[0] if err.args else str(err)) from None
-    options = dict(DEFAULT_OPTIONS, **((saved or {}).get("options") or {}))
-    options = {k: options[k] for k in DEFAULT_OPTIONS}
-    for key in DEFAULT_OPTIONS:
-        if getattr(args, key, None) is not None:
-            options[key] = getattr(args, key)
+        raise RunError(err.args[0] if err.args else str(err)) from None
+    defaults = TrainOptions()
+    restored = {k: v for k, v in ((saved or {}).get("options") or {}).items() if k in defaults.persisted()}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)
+             if getattr(args, f.name) is not None}
+    opts = dataclasses.replace(defaults, **{**restored, **given})
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{framework}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return cfg, out, options
+    return cfg, out, opts
 
 
-def start_distributed(args: argparse.Namespace, framework: str, data_parallel: bool) -> None:
-    """jax.distributed for a multi-process data-parallel run (flags, else $JAX_COORDINATOR_ADDRESS etc.)."""
+def start_distributed(args: argparse.Namespace, backend: backends.Backend, data_parallel: bool) -> None:
+    """The distributed runtime of a multi-process data-parallel run (flags, else $JAX_COORDINATOR_ADDRESS
+    etc.)."""
     flags = (args.coordinator, args.num_processes, args.process_id)
-    if framework != "jax" or not data_parallel:
+    if backend.start_distributed is None or not data_parallel:
         if any(v is not None for v in flags):
-            raise runs.RunError("--coordinator, --num-processes and --process-id need "
-                                "`python -m jax_vae train --data-parallel`")
+            raise RunError("--coordinator, --num-processes and --process-id need "
+                           f"`{backends.command('jax')} train --data-parallel`")
         return
-    from jax_vae.parallel import initialize_distributed
     try:
-        initialize_distributed(*flags)
+        backend.start_distributed(*flags)
     except ValueError as err:
-        raise runs.RunError(str(err)) from None
+        raise RunError(str(err)) from None
 
 
 def cmd_train(args: argparse.Namespace, framework: str) -> int:
-    cfg, out, options = resolve_config(args, framework)
-    data_parallel = options.pop("data_parallel")
-    start_distributed(args, framework, data_parallel)
-    if framework == "jax":
-        from jax_vae.train import train
-        if data_parallel:
-            options["data_parallel"] = True
-    else:
-        from torch_reference.train import train
-        if data_parallel:
-            raise runs.RunError("--data-parallel is JAX-only (python -m jax_vae train --data-parallel)")
-    summary = train(cfg, out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress,
-                    images=not args.no_images, download=not args.no_download,
-                    log=lambda line: print(line, file=sys.stderr, flush=True), **options)
+    cfg, out, opts = resolve_config(args, framework)
+    backend = backends.get(framework)
+    start_distributed(args, backend, opts.data_parallel)
+    summary = train(backend, cfg, out, opts, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(runs.summary_line(summary))
     return 0
 
@@ -170,25 +164,19 @@ def add_evaluate_command(sub: Any, framework: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
     p.add_argument("--num-images", type=int, help="only the first N test images (default: all)")
     p.add_argument("--out", help="JSON report path (default: <run>/evaluation-k<k>.json for a run folder)")
-    if framework == "torch":
-        p.add_argument("--device", default="auto", help="auto (default), cpu, gpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, gpu or cuda")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.set_defaults(handler=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace, framework: str) -> int:
-    from jax_vae.common.evaluation import report_line
     for flag in ("k", "batch_size", "chunk", "num_images"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise runs.RunError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    options = dict(data_dir=args.data_dir, step=args.step, batch_size=args.batch_size, chunk=args.chunk,
-                   seed=args.seed, num_images=args.num_images, download=not args.no_download, out=args.out)
-    if framework == "jax":
-        from jax_vae.evaluate import evaluate_run
-    else:
-        from torch_reference.evaluate import evaluate_run
-        options["device"] = args.device
-    print(report_line(evaluate_run(Path(args.run), args.k, **options)))
+            raise RunError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    opts = EvalOptions(k=args.k, step=args.step, batch_size=args.batch_size, chunk=args.chunk, seed=args.seed,
+                       num_images=args.num_images, data_dir=args.data_dir, download=not args.no_download,
+                       out=args.out, device=args.device)
+    print(report_line(evaluate_run(backends.get(framework), Path(args.run), opts)))
     return 0
 
 
@@ -208,11 +196,8 @@ def add_export_command(sub: Any, framework: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace, framework: str) -> int:
-    from jax_vae.common.export import export_to_jax, export_to_torch
-    if args.to_jax:
-        out = export_to_jax(Path(args.source), Path(args.out), step=args.step, preset=args.preset)
-    else:
-        out = export_to_torch(Path(args.source), Path(args.out), step=args.step)
+    out = export(Path(args.source), Path(args.out), to="jax" if args.to_jax else "torch", step=args.step,
+                 preset=args.preset)
     print(f"wrote {out}")
     return 0
 
@@ -228,7 +213,6 @@ def add_compare_command(sub: Any, framework: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace, framework: str) -> int:
-    from jax_vae.common.compare import compare
     print(compare([Path(r) for r in args.runs], Path(args.out), labels=args.labels, title=args.title))
     return 0
 
@@ -238,7 +222,7 @@ COMMANDS: list[Callable[[Any, str], None]] = [add_train_command, add_evaluate_co
 
 
 def build_parser(framework: str) -> ArgumentParser:
-    parser = ArgumentParser(prog=f"python -m {PACKAGES[framework]}",
+    parser = ArgumentParser(prog=backends.command(framework),
                             description=f"jax-vae command line ({framework} side)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for add in COMMANDS:
@@ -251,6 +235,6 @@ def main(argv: Sequence[str] | None = None, framework: str = "jax") -> int:
     args = build_parser(framework).parse_args(argv)
     try:
         return args.handler(args, framework)
-    except _user_errors() as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return getattr(err, "exit_code", 2)
+    except UserError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return err.exit_code

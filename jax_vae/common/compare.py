@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jax_vae.common import plots, runs
+from jax_vae.common.errors import RunError
 
 
 def final_epoch(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -20,12 +21,12 @@ def final_epoch(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 def compare(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None = None, title: str = "") -> str:
     """Write the overlay PNG at `out` and return a text table (per run, then mean per framework)."""
     if labels is not None and len(labels) != len(run_dirs):
-        raise runs.RunError(f"--labels has {len(labels)} labels for {len(run_dirs)} runs")
+        raise RunError(f"--labels has {len(labels)} labels for {len(run_dirs)} runs")
     entries, rows = [], []
     for i, run_dir in enumerate(run_dirs):
         record = runs.read_run(Path(run_dir))
         if record is None:
-            raise runs.RunError(f"{run_dir} is not a run folder (no {runs.CONFIG_FILE})")
+            raise RunError(f"{run_dir} is not a run folder (no {runs.CONFIG_FILE})")
         records = runs.read_metrics(Path(run_dir))
         cfg = record["config"]
         label = labels[i] if labels else f"{record['framework']} {record['preset']} seed {cfg.get('seed')}"
@@ -33,7 +34,7 @@ def compare(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None = 
         last = final_epoch(records)
         rows.append((label, record["framework"], last))
     if not any(last for _, _, last in rows):
-        raise runs.RunError("none of these runs has finished an epoch yet; nothing to compare")
+        raise RunError("none of these runs has finished an epoch yet; nothing to compare")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plots.save_compare(out, entries, title)

@@ -11,10 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jax_vae.common.config import VAEConfig, layer_specs
-
-
-class ConversionError(ValueError):
-    """A state_dict or param tree that does not fit the config; the message names the key."""
+from jax_vae.common.errors import ConversionError
 
 
 def _to_numpy(t: Any) -> np.ndarray:
@@ -61,8 +58,8 @@ def torch_to_flax(state_dict: Mapping[str, Any], cfg: VAEConfig) -> dict:
     return params
 
 
-def flax_to_torch(params: Mapping[str, Any], cfg: VAEConfig, as_torch: bool = False) -> dict:
-    """Flax params -> state_dict {key: array [out, in]} (torch tensors when as_torch)."""
+def flax_to_torch(params: Mapping[str, Any], cfg: VAEConfig) -> dict[str, np.ndarray]:
+    """Flax params -> state_dict {key: numpy array, weights [out, in]}."""
     flat = {}
     for module, layers in params.items():
         for layer, leaves in layers.items():
@@ -79,8 +76,5 @@ def flax_to_torch(params: Mapping[str, Any], cfg: VAEConfig, as_torch: bool = Fa
         if value.shape != shape:
             raise ConversionError(f"Flax param {flax_key!r} has shape {flat[flax_key].shape}, "
                                   f"preset {cfg.name!r} expects {shape[::-1] if len(shape) == 2 else shape}")
-        state[key] = np.ascontiguousarray(value)
-    if as_torch:
-        import torch
-        state = {k: torch.from_numpy(v.copy()) for k, v in state.items()}
+        state[key] = np.array(value, order="C")                      # a writable copy
     return state

@@ -32,23 +32,28 @@ import http.client
 import os
 import pathlib
 import sys
-import tempfile
+import typing
 import urllib.request
 import zlib
+from typing import Literal
 
 import numpy as np
 
-DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "rectangles")
+from jax_vae.common.errors import DataError, one_line
+from jax_vae.common.files import atomic_write_bytes
+
+DatasetName = Literal["mnist", "fashion_mnist", "rectangles"]
+Binarization = Literal["none", "static", "dynamic"]
+# The one table of datasets: name -> pixels per image (train/test sizes are in FILES and RECTANGLES_SPLITS).
+INPUT_DIMS: dict[str, int] = {"mnist": 784, "fashion_mnist": 784, "rectangles": 576}
+DATASETS: tuple[str, ...] = typing.get_args(DatasetName)
 SPLITS: tuple[str, ...] = ("train", "test")
-BINARIZATIONS: tuple[str, ...] = ("none", "static", "dynamic")
+BINARIZATIONS: tuple[str, ...] = typing.get_args(Binarization)
+EVAL_BINARIZATION_SEED = 0  # dynamic presets: the test split is binarized once, with this seed
 NUM_CLASSES = 10
 RECTANGLES_SPLITS: dict[str, tuple[int, int]] = {"train": (50_000, 1), "test": (10_000, 2)}  # (n, seed)
 MAX_DOWNLOAD_BYTES = 64 * 2**20
 _IDX_MAGIC = {1: 0x0801, 3: 0x0803}  # ndim -> magic (unsigned byte data)
-
-
-class DataError(ValueError):
-    """A dataset problem, as one user-facing line naming the file and what is wrong."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +63,6 @@ class IDXFile:
     name: str
     shape: tuple[int, ...]
     sha256: str
-
-    @property
-    def nbytes(self) -> int:
-        """Exact size of the decompressed file: 4-byte magic, 4 bytes per dim, then the uint8 payload."""
-        return 4 + 4 * len(self.shape) + int(np.prod(self.shape))
 
 
 def _pair(prefix: str, n: int, images_sha: str, labels_sha: str) -> tuple[IDXFile, IDXFile]:
@@ -94,11 +94,6 @@ MIRRORS: dict[str, tuple[str, ...]] = {
 # The second is torchvision's layout, so an existing torchvision cache can be reused.
 FOLDERS: dict[str, tuple[str, ...]] = {"mnist": ("mnist", "MNIST/raw"),
                                        "fashion_mnist": ("fashion-mnist", "FashionMNIST/raw")}
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(getattr(err, "reason", None) or err) or type(err).__name__
-    return " ".join(text.split())
 
 
 def default_data_dir() -> pathlib.Path:
@@ -155,7 +150,7 @@ def _decompress(raw: bytes, where: str) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{where}: corrupt or truncated gzip data ({_one_line(err)})") from None
+        raise DataError(f"{where}: corrupt or truncated gzip data ({one_line(err)})") from None
 
 
 def read_idx(path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None,
@@ -165,7 +160,7 @@ def read_idx(path: str | os.PathLike, expected_shape: tuple[int, ...] | None = N
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise DataError(f"{path}: cannot read ({_one_line(err)})") from None
+        raise DataError(f"{path}: cannot read ({one_line(err)})") from None
     return _decode_idx(_decompress(raw, str(path)), str(path), expected_shape, sha256)
 
 
@@ -188,33 +183,22 @@ def _download(name: str, spec: IDXFile, folder: pathlib.Path) -> pathlib.Path:
             body = _fetch(url)
             _decode_idx(_decompress(body, url), url, spec.shape, spec.sha256)
         except (OSError, ValueError, http.client.HTTPException) as err:  # URLError: OSError; DataError: ValueError
-            errors.append(f"{url}: {_one_line(err)}")
+            errors.append(f"{url}: {one_line(err)}")
             continue
         dest = folder / (spec.name + (".gz" if body[:2] == b"\x1f\x8b" else ""))
-        _atomic_write(dest, body)
+        _place(dest, body)
         return dest
     raise DataError(f"{name}: could not download {spec.name}.gz into {folder} ({'; '.join(errors)}); "
                     f"when offline, copy the file there or pass --data-dir (or JAX_VAE_DATA_DIR) "
                     f"pointing at a folder that holds it")
 
 
-def _atomic_write(dest: pathlib.Path, body: bytes) -> None:
-    """Write `body` to a temp file next to `dest`, fsync, then os.replace it into place."""
-    tmp = None
+def _place(dest: pathlib.Path, body: bytes) -> None:
+    """Write a verified download into place atomically (one line on an OS error)."""
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-        tmp = None
+        atomic_write_bytes(dest, body)
     except OSError as err:
-        raise DataError(f"{dest}: cannot write the downloaded file ({_one_line(err)})") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+        raise DataError(f"{dest}: cannot write the downloaded file ({one_line(err)})") from None
 
 
 def _locate(name: str, spec: IDXFile, data_dir: pathlib.Path, download: bool) -> pathlib.Path:
@@ -292,6 +276,12 @@ def binarize(x: np.ndarray, seed: int) -> np.ndarray:
         raise DataError(f"binarize: values must lie in [0, 1], got [{float(x.min())}, {float(x.max())}]")
     u = np.random.default_rng(seed).random(x.shape, dtype=np.float32)
     return (u < x).astype(np.float32)
+
+
+def binarize_for_evaluation(x: np.ndarray, seed: int = EVAL_BINARIZATION_SEED) -> np.ndarray:
+    """A dynamic preset's test split binarized ONCE, with derive_seed(seed, 1): every run (and the
+    trainer's per-epoch test loss) is scored on the same binary images."""
+    return binarize(x, derive_seed(seed, 1))
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, binarization: str = "none",

@@ -1,26 +1,27 @@
 """Framework-free parts of the evaluation, shared by jax_vae/evaluate.py and its torch twin:
 sample chunking, the evaluation data (with its binarization) and the per-image summary, in nats.
-
-Numpy only: torch_reference/evaluate.py imports this module, not the JAX one.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jax_vae.common import runs
+from jax_vae.common.errors import RunError
+from jax_vae.common.files import atomic_write_text
 from jax_vae.common.config import VAEConfig, from_dict
-from jax_vae.common.data import binarize, derive_seed, load_dataset, load_split
+from jax_vae.common.data import EVAL_BINARIZATION_SEED, binarize_for_evaluation, load_dataset, load_split
 
 ROW_BUDGET = 32768        # images x samples decoded at once: 32768 x 784 float32 logits ~ 100 MB
 CPU_EAGER_ROW_BUDGET = 4096   # eager torch on CPU: fresh 100 MB temporaries cost page faults (measured
                               # 1.6x slower than 4096 rows on iwae-paper); XLA reuses its buffers
-EVAL_BINARIZATION_SEED = 0
 GREY_NOTE = ("Bernoulli likelihood of grey-level pixels is not a normalized density: the numbers are "
              "what the objective reports, not a log-likelihood")
 
@@ -55,7 +56,7 @@ def eval_data(cfg: VAEConfig, data_dir: str | os.PathLike | None = None, split: 
         return data[split], f"static (loader's fixed draw, seed {cfg.seed})"
     x, _ = load_split(cfg.dataset, split, data_dir, download)
     if cfg.binarization == "dynamic":
-        return binarize(x, derive_seed(seed, 1)), f"dynamic (test set binarized once, seed {seed})"
+        return binarize_for_evaluation(x, seed), f"dynamic (test set binarized once, seed {seed})"
     return x, "none (grey values)"
 
 
@@ -79,15 +80,15 @@ def summarize(stats: dict[str, np.ndarray], k: int, binarization: str, cfg: VAEC
 def run_config(meta: dict[str, Any], source: str | os.PathLike) -> VAEConfig:
     """The VAEConfig a checkpoint was trained with (its meta's 'config'), if log p(x) is defined for it."""
     if "config" not in meta:
-        raise runs.RunError(f"{source}: the checkpoint carries no config; cannot evaluate it")
+        raise RunError(f"{source}: the checkpoint carries no config; cannot evaluate it")
     try:
         cfg = from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as err:
-        raise runs.RunError(f"{source}: unreadable config in the checkpoint ({err})") from None
+        raise RunError(f"{source}: unreadable config in the checkpoint ({err})") from None
     try:
         check_evaluable(cfg)
     except ValueError as err:
-        raise runs.RunError(str(err)) from None
+        raise RunError(str(err)) from None
     return cfg
 
 
@@ -101,9 +102,38 @@ def finish(result: dict[str, Any], *, framework: str, source: str | os.PathLike,
     path = Path(out) if out else (source / f"evaluation-k{result['k']}.json"
                                   if (source / runs.CONFIG_FILE).is_file() else None)
     if path is not None:
-        runs.atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
         record["report"] = str(path)
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How `evaluate` scores a checkpoint (the CLI's evaluate flags)."""
+
+    k: int = 5000
+    step: int | None = None
+    batch_size: int = 100
+    chunk: int | None = None
+    seed: int = 0
+    num_images: int | None = None
+    data_dir: str | None = None
+    download: bool = True
+    out: str | None = None
+    device: str = "auto"
+
+
+def evaluate_run(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> dict[str, Any]:
+    """`evaluate`: a run folder / checkpoint / params export of `backend`'s framework, scored on its
+    preset's test split (binarized as eval_data says) and recorded as JSON (see `finish`)."""
+    params, meta = backend.load_params(Path(source), opts.step)
+    cfg = run_config(meta, source)
+    x, binarization = eval_data(cfg, opts.data_dir, download=opts.download)
+    x = x[:opts.num_images] if opts.num_images else x                       # [N, D]
+    t0 = time.perf_counter()
+    result, device = backend.evaluate(params, x, cfg, binarization, opts)
+    return finish(result, framework=backend.framework, source=source, step=meta.get("step"), seed=opts.seed,
+                  seconds=time.perf_counter() - t0, out=opts.out, device=device)
 
 
 def report_line(r: dict[str, Any]) -> str:

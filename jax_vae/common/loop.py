@@ -1,12 +1,9 @@
-"""The framework-free training driver shared by jax_vae.train and torch_reference.train.
+"""The one training path of both frameworks: `train(backend, cfg, run_dir, opts)`.
 
 It owns everything both frameworks must do identically: the checks before anything is written, the
-run folder, the schedule of chunks, the data order, metrics (one schema), checkpoint cadence, the
-non-finite stop, the progress bar, images and the summary. A framework supplies a Trainer:
-    Trainer(cfg, data, device=, jit=, tick=)      .framework, .versions(), .device_name()
-    .init_state()  .restore(ckpts) -> (order, meta)  .save(ckpts, step, order, meta)
-    .set_epoch(e)  .compile(num_steps, batch_size) -> seconds  .run_chunk(idx [S, B]) -> {key: [S]}
-    .evaluate() -> {test_loss, test_recon, test_kl}  .decode(z)  .reconstruct(x)
+run folder, the plan of chunks, the data order, metrics (one schema), checkpoint cadence, the
+non-finite stop, the progress bar, images and the summary. A framework supplies a `Trainer` (the
+Protocol below) through its `Backend` (jax_vae.common.backends); the trainer owns its checkpoints.
 """
 from __future__ import annotations
 
@@ -15,44 +12,87 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from jax_vae.common import plots, runs, plan
+from jax_vae.common import plan, plots, runs
 from jax_vae.common.config import VAEConfig, to_dict
-from jax_vae.common.data import binarize, derive_seed, load_dataset
+from jax_vae.common.data import binarize_for_evaluation, load_dataset
+from jax_vae.common.errors import Interrupted, NonFiniteLossError, RunError
+from jax_vae.common.runs import StepMetrics
 
-EVAL_BINARIZATION_SEED = 0     # dynamic presets: the test split binarized once, as jax_vae.common.evaluation does
-JIT_MODES = ("scan", "step")
+JitMode = Literal["scan", "step"]
+Tick = Callable[[Any], None]
 
 
-class Interrupted(runs.RunError):
-    exit_code = 130
+def option(default: Any, help: str, *, persist: bool = True, off: str = "") -> Any:
+    """A TrainOptions field: its help, whether a resumed run restores it from config.json, and for a
+    bool that defaults to True the help of its --no-<name> flag."""
+    return dataclasses.field(default=default, metadata={"help": help, "persist": persist, "off": off})
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
-    """How a run executes (not what it learns): device, jit mode, checkpoint and log cadence."""
+    """How a run executes (not what it learns): the one declaration of the run options; the CLI's
+    train flags are built from these fields (jax_vae.common.cli)."""
 
-    device: str = "auto"
-    jit: str = "scan"              # scan: a chunk of steps per jitted lax.scan; step: one jit call per step
-    checkpoint_every: int = 0      # also at every epoch end and at the last step; 0 = only those
-    log_every: int = 10            # a "step" record every this many steps
-    chunk_steps: int = 0           # cap on steps per scan (0 = a whole epoch, split only by checkpoints)
-    progress: bool = True          # tqdm bar on a terminal
-    images: bool = True
-    data_parallel: bool = False    # JAX: batch split over every device (jax_vae/parallel.py)
+    device: str = option("auto", "auto (default), cpu, gpu or cuda")
+    jit: JitMode = option("scan", "JAX: one lax.scan per chunk of steps (default) or one jit call per "
+                                  "step; PyTorch runs eagerly either way")
+    checkpoint_every: int = option(0, "also checkpoint every N steps (default: epoch ends)")
+    log_every: int = option(10, "write a step record every N steps (default 10)")
+    chunk_steps: int = option(0, "at most N steps per jitted scan (default: an epoch)")
+    data_parallel: bool = option(False, "JAX: split each batch over every device (all processes with "
+                                        "--coordinator); parameters replicated; the batch size must be a "
+                                        "multiple of the device count")
+    resume: bool = option(False, "continue the run in --out from its last checkpoint", persist=False)
+    data_dir: str | None = option(None, "folder with the IDX files ($JAX_VAE_DATA_DIR or "
+                                        "~/.cache/jax_vae/datasets)", persist=False)
+    download: bool = option(True, "download missing data", persist=False,
+                            off="fail instead of downloading missing data")
+    progress: bool = option(True, "a progress bar on a terminal", persist=False,
+                            off="no progress bar (also off when not a terminal)")
+    images: bool = option(True, "write the images and plots", persist=False, off="skip the images and plots")
 
     def check(self) -> None:
-        if self.jit not in JIT_MODES:
-            raise runs.RunError(f"unknown jit mode {self.jit!r}; valid: {', '.join(JIT_MODES)}")
+        if self.jit not in ("scan", "step"):
+            raise RunError(f"unknown jit mode {self.jit!r}; valid: scan, step")
         for name in ("checkpoint_every", "chunk_steps"):
             if getattr(self, name) < 0:
-                raise runs.RunError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise RunError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:
-            raise runs.RunError(f"log-every must be >= 1, got {self.log_every}")
+            raise RunError(f"log-every must be >= 1, got {self.log_every}")
+
+    def persisted(self) -> dict[str, Any]:
+        """The options config.json records and a resumed run restores."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["persist"]}
+
+
+class Trainer(Protocol):
+    """What a framework implements for `train`: device data, state, compiled steps, checkpoints."""
+
+    framework: str
+    checkpoint_dir: Path
+
+    def versions(self) -> dict[str, str]: ...
+    def device_name(self) -> str: ...
+    def init_state(self) -> None: ...
+    def latest_checkpoint(self) -> int | None: ...
+    def checkpoint_config(self) -> dict[str, Any]: ...
+    def restore(self) -> tuple[np.ndarray, dict[str, Any]]: ...
+    def save(self, step: int, order: np.ndarray, meta: dict[str, Any]) -> None: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def compile(self, num_steps: int, batch_size: int) -> float: ...
+    def run_chunk(self, idx: np.ndarray) -> StepMetrics[np.ndarray]: ...
+    def evaluate(self) -> dict[str, float]: ...
+    def decode(self, z: np.ndarray) -> np.ndarray: ...
+    def reconstruct(self, x: np.ndarray) -> np.ndarray: ...
+    def close(self) -> None: ...
+
+
+TrainerFactory = Callable[[VAEConfig, dict[str, np.ndarray], TrainOptions, Path, "Tick | None"], Trainer]
 
 
 def loss_unit(cfg: VAEConfig) -> str:
@@ -61,10 +101,10 @@ def loss_unit(cfg: VAEConfig) -> str:
 
 
 def prepare_data(cfg: VAEConfig, data_dir: Any, download: bool) -> dict[str, np.ndarray]:
-    """The preset's dataset; a dynamic preset's test split is binarized once with a fixed seed."""
+    """The preset's dataset; a dynamic preset's test split is binarized once (as evaluation does)."""
     data = dict(load_dataset(cfg.dataset, data_dir, cfg.binarization, cfg.seed, download))
     if cfg.binarization == "dynamic":
-        data["test"] = binarize(data["test"], derive_seed(EVAL_BINARIZATION_SEED, 1))
+        data["test"] = binarize_for_evaluation(data["test"])
     return data
 
 
@@ -72,161 +112,225 @@ def check_data(cfg: VAEConfig, data: dict[str, np.ndarray]) -> int:
     """Shapes and sizes the run needs; returns the number of training images."""
     train, test = data["train"], data["test"]
     if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
-        raise runs.RunError(f"dataset arrays must be [N, D] with one D, got {train.shape} and {test.shape}")
+        raise RunError(f"dataset arrays must be [N, D] with one D, got {train.shape} and {test.shape}")
     if train.shape[1] != cfg.input_dim:
-        raise runs.RunError(f"preset {cfg.name} expects {cfg.input_dim} pixels per image, {cfg.dataset} "
-                            f"images have {train.shape[1]}; pass --set input_dim={train.shape[1]}")
+        raise RunError(f"preset {cfg.name} expects {cfg.input_dim} pixels per image, {cfg.dataset} "
+                       f"images have {train.shape[1]}; pass --set input_dim={train.shape[1]}")
     n = train.shape[0]
     if cfg.batch_size > n:
-        raise runs.RunError(f"batch size {cfg.batch_size} is larger than the {n} training images of {cfg.dataset}")
+        raise RunError(f"batch size {cfg.batch_size} is larger than the {n} training images of {cfg.dataset}")
     return n
 
 
-def _meta(cfg: VAEConfig, chunk: plan.Chunk, sums: dict[str, float], elapsed: float) -> dict[str, Any]:
-    return {"preset": cfg.name, "config": to_dict(cfg), "step": chunk.end, "order_epoch": chunk.epoch,
-            "epoch_sums": dict(sums), "elapsed_s": elapsed}
+@dataclasses.dataclass
+class EpochSums:
+    """Running sums over the epoch in progress (checkpointed in the meta, so a resume continues them)."""
+
+    loss: float = 0.0
+    recon: float = 0.0
+    kl: float = 0.0
+    images: int = 0
+    train_s: float = 0.0
+
+    def add(self, m: StepMetrics[np.ndarray], chunk: plan.Chunk, seconds: float) -> None:
+        """Add a finished chunk: per-image means [S] times its batch size."""
+        for key in ("loss", "recon", "kl"):
+            total = float(np.sum(np.asarray(getattr(m, key), np.float64)) * chunk.batch_size)
+            setattr(self, key, getattr(self, key) + total)
+        self.images += chunk.num_steps * chunk.batch_size
+        self.train_s += seconds
+
+    def record(self, epoch: int, step: int, test: dict[str, float], wall_s: float) -> dict[str, Any]:
+        """The metrics.jsonl "epoch" record."""
+        return {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": self.loss / self.images,
+                "recon": self.recon / self.images, "kl": self.kl / self.images, **test,
+                "images_per_s": self.images / max(self.train_s, 1e-9), "train_s": self.train_s,
+                "wall_s": wall_s}
 
 
-def _zero_sums() -> dict[str, float]:
-    return {"loss": 0.0, "recon": 0.0, "kl": 0.0, "images": 0, "train_s": 0.0}
+@dataclasses.dataclass
+class _Run:
+    """Where a run starts and what the loop accumulates while it goes."""
+
+    cfg: VAEConfig
+    run_dir: Path
+    layout: plan.Layout
+    total: int
+    start: int = 0
+    resumed: bool = False
+    order: np.ndarray | None = None
+    order_epoch: int = -1
+    sums: EpochSums = dataclasses.field(default_factory=EpochSums)
+    elapsed0: float = 0.0
+    t_start: float = dataclasses.field(default_factory=time.perf_counter)
+    step: int = 0
+    compile_s: float = 0.0
+    session_s: float = 0.0
+    session_images: int = 0
+    last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
+    last_train: float | None = None
+
+    def wall_s(self) -> float:
+        return self.elapsed0 + time.perf_counter() - self.t_start
+
+    def meta(self, chunk: plan.Chunk) -> dict[str, Any]:
+        """What a checkpoint records beside the state: config, position, running epoch sums."""
+        return {"preset": self.cfg.name, "config": to_dict(self.cfg), "step": chunk.end,
+                "order_epoch": chunk.epoch, "epoch_sums": dataclasses.asdict(self.sums),
+                "elapsed_s": self.wall_s()}
 
 
-def run(trainer_cls: Any, checkpoints_cls: Any, cfg: VAEConfig, run_dir: Path, opts: TrainOptions, *,
-        resume: bool = False, data_dir: Any = None, download: bool = True,
-        data: dict[str, np.ndarray] | None = None, log: Callable[[str], None] | None = None
-        ) -> dict[str, Any]:
-    """Train `cfg` into `run_dir` (or continue it with resume) and return the summary dict;
-    `log` receives one line once the checks have passed (the CLI prints it)."""
+def train(backend: Any, cfg: VAEConfig, run_dir: str | Path, opts: TrainOptions, *,
+          data: dict[str, np.ndarray] | None = None, log: Callable[[str], None] | None = None
+          ) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (or continue it with opts.resume) with `backend`'s trainer and
+    return the summary; `log` receives one line once the checks have passed (the CLI prints it)."""
     opts.check()
     run_dir = Path(run_dir)
-    framework = trainer_cls.framework
-    if opts.data_parallel and framework != "jax":
-        raise runs.RunError("data-parallel training is implemented for JAX (python -m jax_vae train --data-parallel)")
+    if opts.data_parallel and not backend.data_parallel:
+        raise RunError("data-parallel training is JAX-only (python -m jax_vae train --data-parallel)")
     # Under jax.distributed every process runs this loop; process 0 alone writes the run folder
     # (checkpoints are written by all of them together, as orbax requires).
-    primary = getattr(trainer_cls, "process_index", lambda: 0)() == 0
-    if primary:
-        saved = runs.check_run_dir(run_dir, framework, cfg, resume)
-    else:
-        saved = runs.read_run(run_dir) if resume else None
-    data = prepare_data(cfg, data_dir, download) if data is None else data
+    primary = backend.process_index() == 0
+    saved = (runs.check_run_dir(run_dir, backend.framework, cfg, opts.resume) if primary
+             else runs.read_run(run_dir) if opts.resume else None)
+    data = prepare_data(cfg, opts.data_dir, opts.download) if data is None else data
     n = check_data(cfg, data)
     layout = plan.Layout(n, cfg.batch_size, cfg.drop_last)
-    total = plan.total_steps(layout, cfg.epochs, cfg.steps)
-    show_bar = opts.progress and sys.stderr.isatty()
+    run = _Run(cfg, run_dir, layout, plan.total_steps(layout, cfg.epochs, cfg.steps))
+    show_bar = opts.progress and sys.stderr.isatty() and primary
     bar: Any = None                          # created once the checks have passed
     tick = (lambda step: bar is not None and bar.update(int(step) - bar.n)) if show_bar else None
-    trainer = trainer_cls(cfg, data, device=opts.device, jit=opts.jit, tick=tick,
-                          **({"data_parallel": True} if opts.data_parallel else {}))
-    ckpts = checkpoints_cls(run_dir / runs.CHECKPOINT_DIR)
-    start, order, meta = 0, None, {}
-    if saved is not None and ckpts.latest_step() is not None:       # resume: read-only checks first
-        runs.check_compatible(ckpts.read_meta()["config"], cfg, f"the checkpoint in {ckpts.directory}")
-        order, meta = trainer.restore(ckpts)
-        start = int(meta["step"])
-        if start > total:
-            raise runs.RunError(f"the run in {run_dir} is at step {start}, past the {total} steps asked for")
-    else:
+    trainer = backend.trainer(cfg, data, opts, run_dir / runs.CHECKPOINT_DIR, tick)
+    try:
+        _open(run, trainer, saved)
+        # ---- nothing was written before this line
+        _write_record(run, trainer, opts, saved, primary, log)
+        bar = tqdm(total=run.total, initial=run.start, unit="step", desc=f"{backend.framework} {cfg.name}",
+                   dynamic_ncols=True, disable=not show_bar, leave=True)
+        writer = runs.MetricsWriter(run.run_dir / runs.METRICS_FILE) if primary else runs.NoWriter()
+        try:
+            _train_chunks(run, trainer, opts, writer, bar)
+        finally:
+            writer.close()
+            bar.close()
+    finally:
+        trainer.close()
+    return _finish(run, trainer, opts, data, primary)
+
+
+def _open(run: _Run, trainer: Trainer, saved: dict[str, Any] | None) -> None:
+    """Fresh state, or the state, data order and epoch sums of the latest checkpoint (read-only)."""
+    if saved is None or trainer.latest_checkpoint() is None:
         trainer.init_state()
-    # ---- nothing was written before this line
-    record = runs.run_record(framework, cfg, dataclasses.asdict(opts), {
+        run.resumed = saved is not None
+        return
+    runs.check_compatible(trainer.checkpoint_config(), run.cfg, f"the checkpoint in {trainer.checkpoint_dir}")
+    run.order, meta = trainer.restore()
+    run.start = run.step = int(meta["step"])
+    if run.start > run.total:
+        raise RunError(f"the run in {run.run_dir} is at step {run.start}, past the {run.total} steps asked for")
+    run.resumed, run.order_epoch = True, meta.get("order_epoch", -1)
+    run.sums = EpochSums(**meta.get("epoch_sums", {}))
+    run.elapsed0 = float(meta.get("elapsed_s", 0.0))
+
+
+def _write_record(run: _Run, trainer: Trainer, opts: TrainOptions, saved: dict[str, Any] | None,
+                  primary: bool, log: Callable[[str], None] | None) -> None:
+    """config.json, the start line, and the metrics history cut back to the resumed step."""
+    if not primary:
+        return
+    record = runs.run_record(trainer.framework, run.cfg, opts.persisted(), {
         **trainer.versions(), "numpy": np.__version__, "python": platform.python_version()})
     if saved is not None:
         record["created"] = saved.get("created", record["created"])
-    if primary:
-        runs.write_run(run_dir, record)
-    if log is not None and primary:
-        log(f"{framework}: {'resuming at step ' + str(start) if saved is not None else 'training'} {cfg.name} "
-            f"on {cfg.dataset} for {total} steps ({total / layout.steps_per_epoch:g} epochs of "
-            f"{layout.steps_per_epoch}, batch {cfg.batch_size}, seed {cfg.seed}) on "
-            f"{trainer.device_name()} -> {run_dir}")
-    metrics_path = run_dir / runs.METRICS_FILE
-    if primary:
-        runs.truncate_metrics(metrics_path, start, mid_epoch=start % layout.steps_per_epoch != 0)
-    writer = runs.MetricsWriter(metrics_path) if primary else _NoWriter()
-    bar = tqdm(total=total, initial=start, unit="step", desc=f"{framework} {cfg.name}", dynamic_ncols=True,
-               disable=not (show_bar and primary), leave=True)
-    order_epoch = meta.get("order_epoch", -1) if order is not None else -1
-    sums = dict(meta.get("epoch_sums", _zero_sums()))
-    elapsed0, t_start, trainer_epoch = float(meta.get("elapsed_s", 0.0)), time.perf_counter(), -1
-    compile_s = session_s = 0.0
-    session_images, last_eval, last_train = 0, {}, None
-    step = start
+    runs.write_run(run.run_dir, record)
+    spe, cfg = run.layout.steps_per_epoch, run.cfg
+    if log is not None:
+        what = f"resuming at step {run.start}" if run.resumed else "training"
+        log(f"{trainer.framework}: {what} {cfg.name} on {cfg.dataset} for {run.total} steps "
+            f"({run.total / spe:g} epochs of {spe}, batch {cfg.batch_size}, seed {cfg.seed}) on "
+            f"{trainer.device_name()} -> {run.run_dir}")
+    runs.truncate_metrics(run.run_dir / runs.METRICS_FILE, run.start, mid_epoch=run.start % spe != 0)
+
+
+def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, bar: Any) -> None:
+    """Every chunk of the plan: train, log step records, stop on a non-finite loss, epoch records,
+    checkpoints."""
+    trainer_epoch = -1
     try:
-        for chunk in plan.chunks(layout, start, total, opts.checkpoint_every, opts.chunk_steps):
-            if chunk.epoch != order_epoch:
-                order, order_epoch, sums = plan.epoch_order(cfg.seed, chunk.epoch, n), chunk.epoch, _zero_sums()
+        for chunk in plan.chunks(run.layout, run.start, run.total, opts.checkpoint_every, opts.chunk_steps):
+            if chunk.epoch != run.order_epoch:
+                run.order, run.order_epoch = plan.epoch_order(run.cfg.seed, chunk.epoch, run.layout.n), chunk.epoch
+                run.sums = EpochSums()
             if chunk.epoch != trainer_epoch:
                 trainer.set_epoch(chunk.epoch)
                 trainer_epoch = chunk.epoch
-            compile_s += trainer.compile(chunk.num_steps, chunk.batch_size)
+            run.compile_s += trainer.compile(chunk.num_steps, chunk.batch_size)
+            assert run.order is not None
             t0 = time.perf_counter()
-            m = trainer.run_chunk(plan.chunk_indices(order, chunk))       # {key: [S]} numpy
+            m = trainer.run_chunk(plan.chunk_indices(run.order, chunk))         # numpy [S] per field
             dt = time.perf_counter() - t0
-            ok = np.asarray(m["finite"], bool)
-            good = chunk.num_steps if ok.all() else int(np.argmin(ok))
-            ips = chunk.num_steps * chunk.batch_size / max(dt, 1e-9)
-            writer.write({"kind": "step", "step": chunk.start + i + 1, "epoch": chunk.epoch + 1,
-                          "loss": m["loss"][i], "recon": m["recon"][i], "kl": m["kl"][i], "images_per_s": ips}
-                         for i in range(good) if (chunk.start + i + 1) % opts.log_every == 0)
-            if good < chunk.num_steps:
-                last = ckpts.latest_step()
-                where = (f"last good checkpoint: step {last} in {ckpts.directory}" if last is not None
-                         else "no checkpoint was saved before it")
-                raise runs.NonFiniteLossError(
-                    f"non-finite loss ({m['loss'][good]}) at step {chunk.start + good + 1} (epoch "
-                    f"{chunk.epoch + 1}); training stopped; {where}")
-            step = chunk.end
-            bs = chunk.batch_size
-            for key in ("loss", "recon", "kl"):
-                sums[key] += float(np.sum(np.asarray(m[key], np.float64)) * bs)
-            sums["images"] += chunk.num_steps * bs
-            sums["train_s"] += dt
-            session_s += dt
-            session_images += chunk.num_steps * bs
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{float(m['loss'][-1]):.3f}", refresh=False)
+            _write_steps(chunk, m, dt, opts.log_every, writer)
+            _stop_if_not_finite(chunk, m, trainer)
+            run.step = chunk.end
+            run.sums.add(m, chunk, dt)
+            run.session_s += dt
+            run.session_images += chunk.num_steps * chunk.batch_size
+            bar.update(run.step - bar.n)
+            bar.set_postfix(loss=f"{float(m.loss[-1]):.3f}", refresh=False)
             if chunk.epoch_end:
-                last_eval = trainer.evaluate()
-                last_train = sums["loss"] / sums["images"]
-                writer.write([{"kind": "epoch", "epoch": chunk.epoch + 1, "step": step, "train_loss": last_train,
-                               "recon": sums["recon"] / sums["images"], "kl": sums["kl"] / sums["images"],
-                               **last_eval, "images_per_s": sums["images"] / max(sums["train_s"], 1e-9),
-                               "train_s": sums["train_s"],
-                               "wall_s": elapsed0 + time.perf_counter() - t_start}])
+                run.last_eval = trainer.evaluate()
+                run.last_train = run.sums.loss / run.sums.images
+                writer.write([run.sums.record(chunk.epoch + 1, run.step, run.last_eval, run.wall_s())])
             if chunk.checkpoint:
-                trainer.save(ckpts, step, order, _meta(cfg, chunk, sums, elapsed0 + time.perf_counter() - t_start))
+                trainer.save(run.step, run.order, run.meta(chunk))
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted at step {step}; the last checkpoint is step {ckpts.latest_step()}; "
-                          f"continue with --resume --out {run_dir}") from None
-    finally:
-        writer.close()
-        bar.close()
-        ckpts.close()
-    if not last_eval:                      # resumed a finished run: score it again
-        last_eval = trainer.evaluate()
-    image_dir = run_dir / runs.IMAGE_DIR
-    title = f"{framework} {cfg.name} ({cfg.dataset}), step {step}"
+        raise Interrupted(f"interrupted at step {run.step}; the last checkpoint is step "
+                          f"{trainer.latest_checkpoint()}; continue with --resume --out {run.run_dir}") from None
+
+
+def _write_steps(chunk: plan.Chunk, m: StepMetrics[np.ndarray], seconds: float, log_every: int,
+                 writer: Any) -> None:
+    """A "step" record every `log_every` steps, up to the first non-finite one."""
+    ok = np.asarray(m.finite, bool)
+    good = chunk.num_steps if ok.all() else int(np.argmin(ok))
+    ips = chunk.num_steps * chunk.batch_size / max(seconds, 1e-9)
+    writer.write({"kind": "step", "step": chunk.start + i + 1, "epoch": chunk.epoch + 1, "loss": m.loss[i],
+                  "recon": m.recon[i], "kl": m.kl[i], "images_per_s": ips}
+                 for i in range(good) if (chunk.start + i + 1) % log_every == 0)
+
+
+def _stop_if_not_finite(chunk: plan.Chunk, m: StepMetrics[np.ndarray], trainer: Trainer) -> None:
+    ok = np.asarray(m.finite, bool)
+    if ok.all():
+        return
+    good = int(np.argmin(ok))
+    last = trainer.latest_checkpoint()
+    where = (f"last good checkpoint: step {last} in {trainer.checkpoint_dir}" if last is not None
+             else "no checkpoint was saved before it")
+    raise NonFiniteLossError(f"non-finite loss ({m.loss[good]}) at step {chunk.start + good + 1} (epoch "
+                             f"{chunk.epoch + 1}); training stopped; {where}")
+
+
+def _finish(run: _Run, trainer: Trainer, opts: TrainOptions, data: dict[str, np.ndarray],
+            primary: bool) -> dict[str, Any]:
+    """Images, summary.json and the summary dict."""
+    if not run.last_eval:                      # resumed a finished run: score it again
+        run.last_eval = trainer.evaluate()
+    cfg, framework, spe = run.cfg, trainer.framework, run.layout.steps_per_epoch
+    image_dir = run.run_dir / runs.IMAGE_DIR
+    title = f"{framework} {cfg.name} ({cfg.dataset}), step {run.step}"
     images = plots.write_images(image_dir, cfg, trainer.decode, trainer.reconstruct, data["test"],
-                                runs.read_metrics(run_dir), title) if opts.images and primary else []
-    summary = {"framework": framework, "preset": cfg.name, "dataset": cfg.dataset, "run_dir": str(run_dir),
-               "device": trainer.device_name(), "steps": step, "epochs": step / layout.steps_per_epoch,
-               "resumed_from": start if saved is not None else None, "train_loss": last_train, **last_eval,
-               "loss_unit": loss_unit(cfg), "train_s": session_s, "compile_s": compile_s,
-               "images_per_s": session_images / max(session_s, 1e-9),
-               "wall_s": elapsed0 + time.perf_counter() - t_start,
-               "metrics": str(metrics_path), "image_dir": str(image_dir), "images": [str(p) for p in images],
-               "checkpoint": str(run_dir / runs.CHECKPOINT_DIR)}
+                                runs.read_metrics(run.run_dir), title) if opts.images and primary else []
+    summary = {"framework": framework, "preset": cfg.name, "dataset": cfg.dataset, "run_dir": str(run.run_dir),
+               "device": trainer.device_name(), "steps": run.step, "epochs": run.step / spe,
+               "resumed_from": run.start if run.resumed else None, "train_loss": run.last_train,
+               **run.last_eval, "loss_unit": loss_unit(cfg), "train_s": run.session_s,
+               "compile_s": run.compile_s, "images_per_s": run.session_images / max(run.session_s, 1e-9),
+               "wall_s": run.wall_s(), "metrics": str(run.run_dir / runs.METRICS_FILE),
+               "image_dir": str(image_dir), "images": [str(p) for p in images],
+               "checkpoint": str(run.run_dir / runs.CHECKPOINT_DIR)}
     if primary:
-        runs.write_summary(run_dir, summary)
+        runs.write_summary(run.run_dir, summary)
     return summary
-
-
-class _NoWriter:
-    """The metrics writer of a non-primary process: writes nothing."""
-
-    def write(self, records: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

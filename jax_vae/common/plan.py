@@ -1,8 +1,12 @@
-"""Framework-free training schedule: steps per epoch, the data order, and the chunks an epoch runs in.
+"""Framework-free training plan: steps per epoch, the data order, the chunks a run runs in, RNG streams.
 
 Everything here is a pure function of (config, dataset size, global step), so a run resumed from a
 checkpoint at step k replays exactly the chunks, batches and data order of an uninterrupted run.
 Both `jax_vae.train` and `torch_reference.train` use it, so both frameworks see the same batches.
+
+RNG streams: each framework derives its init, eps, evaluation and binarization randomness from the
+run seed and one `Stream` number (JAX: fold_in(key(seed), stream); PyTorch: a generator seeded
+derive_seed(seed, stream)), so the two sides name the same four streams.
 
 Data order: epoch e visits the training set in the permutation
     epoch_order(seed, e, n) = numpy Generator(SeedSequence([seed, DATA_ORDER_KEY, e])).permutation(n).
@@ -13,12 +17,21 @@ and at the last step; a chunk is one jitted `lax.scan` on the JAX side.
 from __future__ import annotations
 
 import dataclasses
-import math
+import enum
 from typing import Iterator
 
 import numpy as np
 
 DATA_ORDER_KEY = 0x0DA7A   # domain separation for the data-order seed sequence
+
+
+class Stream(enum.IntEnum):
+    """The run's independent random streams, numbered the same in both frameworks."""
+
+    INIT = 0       # parameter initialization (JAX; PyTorch seeds its init with the run seed itself)
+    EPS = 1        # the reparameterization noise of every training step
+    EVAL = 2       # the noise of the per-epoch test loss
+    BINARIZE = 3   # dynamic binarization, one draw per epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +82,14 @@ def total_steps(layout: Layout, epochs: int, steps: int) -> int:
     return steps if steps > 0 else epochs * layout.steps_per_epoch
 
 
-def num_epochs(layout: Layout, total: int) -> int:
-    """Epochs touched by `total` steps (the last one may be partial)."""
-    return math.ceil(total / layout.steps_per_epoch)
+def iwae_lr_boundaries(steps_per_epoch: int, stages: int = 8) -> list[int]:
+    """Burda et al.'s learning-rate stages: stage i lasts 3**i epochs; the global steps where stages
+    1..stages-1 begin (lr * 10**(-i/7) from the i-th boundary on)."""
+    boundaries, epoch = [], 0
+    for i in range(1, stages):
+        epoch += 3 ** (i - 1)
+        boundaries.append(epoch * steps_per_epoch)
+    return boundaries
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:

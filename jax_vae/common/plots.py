@@ -41,9 +41,9 @@ def to_pixels(outputs: np.ndarray, cfg: VAEConfig) -> np.ndarray:
 
 
 def manifold_axis(cfg: VAEConfig, n: int = 20) -> np.ndarray:
-    """Code values per latent axis: stutz-rectangles uses vae.lua's -0.95:0.1:0.95; others the
-    standard-normal quantiles of linspace(0.05, 0.95, n) (evenly spaced in prior mass)."""
-    if cfg.name == "stutz-rectangles":
+    """Code values per latent axis: manifold_grid 'linear' is vae.lua's -0.95:0.1:0.95; 'quantile'
+    the standard-normal quantiles of linspace(0.05, 0.95, n) (evenly spaced in prior mass)."""
+    if cfg.manifold_grid == "linear":
         return STUTZ_GRID.copy()
     return np.array([statistics.NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)])
 

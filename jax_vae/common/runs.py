@@ -13,56 +13,43 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Generic, Iterable, NamedTuple, TypeVar
 
 from jax_vae.common.config import VAEConfig, to_dict
+from jax_vae.common.errors import RunError
+from jax_vae.common.files import atomic_write_text
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.jsonl", "summary.json"
 CHECKPOINT_DIR, IMAGE_DIR = "checkpoints", "images"
-FORMAT_VERSION = 1
 RESUMABLE_FIELDS = ("epochs", "steps")   # config fields a resumed run may change (its length)
 STEP_KEYS = ("kind", "step", "epoch", "loss", "recon", "kl", "images_per_s")
+T = TypeVar("T")
+
+
+class StepMetrics(NamedTuple, Generic[T]):
+    """What a train step reports, as arrays of either framework (a chunk: numpy [S] per field).
+
+    loss, recon, kl: per-image means over the batch (the unit of metrics.jsonl); batch_loss: the
+    objective as differentiated, reduced over the batch by cfg.reduction (a sum or a mean).
+    """
+
+    loss: T
+    recon: T
+    kl: T
+    batch_loss: T
+    finite: T
+
+
 EPOCH_KEYS = ("kind", "epoch", "step", "train_loss", "recon", "kl", "test_loss", "test_recon",
               "test_kl", "images_per_s", "train_s", "wall_s")
-
-
-class RunError(Exception):
-    """A user-facing problem, printed as one line `error: ...`; nothing was written."""
-
-    exit_code = 2
-
-
-class NonFiniteLossError(RunError):
-    """Training produced a non-finite loss; the run stopped, its last good checkpoint kept."""
-
-    exit_code = 1
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, fsync, then os.replace (never a torn file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)                 # mkstemp's 0600 would make run files private
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def run_record(framework: str, cfg: VAEConfig, options: dict[str, Any],
                versions: dict[str, str]) -> dict[str, Any]:
     """The content of config.json: everything needed to resume or reproduce the run."""
-    return {"format": FORMAT_VERSION, "framework": framework, "preset": cfg.name,
+    return {"framework": framework, "preset": cfg.name,
             "config": to_dict(cfg), "options": options, "versions": versions,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -151,6 +138,16 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+class NoWriter:
+    """The metrics writer of a non-primary process (jax.distributed): writes nothing."""
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def truncate_metrics(path: Path, step: int, mid_epoch: bool = False) -> None:

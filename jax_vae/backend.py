@@ -1,0 +1,32 @@
+"""The JAX twin as a jax_vae.common Backend: trainer, checkpoint I/O and evaluation glue."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_vae.checkpoint import load_params, save_params
+from jax_vae.common.backends import Backend
+from jax_vae.common.config import VAEConfig
+from jax_vae.common.evaluation import EvalOptions
+from jax_vae.evaluate import evaluate as evaluate_params
+from jax_vae.parallel import initialize_distributed
+from jax_vae.train import Trainer, device_name, process_index, resolve_device
+
+
+def evaluate(params: Any, x: np.ndarray, cfg: VAEConfig, binarization: str, opts: EvalOptions
+             ) -> tuple[dict[str, Any], str]:
+    """evaluate.evaluate of numpy params on opts.device with the key jax.random.key(opts.seed)."""
+    device = resolve_device(opts.device)
+    params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, params), device)
+    with jax.default_device(device):
+        result = evaluate_params(params, x, jax.random.key(opts.seed), cfg, opts.k, opts.batch_size,
+                                 opts.chunk, binarization)
+    return result, device_name(device)
+
+
+BACKEND = Backend(framework="jax", trainer=Trainer, process_index=process_index, load_params=load_params,
+                  save_params=save_params, evaluate=evaluate, data_parallel=True,
+                  start_distributed=initialize_distributed)

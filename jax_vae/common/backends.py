@@ -1,0 +1,52 @@
+"""The only place that names both twins: a framework name -> its Backend, imported on demand.
+
+Each twin's `backend.py` builds one `Backend` from its own modules; the CLI, `loop.train`, evaluation
+and export reach a framework only through it, so `jax_vae.common` never imports jax or torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from jax_vae.common.config import VAEConfig
+
+FRAMEWORKS = ("jax", "torch")
+PACKAGES = {"jax": "jax_vae", "torch": "torch_reference"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """What a twin offers the framework-free code.
+
+    trainer(cfg, data, opts, checkpoint_dir, tick) -> loop.Trainer;
+    load_params(path, step) -> (params in the twin's layout, meta); save_params(path, params, meta);
+    evaluate(params, x [N, D], cfg, binarization, opts) -> (evaluation.summarize's dict, device name);
+    start_distributed(coordinator, num_processes, process_id): multi-process runs (data_parallel only).
+    """
+
+    framework: str
+    trainer: Callable[..., Any]
+    process_index: Callable[[], int]
+    load_params: Callable[[Path, int | None], tuple[Any, dict[str, Any]]]
+    save_params: Callable[[Path, Any, dict[str, Any]], None]
+    evaluate: Callable[[Any, np.ndarray, VAEConfig, str, Any], tuple[dict[str, Any], str]]
+    data_parallel: bool = False
+    start_distributed: Callable[[str | None, int | None, int | None], bool] | None = None
+
+
+def get(framework: str) -> Backend:
+    """The Backend of `framework` ('jax' or 'torch'), importing that twin only now."""
+    if framework not in PACKAGES:
+        raise ValueError(f"unknown framework {framework!r}; valid: {', '.join(FRAMEWORKS)}")
+    backend = importlib.import_module(f"{PACKAGES[framework]}.backend").BACKEND
+    assert isinstance(backend, Backend) and backend.framework == framework
+    return backend
+
+
+def command(framework: str) -> str:
+    """The CLI of a framework, for messages: `python -m jax_vae` or `python -m torch_reference`."""
+    return f"python -m {PACKAGES[framework]}"
