@@ -1,4 +1,5 @@
-# jax-vae: `make train` (main job), `make test` (whole suite). Both create .venv on first use.
+# jax-vae: `make train` (main job), `make test` (whole suite). Both create .venv on first use, with the
+# exact package set of constraints-cpu.txt.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,14 +7,14 @@ PY := $(VENV)/bin/python
 JAX_VAE_DATA_DIR ?= $(abspath ../shared/datasets)
 export JAX_VAE_DATA_DIR
 
-.PHONY: install train test test-parity test-unit parity-report bench bench-tiny clean
+.PHONY: install train test test-parity test-unit lint format parity-report bench bench-tiny clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[torch,dev]"
+	$(PY) -m pip install -c constraints-cpu.txt -e ".[torch,dev]"
 	touch $@
 
 # Main job: stutz-rectangles for 1 epoch on generated data (no download), images + metrics in runs/.
@@ -31,6 +32,16 @@ test-parity: install
 test-unit: install
 	$(PY) -m pytest tests -q
 
+# Lint (ruff), formatting check (ruff format) and types (mypy) over the whole tree.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
 parity-report: install
 	$(PY) -m parity_tests.report
 
@@ -41,4 +52,4 @@ bench-tiny: install
 	$(PY) -m benchmarks.throughput --grid tiny
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -43,6 +43,18 @@ class Checkpoints:
             self._manager, self._manager_read_only = ocp.CheckpointManager(self.directory, options=options), not write
         return self._manager
 
+    def _writer(self) -> ocp.CheckpointManager:
+        mngr = self._mngr(write=True)
+        assert mngr is not None
+        return mngr
+
+    def _reader(self) -> ocp.CheckpointManager:
+        """The manager of an existing checkpoints folder (callers have found a step in it)."""
+        mngr = self._mngr(write=False)
+        if mngr is None:
+            raise RunError(f"no checkpoint folder {self.directory}")
+        return mngr
+
     def all_steps(self) -> list[int]:
         mngr = self._mngr(write=False)
         if mngr is None:
@@ -58,14 +70,14 @@ class Checkpoints:
              meta: dict[str, Any]) -> None:
         """Write checkpoint `step` synchronously (it is complete on return)."""
         tree = {"state": state, "order": np.asarray(order, np.int32), "rng": rng}
-        self._mngr(write=True).save(step, args=ocp.args.Composite(
+        self._writer().save(step, args=ocp.args.Composite(
             train=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
 
     def read_meta(self, step: int | None = None) -> dict[str, Any]:
         step = self.latest_step() if step is None else step
         if step is None:
             raise RunError(f"no checkpoint in {self.directory}")
-        return self._mngr(write=False).restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        return self._reader().restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
     def restore(self, template: TrainState, n: int, rng: jax.Array, step: int | None = None
                 ) -> tuple[TrainState, np.ndarray, jax.Array, dict[str, Any]]:
@@ -78,7 +90,7 @@ class Checkpoints:
                     "order": jax.ShapeDtypeStruct((n,), np.int32),
                     "rng": ocp.utils.to_shape_dtype_struct(rng)}
         try:
-            got = self._mngr(write=False).restore(step, args=ocp.args.Composite(
+            got = self._reader().restore(step, args=ocp.args.Composite(
                 train=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except (ValueError, KeyError, TypeError) as err:
             raise RunError(f"checkpoint {step} in {self.directory} does not fit this run "
@@ -104,7 +116,7 @@ def load_params(path: Path, step: int | None = None) -> tuple[dict, dict[str, An
         raise RunError(f"no JAX checkpoint found in {path}")
     if step not in ckpts.all_steps():
         raise RunError(f"no checkpoint of step {step} in {ckpts.directory} (have {ckpts.all_steps()})")
-    got = ckpts._mngr(write=False).restore(step, args=ocp.args.Composite(
+    got = ckpts._reader().restore(step, args=ocp.args.Composite(
         train=ocp.args.StandardRestore(_local_target(ckpts.directory / str(step) / "train")),
         meta=ocp.args.JsonRestore()))
     return jax.tree_util.tree_map(np.asarray, got.train["state"]["params"]), got.meta

@@ -33,12 +33,13 @@ def _chunked_stats(params: dict, x: Array, eps_of: Callable[[Array], Array], n_c
     eps_of(i) -> eps [chunk, B, Z] of chunk i; samples with index >= k are masked out.
     """
     model = VAE(cfg)
-    mean, scale = model.apply({"params": params}, x, method=VAE.encode)       # [B, Z] x2
+    encoded: Any = model.apply({"params": params}, x, method=VAE.encode)      # flax types apply loosely
+    mean, scale = encoded                                                     # [B, Z] x2
     std = std_from_scale(scale, cfg.scale_param)
 
     def body(recon_sum: Array, i: Array) -> tuple[Array, Array]:
         eps = eps_of(i)                                                       # [C, B, Z]
-        outputs = model.apply({"params": params}, reparameterize(mean, std, eps),
+        outputs: Any = model.apply({"params": params}, reparameterize(mean, std, eps),
                               method=VAE.decode)                              # [C, B, D]
         recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                     # [C, B]
         log_w = log_weights(recon_l, mean, scale, eps, cfg)                   # [C, B]
@@ -71,33 +72,32 @@ def _batch_stats(params: dict, x: Array, key: Array, cfg: VAEConfig, k: int, chu
     return _chunked_stats(params, x, eps_of, n_chunks, chunk, k, cfg)
 
 
-def per_image_stats(params: dict, data: Array, key: Array, cfg: VAEConfig, k: int = 5000,
+def per_image_stats(params: dict, data: Array | np.ndarray, key: Array, cfg: VAEConfig, k: int = 5000,
                     batch_size: int = 100, chunk: int | None = None) -> dict[str, np.ndarray]:
     """{'log_px', 'recon', 'kl'} [N] nats for data [N, D], in image batches (last one zero-padded);
     batch b draws its eps from fold_in(key, b)."""
     check_evaluable(cfg)
-    data = np.asarray(data, jax.tree_util.tree_leaves(params)[0].dtype)
-    n = data.shape[0]
+    images = np.asarray(data, jax.tree_util.tree_leaves(params)[0].dtype)
+    n = images.shape[0]
     batch_size = min(batch_size, n)
     _, chunk = chunking(k, batch_size, chunk)
     out: dict[str, list] = {"log_px": [], "recon": [], "kl": []}
     for b, start in enumerate(range(0, n, batch_size)):
-        x = data[start:start + batch_size]                                   # [<=B, D]
-        rows = x.shape[0]
-        x = np.pad(x, ((0, batch_size - rows), (0, 0)))                       # [B, D]
+        rows = min(batch_size, n - start)
+        x = np.pad(images[start:start + rows], ((0, batch_size - rows), (0, 0)))   # [B, D], zero-padded
         stats = _batch_stats(params, jnp.asarray(x), jax.random.fold_in(key, b), cfg, k, chunk)
         for name, value in zip(out, stats):
             out[name].append(np.asarray(value)[:rows])
     return {name: np.concatenate(v) for name, v in out.items()}
 
 
-def log_likelihood_estimate(params: dict, data: Array, key: Array, cfg: VAEConfig, k: int = 5000,
+def log_likelihood_estimate(params: dict, data: Array | np.ndarray, key: Array, cfg: VAEConfig, k: int = 5000,
                             batch_size: int = 100, chunk: int | None = None) -> np.ndarray:
     """IWAE-k estimate of log p(x) for every image: data [N, D] -> [N] nats (a lower bound in expectation)."""
     return per_image_stats(params, data, key, cfg, k, batch_size, chunk)["log_px"]
 
 
-def evaluate(params: dict, data: Array, key: Array, cfg: VAEConfig, k: int = 5000,
+def evaluate(params: dict, data: Array | np.ndarray, key: Array, cfg: VAEConfig, k: int = 5000,
              batch_size: int = 100, chunk: int | None = None, binarization: str = "none"
              ) -> dict[str, Any]:
     """Test negative ELBO (k-sample reconstruction + analytic KL, beta = 1) and IWAE-k NLL, nats/image."""

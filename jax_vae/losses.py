@@ -6,6 +6,7 @@ Mirror of torch_reference/losses.py.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -132,5 +133,6 @@ def loss_fn(params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig,
     """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
     recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
     eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)                     # [L, B, Z]
-    outputs, mean, scale = VAE(cfg).apply({"params": params}, x, eps)       # [L, B, D]
+    out: Any = VAE(cfg).apply({"params": params}, x, eps)                   # flax types apply loosely
+    outputs, mean, scale = out                                              # [L, B, D], [B, Z] x2
     return objective(outputs, mean, scale, x, eps, cfg, beta)

@@ -18,7 +18,7 @@ from jax_vae.common.config import VAEConfig
 
 
 class LuaAdamState(NamedTuple):
-    count: jax.Array   # t, number of updates done
+    count: jax.Array  # type: ignore[assignment]  # t, number of updates done (shadows tuple.count)
     mu: optax.Updates  # m
     nu: optax.Updates  # v
 

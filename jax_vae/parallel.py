@@ -7,7 +7,7 @@ sums), so a sharded run follows the single-device run up to float summation orde
 
 Multi-host: every process runs the same program on the same global batch order (same seed); each
 one hands only its own devices' rows to the mesh (`shard_batch`), and `initialize_distributed`
-connects the processes first. Launch commands are in the README ("Data-parallel and multi-host").
+connects the processes first. Launch commands are in docs/data-parallel.md.
 """
 from __future__ import annotations
 

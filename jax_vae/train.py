@@ -106,7 +106,7 @@ class Programs:
     """The jitted functions of one program key, built once per process."""
 
     tx: optax.GradientTransformation
-    chunk: Callable
+    chunk: Any               # a jax.jit-wrapped function (it has .lower)
     step: Callable
     init: Callable
     eval: Callable
@@ -159,7 +159,7 @@ class Trainer:
         self.train_grey = self._put(np.asarray(data["train"], np.float32))    # [N, D]
         self.train_x = self.train_grey
         self.test_x = self._put(np.asarray(data["test"], np.float32))         # [M, D]
-        self.state: TrainState | None = None
+        self.state: TrainState = None  # type: ignore[assignment]  # set by init_state or restore
         sharding = None if self.mesh is None else parallel.batch_sharded(self.mesh)
         self._gather = jax.jit(lambda data, rows: data[rows], out_shardings=sharding)   # --jit step
 

@@ -15,7 +15,7 @@ from jax_vae.common.config import VAEConfig, layer_specs
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda h: h}
 
 
-Init = Callable[[Tensor], None]   # fills a tensor in place
+Init = Callable[[Tensor], object]   # fills a tensor in place
 
 
 def init_fns(init: str, fan_in: int) -> tuple[Init, Init]:

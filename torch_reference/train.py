@@ -73,7 +73,7 @@ class Trainer:
         self.train_x = self.train_grey
         self.test_x = put(data["test"])                                       # [M, D]
         self.generator = _generator(self.device, derive_seed(cfg.seed, plan.Stream.EPS))
-        self.state: TrainState | None = None
+        self.state: TrainState = None  # type: ignore[assignment]  # set by init_state or restore
         self._step = make_train_step(cfg)
 
     def versions(self) -> dict[str, str]:
@@ -94,14 +94,12 @@ class Trainer:
 
     def restore(self) -> tuple[np.ndarray, dict[str, Any]]:
         self.init_state()
-        assert self.state is not None
         self.state, order, rng, meta = self.ckpts.restore(self.state, len(self.train_grey),
                                                           self.generator.get_state())
         self.generator.set_state(rng)
         return order, meta
 
     def save(self, step: int, order: np.ndarray, meta: dict[str, Any]) -> None:
-        assert self.state is not None
         self.ckpts.save(step, self.state, order, self.generator.get_state(), meta)
 
     def set_epoch(self, epoch: int) -> None:
@@ -115,7 +113,6 @@ class Trainer:
 
     def run_chunk(self, idx: np.ndarray) -> StepMetrics[np.ndarray]:
         """Train on batches idx [S, B], one train-step call each; per-step metrics as numpy [S]."""
-        assert self.state is not None
         rows = torch.from_numpy(idx.astype(np.int64)).to(self.device)
         self.state.model.train()
         out: list[StepMetrics[torch.Tensor]] = []

@@ -183,4 +183,5 @@ def from_dict(d: dict[str, Any]) -> VAEConfig:
     unknown = set(d) - fields
     if unknown:
         raise KeyError(f"unknown config keys {sorted(unknown)}")
-    return VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return VAEConfig(**values)

@@ -22,7 +22,7 @@ def _to_numpy(t: Any) -> np.ndarray:
 
 def expected_torch_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
     """state_dict key -> shape, in module order."""
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for module, layer, fan_in, fan_out in layer_specs(cfg):
         shapes[f"{module}.{layer}.weight"] = (fan_out, fan_in)
         shapes[f"{module}.{layer}.bias"] = (fan_out,)

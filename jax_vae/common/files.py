@@ -44,7 +44,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o6
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """atomic_write of a bytes payload."""
-    atomic_write(path, lambda f: f.write(data))
+    def write(f: IO[bytes]) -> None:
+        f.write(data)
+
+    atomic_write(path, write)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -178,7 +178,7 @@ def save_compare(path: Path, runs: Sequence[tuple[str, str, Sequence[dict[str, A
     """Overlay runs given as (label, framework, records): test loss per epoch, smoothed train loss
     per step. Runs of one framework share a colour and differ by line style."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    styles, seen, curves = ["-", "--", ":", "-."], {}, []
+    styles, seen, curves = ["-", "--", ":", "-."], dict[str, int](), []
     for label, framework, records in runs:
         color = FRAMEWORK_COLORS.get(framework)
         ls = styles[seen.get(framework, 0) % len(styles)]
