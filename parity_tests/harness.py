@@ -7,26 +7,32 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jax_vae import optim as jo, step as js
+from jax_vae import optim as jo
+from jax_vae import step as js
 from jax_vae.common import convert
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.data import make_rectangles
 from jax_vae.models import VAE as JaxVAE
-from torch_reference import optim as to, step as ts
+from torch_reference import optim as to
+from torch_reference import step as ts
+from torch_reference.models import VAE as TorchVAE
 from torch_reference.models import init_params as torch_init
 
-DTYPES = {"float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
+DTYPES: dict[str, tuple[type[np.floating], torch.dtype]] = {
+    "float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
 BATCH = 16
 STEPS_PER_EPOCH = 10          # only the iwae lr schedule reads it: boundaries land at steps 10, 40
 
 
-def setup_pair(cfg: VAEConfig, dtype: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
+def setup_pair(cfg: VAEConfig, dtype: str, seed: int = 0) -> tuple[TorchVAE, dict]:
     """A torch model from `seed` and the same weights as Flax params (through the converter)."""
     np_dtype, torch_dtype = DTYPES[dtype]
     model = torch_init(seed, cfg, torch_dtype)
@@ -57,14 +63,14 @@ def _flat(tree: dict) -> dict[str, np.ndarray]:
             for layer, leaves in layers.items() for kind, v in leaves.items()}
 
 
-@functools.lru_cache(maxsize=None)   # configs are frozen (hashable); tests share runs
+@functools.cache   # configs are frozen (hashable); tests share runs
 def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (jax, torch) for encoder outputs, decoder outputs, each loss term and every gradient."""
     model, params = setup_pair(cfg, dtype)
     x, eps = make_inputs(cfg, dtype)
     # --- JAX half
     xj, epsj = jnp.asarray(x), jnp.asarray(eps)
-    outj, meanj, scalej = JaxVAE(cfg).apply({"params": params}, xj, epsj)
+    outj, meanj, scalej = typing.cast(Any, JaxVAE(cfg).apply({"params": params}, xj, epsj))
     (lossj, auxj), gradsj = jax.jit(js.value_and_grad, static_argnums=3)(params, xj, epsj, cfg, cfg.beta)
     # --- torch half
     xt, epst = torch.from_numpy(x), torch.from_numpy(eps)
@@ -80,7 +86,7 @@ def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.n
             for k, (a, b) in pairs.items()}
 
 
-@functools.lru_cache(maxsize=None)   # configs are frozen (hashable); tests share runs
+@functools.cache   # configs are frozen (hashable); tests share runs
 def trajectory_pair(cfg: VAEConfig, dtype: str, steps: int = 100, num_batches: int = 4
                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """`steps` optimizer steps on fixed batches with fixed eps, both sides from the same weights.
@@ -118,7 +124,7 @@ def variant(cfg: VAEConfig, **changes) -> VAEConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-@functools.lru_cache(maxsize=None)   # configs are frozen (hashable); tests share runs
+@functools.cache   # configs are frozen (hashable); tests share runs
 def torch_self_divergence(cfg: VAEConfig, dtype: str, steps: int = 100, rel: float | None = None,
                           num_batches: int = 4) -> np.ndarray:
     """Per-step relative loss gap between two torch runs whose initial weights differ by `rel`

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from jax_vae import evaluate as je, step as js
+from jax_vae import evaluate as je
+from jax_vae import step as js
 from jax_vae.common import convert
 from jax_vae.common.presets import get_preset
 from parity_tests.harness import forward_pair, make_inputs, setup_pair, trajectory_pair, variant
 from parity_tests.tolerances import assert_close, tol
-from torch_reference import evaluate as te, step as ts
+from torch_reference import evaluate as te
+from torch_reference import step as ts
 
 IWAE = get_preset("iwae-paper")       # 784-200-200 tanh, 50-d latent, Bernoulli logits, k = 5
 

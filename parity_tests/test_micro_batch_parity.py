@@ -23,9 +23,9 @@ def _kind(name: str, dtype: str = "float64") -> str | None:
 def test_micro_batch_matches_torch(preset, dtype):
     out = forward_pair(variant(PRESETS[preset], micro_batch=MICRO), dtype)
     for name, (jax_value, torch_value) in out.items():
-        if _kind(name, dtype):
+        if kind := _kind(name, dtype):
             assert_close(f"{preset}/{dtype}/micro_batch={MICRO}/{name}", jax_value, torch_value,
-                         tol(dtype, _kind(name, dtype)))
+                         tol(dtype, kind))
 
 
 @pytest.mark.parametrize("side", ["jax", "torch"])
@@ -35,9 +35,9 @@ def test_micro_batch_equals_whole_batch(preset, side):
     whole = forward_pair(PRESETS[preset], "float64")
     chunked = forward_pair(variant(PRESETS[preset], micro_batch=MICRO), "float64")
     for name in whole:
-        if _kind(name):
+        if kind := _kind(name):
             assert_close(f"{preset}/{side}/float64/micro_batch={MICRO} vs whole/{name}",
-                         chunked[name][i], whole[name][i], tol("float64", _kind(name)))
+                         chunked[name][i], whole[name][i], tol("float64", kind))
 
 
 # One preset per way chunks combine: sum reduction, mean reduction (w = 1/B), IWAE with L = 5.

@@ -7,6 +7,7 @@ from jax_vae.common.presets import PRESETS
 from parity_tests.harness import forward_pair
 from parity_tests.tolerances import assert_close, tol
 
+
 def _pairs(preset: str, dtype: str):
     return forward_pair(PRESETS[preset], dtype)        # cached: one run per preset and dtype
 

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ SIGNATURES = {
 
 def _imports(path: Path) -> set[str]:
     """Every module a file imports, at any depth of the file (function-level imports included)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
@@ -103,7 +104,7 @@ def test_every_common_module_imports_without_jax_or_torch():
     assert not twins, f"loaded twin modules {sorted(twins)}"
 
 
-def _public(module) -> dict[str, object]:
+def _public(module) -> dict[str, Any]:
     """Functions and classes defined in `module` (not imported), by name, without leading _."""
     return {name: obj for name, obj in vars(module).items()
             if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
@@ -175,8 +176,10 @@ def _check_function(module: str, name: str, a, b) -> None:
 def test_allowed_differences_are_all_still_needed():
     """Every row of ONE_SIDED and SIGNATURES names a real difference (no stale exceptions)."""
     for module, name in ONE_SIDED:
-        sides = [name in _public(importlib.import_module(f"{pkg}.{module}")) for pkg in ("jax_vae", "torch_reference")]
+        sides = [name in _public(importlib.import_module(f"{pkg}.{module}"))
+                 for pkg in ("jax_vae", "torch_reference")]
         assert sides.count(True) == 1, f"ONE_SIDED {module}.{name}: on {sides.count(True)} sides"
     for module, name in SIGNATURES:
-        fns = [_public(importlib.import_module(f"{pkg}.{module}"))[name] for pkg in ("jax_vae", "torch_reference")]
+        fns = [_public(importlib.import_module(f"{pkg}.{module}"))[name]
+               for pkg in ("jax_vae", "torch_reference")]
         assert _params(fns[0]) != _params(fns[1]), f"SIGNATURES {module}.{name}: the parameters agree"

@@ -8,21 +8,34 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from train_helpers import (  # noqa: F401
+    FRAMEWORKS,
+    REPO,
+    assert_bit_identical,
+    load_params,
+    metric_records,
+    one_torch_thread,
+    tiny_config,
+    tiny_data,
+    train_fn,
+)
 
 from jax_vae.common import cli as cli_module
 from jax_vae.common.config import from_dict
-from train_helpers import (FRAMEWORKS, REPO, assert_bit_identical, load_params, metric_records,  # noqa: F401
-                           one_torch_thread, tiny_config, tiny_data, train_fn)
 
-VARIANTS = {   # Lua Adam + dynamic binarization; torch Adam + IWAE lr schedule + IWAE objective + L2
+# Lua Adam + dynamic binarization; torch Adam + IWAE lr schedule + IWAE objective + L2
+VARIANTS: dict[str, dict[str, Any]] = {
     "lua-dynamic": dict(binarization="dynamic"),
-    "adam-iwae": dict(optimizer="adam", lr_schedule="iwae", objective="iwae", num_samples=2, weight_decay=1e-4,
-                      decoder_output="logits", likelihood="bce_logits", init="glorot", lr_decay=0.0),
+    "adam-iwae": dict(optimizer="adam", lr_schedule="iwae", objective="iwae", num_samples=2,
+                      weight_decay=1e-4, decoder_output="logits", likelihood="bce_logits", init="glorot",
+                      lr_decay=0.0),
 }
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,7 +48,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, framework, variant):
     train = train_fn(framework)
     cfg = tiny_config(steps=30, **VARIANTS[variant])       # 13 steps/epoch: crosses 2 epoch ends
     data = tiny_data(grey=True)
-    kw = dict(data=data, progress=False, images=False, checkpoint_every=4, log_every=1)
+    kw: dict[str, Any] = dict(data=data, progress=False, images=False, checkpoint_every=4, log_every=1)
     straight = train(cfg, tmp_path / "straight", **kw)
     train(tiny_config(steps=10, **VARIANTS[variant]), tmp_path / "resumed", **kw)
     resumed = train(cfg, tmp_path / "resumed", resume=True, **kw)
@@ -50,6 +63,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, framework, variant):
 
 def _wait_for_checkpoint(framework: str, ckpt_dir: Path, proc: subprocess.Popen, timeout: float = 240) -> int:
     """Poll until the run has a finished checkpoint; returns its step."""
+    Checkpoints: Any                  # the JAX or the torch class, by framework
     if framework == "jax":
         from jax_vae.checkpoint import Checkpoints
     else:
@@ -61,6 +75,7 @@ def _wait_for_checkpoint(framework: str, ckpt_dir: Path, proc: subprocess.Popen,
             if steps:
                 return steps[-1]
         if proc.poll() is not None:
+            assert proc.stderr is not None                  # Popen(stderr=PIPE)
             raise AssertionError(f"training exited ({proc.returncode}) before its first checkpoint: "
                                  f"{proc.stderr.read()}")
         time.sleep(0.01)
@@ -121,7 +136,8 @@ def _jax_forward(params: dict, cfg, x: np.ndarray) -> np.ndarray:
     import jax.numpy as jnp
 
     from jax_vae.models import VAE
-    out, _, _ = VAE(cfg).apply({"params": params}, jnp.asarray(x), jnp.zeros((1, len(x), cfg.latent_dim)))
+    eps = jnp.zeros((1, len(x), cfg.latent_dim))
+    out, _, _ = typing.cast(Any, VAE(cfg).apply({"params": params}, jnp.asarray(x), eps))
     return np.asarray(out[0])
 
 
@@ -146,7 +162,7 @@ def test_export_jax_checkpoint_to_torch_and_back_is_exact(tmp_path):
     assert cli_module.main(["export", str(pt), "--to-jax", "--out", str(back)], framework="jax") == 0
     again, meta = load_jax(back)
     assert meta["preset"] == "stutz-rectangles"
-    flat = lambda p: {f"{m}.{l}.{k}": v for m, ls in p.items() for l, ks in ls.items() for k, v in ks.items()}
+    flat = lambda p: {f"{m}.{n}.{k}": v for m, ns in p.items() for n, ks in ns.items() for k, v in ks.items()}
     assert_bit_identical(flat(params), flat(again))
     pt2 = tmp_path / "again.pt"                                                  # a params export re-exports
     assert cli_module.main(["export", str(back), "--out", str(pt2)], framework="torch") == 0

@@ -6,17 +6,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from train_helpers import FRAMEWORKS, cli, one_torch_thread, tree_snapshot  # noqa: F401
 
 from jax_vae.common import cli as cli_module
-from train_helpers import FRAMEWORKS, cli, one_torch_thread, tree_snapshot  # noqa: F401
 
 TINY = ["--set", "encoder_hidden=8", "--set", "decoder_hidden=8", "--no-images", "--no-progress"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def run_main(framework: str, args: list[str], capsys) -> tuple[int, list[str]]:
+def run_main(framework: str, args: list[str], capsys) -> tuple[int | str | None, list[str]]:
     """(exit code, stderr lines) of the CLI called in-process; argparse errors exit through SystemExit."""
+    code: int | str | None                          # SystemExit.code may be any of these
     try:
         code = cli_module.main(args, framework=framework)
     except SystemExit as exit_:
@@ -25,7 +26,7 @@ def run_main(framework: str, args: list[str], capsys) -> tuple[int, list[str]]:
     return code, [line for line in err.splitlines() if line.strip()]
 
 
-def assert_one_line_error(code: int, lines: list[str], *needles: str) -> None:
+def assert_one_line_error(code: int | str | None, lines: list[str], *needles: str) -> None:
     assert code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     for needle in needles:
@@ -75,10 +76,12 @@ def _idx_header(shape: tuple[int, ...]) -> bytes:
 
 
 BAD_IDX = {   # what lands in <data>/fashion-mnist/train-images-idx3-ubyte(.gz), and what the error names
-    "corrupt gzip": ("train-images-idx3-ubyte.gz", lambda: b"\x1f\x8b\x08\x00" + b"\x07" * 64, "corrupt or truncated gzip"),
+    "corrupt gzip": ("train-images-idx3-ubyte.gz", lambda: b"\x1f\x8b\x08\x00" + b"\x07" * 64,
+                     "corrupt or truncated gzip"),
     "bad magic": ("train-images-idx3-ubyte", lambda: b"\x00\x00\x09\x03" + b"\0" * 64, "bad magic number"),
     "truncated": ("train-images-idx3-ubyte.gz",
-                  lambda: gzip.compress(_idx_header((60000, 28, 28)) + b"\0" * 1000, 1), "truncated IDX file"),
+                  lambda: gzip.compress(_idx_header((60000, 28, 28)) + b"\0" * 1000, 1),
+                  "truncated IDX file"),
     "wrong checksum": ("train-images-idx3-ubyte.gz",
                        lambda: gzip.compress(_idx_header((60000, 28, 28)) + bytes(60000 * 784), 1),
                        "SHA-256 of the decompressed bytes"),
@@ -92,7 +95,8 @@ def test_bad_idx_files_stop_before_anything_is_written(tmp_path, capsys, case):
     bad.parent.mkdir(parents=True)
     bad.write_bytes(body())
     before = tree_snapshot(tmp_path / "data")
-    code, lines = run_main("jax", ["train", "--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "data"),
+    code, lines = run_main("jax", ["train", "--dataset", "fashion_mnist",
+                                   "--data-dir", str(tmp_path / "data"),
                                    "--no-download", "--out", str(tmp_path / "run")], capsys)
     assert_one_line_error(code, lines, needle, str(bad))
     assert not (tmp_path / "run").exists() and tree_snapshot(tmp_path / "data") == before
@@ -100,14 +104,16 @@ def test_bad_idx_files_stop_before_anything_is_written(tmp_path, capsys, case):
 
 # ------------------------------------------------------------------------- runs that already exist
 @pytest.fixture(scope="module")
-def tiny_cli_runs(tmp_path_factory, one_torch_thread):
+def tiny_cli_runs(tmp_path_factory, one_torch_thread):  # noqa: F811 (a fixture: threads pinned first)
     """A 3-step JAX and PyTorch run of stutz-rectangles and a JAX one of pytorch-examples (rectangles)."""
     root = tmp_path_factory.mktemp("cli_runs")
     runs = {"jax": root / "jax", "torch": root / "torch", "other": root / "other"}
-    assert cli_module.main(["train", "--steps", "3", *TINY, "--out", str(runs["jax"])], framework="jax") == 0
-    assert cli_module.main(["train", "--steps", "3", *TINY, "--out", str(runs["torch"])], framework="torch") == 0
-    assert cli_module.main(["train", "--preset", "pytorch-examples", "--dataset", "rectangles", "--steps", "3",
-                            *TINY, "--out", str(runs["other"])], framework="jax") == 0
+    assert cli_module.main(["train", "--steps", "3", *TINY, "--out", str(runs["jax"])],
+                           framework="jax") == 0
+    assert cli_module.main(["train", "--steps", "3", *TINY, "--out", str(runs["torch"])],
+                           framework="torch") == 0
+    assert cli_module.main(["train", "--preset", "pytorch-examples", "--dataset", "rectangles",
+                            "--steps", "3", *TINY, "--out", str(runs["other"])], framework="jax") == 0
     return runs
 
 
@@ -137,7 +143,8 @@ def test_out_dir_with_other_files_is_refused(tmp_path, capsys):
 def test_resume_with_another_preset_or_config_is_refused(tmp_path, capsys, tiny_cli_runs, framework):
     run = _copy(tiny_cli_runs[framework], tmp_path / "run")
     before = tree_snapshot(run)
-    code, lines = run_main(framework, ["train", "--resume", "--preset", "pytorch-examples", "--out", str(run)], capsys)
+    code, lines = run_main(framework, ["train", "--resume", "--preset", "pytorch-examples",
+                                       "--out", str(run)], capsys)
     assert_one_line_error(code, lines, "is of preset 'stutz-rectangles', not 'pytorch-examples'")
     code, lines = run_main(framework, ["train", "--resume", "--lr", "0.5", "--out", str(run)], capsys)
     assert_one_line_error(code, lines, "lr: 0.001 -> 0.5")
@@ -154,7 +161,8 @@ def test_a_checkpoint_of_another_preset_is_refused(tmp_path, capsys, tiny_cli_ru
     shutil.copytree(tiny_cli_runs["other"] / "checkpoints", run / "checkpoints")
     before = tree_snapshot(run)
     code, lines = run_main("jax", ["train", "--resume", "--steps", "6", "--out", str(run)], capsys)
-    assert_one_line_error(code, lines, "checkpoint", "is of preset 'pytorch-examples', not 'stutz-rectangles'")
+    assert_one_line_error(code, lines, "checkpoint",
+                          "is of preset 'pytorch-examples', not 'stutz-rectangles'")
     assert tree_snapshot(run) == before
 
 
@@ -165,7 +173,8 @@ def test_export_errors(tmp_path, capsys, tiny_cli_runs):
     code, lines = run_main("jax", ["export", str(tiny_cli_runs["jax"]), "--out", str(pt)], capsys)
     assert_one_line_error(code, lines, "already exists")
     assert pt.read_bytes() == before
-    code, lines = run_main("jax", ["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.pt")], capsys)
+    code, lines = run_main("jax", ["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.pt")],
+                           capsys)
     assert_one_line_error(code, lines, "does not exist")
     bare = tmp_path / "bare.pt"
     shutil.copy(pt, bare)
@@ -174,7 +183,8 @@ def test_export_errors(tmp_path, capsys, tiny_cli_runs):
     code, lines = run_main("jax", ["export", str(bare), "--to-jax", "--preset", "pytorch-examples",
                                    "--out", str(tmp_path / "j")], capsys)
     assert_one_line_error(code, lines, "pytorch-examples")
-    code, lines = run_main("jax", ["export", str(tiny_cli_runs["torch"]), "--out", str(tmp_path / "t.pt")], capsys)
+    code, lines = run_main("jax", ["export", str(tiny_cli_runs["torch"]), "--out", str(tmp_path / "t.pt")],
+                           capsys)
     assert_one_line_error(code, lines, "is a PyTorch run")
     assert not (tmp_path / "j").exists() and not (tmp_path / "t.pt").exists()
 

@@ -144,7 +144,8 @@ def test_missing_offline_says_where_and_how(tmp_path, tiny_mnist):
 
 
 def test_unknown_names():
-    with pytest.raises(DataError, match="unknown dataset 'cifar'; valid datasets: mnist, fashion_mnist, rectangles"):
+    with pytest.raises(DataError,
+                       match="unknown dataset 'cifar'; valid datasets: mnist, fashion_mnist, rectangles"):
         data.load_dataset("cifar")
     with pytest.raises(DataError, match="unknown split 'valid'"):
         data.load_split("rectangles", "valid")

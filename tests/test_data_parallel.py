@@ -13,6 +13,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,14 +22,15 @@ import pytest
 from parity_tests.tolerances import assert_close, tol
 
 STEPS = 100
-CONFIGS = {   # small variants of two presets: IWAE objective, sum reduction, KL warm-up; ELBO, mean reduction
+# small variants of two presets: IWAE objective, sum reduction, KL warm-up; ELBO, mean reduction
+CONFIGS: dict[str, dict[str, Any]] = {
     "iwae": dict(preset="iwae-paper", encoder_hidden=(64, 32), decoder_hidden=(32, 64), latent_dim=8,
                  batch_size=32, kl_warmup_steps=50),
     "elbo-mean": dict(preset="flax-examples", encoder_hidden=(48,), decoder_hidden=(48,), latent_dim=6,
                       batch_size=32, beta=0.5),
     # gradient accumulation: chunks of 24 = 3 rows from each of the 8 devices, plus 1 row each
-    "elbo-micro": dict(preset="pytorch-examples", encoder_hidden=(48,), decoder_hidden=(48,), latent_dim=6,
-                       batch_size=32, micro_batch=24),
+    "elbo-micro": dict(preset="pytorch-examples", encoder_hidden=(48,), decoder_hidden=(48,),
+                       latent_dim=6, batch_size=32, micro_batch=24),
 }
 CLI_TRAIN = ["train", "--preset", "iwae-paper", "--dataset", "rectangles", "--set", "encoder_hidden=32",
              "--set", "decoder_hidden=32", "--set", "latent_dim=4", "--batch-size", "16",
@@ -45,7 +48,7 @@ def _worker(out: str) -> None:
 
     assert jax.device_count() == 8, jax.devices()
     mesh = parallel.make_mesh()
-    results = {}
+    results: dict[str, Any] = {}                                  # name -> numpy array, for np.savez
     try:
         parallel.check_batch_size(20, mesh)                       # iwae-paper's batch of 20 over 8 devices
         results["uneven_batch_refused"] = np.array(False)
@@ -60,12 +63,14 @@ def _worker(out: str) -> None:
         batches = (rng.uniform(size=(STEPS, cfg.batch_size, cfg.input_dim)) < probs).astype(np.float32)
         keys = jax.random.split(jax.random.PRNGKey(1), STEPS)
         for mode in ("single", "sharded"):
+            put: Callable[[np.ndarray], jax.Array]
             state = step.create_state(models.init_params(jax.random.PRNGKey(0), cfg), tx)
             if mode == "single":                                  # jit without shardings: device 0 only
                 train_step, put = step.make_train_step(cfg, tx), jnp.asarray
             else:
                 state = parallel.replicate(state, mesh)
-                train_step, put = parallel.make_parallel_train_step(cfg, tx, mesh), lambda b: parallel.shard_batch(b, mesh)
+                train_step = parallel.make_parallel_train_step(cfg, tx, mesh)
+                put = lambda b: parallel.shard_batch(b, mesh)
             losses = []
             for i in range(STEPS):
                 batch = put(batches[i])
@@ -83,8 +88,8 @@ def _worker(out: str) -> None:
 
 
 def _env(devices: int) -> dict[str, str]:
-    return dict(os.environ, JAX_PLATFORMS="cpu",
-                XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
 
 
 def _wait(procs: list[subprocess.Popen], timeout: float = 600) -> None:
@@ -123,8 +128,8 @@ def test_cli_two_processes_over_jax_distributed_match_single_device(tmp_path):
     """`python -m jax_vae train --data-parallel --coordinator ... --process-id i` x 2 processes of 4
     devices for 40 steps (checkpoints at 20 and 40, written by both through orbax), against one
     single-device CLI run; the checkpoint of the 8-device run restores on one device."""
-    from jax_vae.common import cli
     from jax_vae.checkpoint import load_params
+    from jax_vae.common import cli
 
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert cli.main([*CLI_TRAIN, "--steps", "40", "--out", str(single)], framework="jax") == 0
@@ -133,19 +138,23 @@ def test_cli_two_processes_over_jax_distributed_match_single_device(tmp_path):
         port = s.getsockname()[1]
     args = [*CLI_TRAIN, "--steps", "40", "--out", str(multi), "--data-parallel",
             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    _wait([subprocess.Popen([sys.executable, "-m", "jax_vae", *args, "--process-id", str(i)], env=_env(4),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)])
+    _wait([subprocess.Popen([sys.executable, "-m", "jax_vae", *args, "--process-id", str(i)],
+                            env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)])
     record = json.loads((multi / "config.json").read_text())
     assert record["options"]["data_parallel"] is True
     summary = json.loads((multi / "summary.json").read_text())
     assert summary["device"].startswith("8 x cpu") and "2 process(es)" in summary["device"]
-    assert summary["steps"] == 40 and sorted(p.name for p in (multi / "checkpoints").iterdir()) == ["20", "40"]
+    assert summary["steps"] == 40 \
+        and sorted(p.name for p in (multi / "checkpoints").iterdir()) == ["20", "40"]
     assert_close("2 processes/step losses", _step_losses(multi), _step_losses(single),
                  tol("float32", "trajectory_loss"))
     (p_multi, _), (p_single, _) = load_params(multi), load_params(single)
     import jax
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(p_multi), jax.tree_util.tree_leaves(p_single)):
-        assert_close(f"2 processes/param{jax.tree_util.keystr(path)}", a, b, tol("float32", "sharded_params"))
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(p_multi),
+                            jax.tree_util.tree_leaves(p_single)):
+        assert_close(f"2 processes/param{jax.tree_util.keystr(path)}", a, b,
+                     tol("float32", "sharded_params"))
 
 
 def test_data_parallel_flags_refused_where_unsupported(tmp_path, capsys):

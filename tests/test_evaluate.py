@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +13,13 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from jax_vae import evaluate as je, models
+from jax_vae import evaluate as je
+from jax_vae import models
 from jax_vae.common import convert, evaluation
 from jax_vae.common.presets import get_preset
 from torch_reference import evaluate as te
-from torch_reference.models import VAE as TorchVAE, sample_eps as torch_sample_eps
+from torch_reference.models import VAE as TorchVAE
+from torch_reference.models import sample_eps as torch_sample_eps
 
 TINY = dataclasses.replace(get_preset("iwae-paper"), input_dim=6, encoder_hidden=(8,),
                            decoder_hidden=(8,), latent_dim=2)
@@ -79,13 +82,15 @@ def test_k5000_matches_quadrature_and_beats_the_elbo(framework):
     params, x = _params(decoder_gain=3.0), _binary(6)
     grid = np.linspace(-7.0, 7.0, 561)
     z = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)      # [G, 2]
-    log_joint = _log_bernoulli(x, _decoder_logits(params, z)) - 0.5 * (z ** 2).sum(-1) - np.log(2 * np.pi)
+    log_joint = (_log_bernoulli(x, _decoder_logits(params, z)) - 0.5 * (z ** 2).sum(-1)
+                 - np.log(2 * np.pi))
     exact = logsumexp(log_joint, axis=1) + 2 * np.log(grid[1] - grid[0])         # [6]
     stats = _stats(framework, params, x, k=5000, batch_size=6)
     elbo = -(stats["recon"] + stats["kl"])
     assert np.all(exact - elbo > 1.0), f"{framework}: ELBO gap {exact - elbo} should exceed 1 nat"
     np.testing.assert_allclose(stats["log_px"], exact, atol=0.15, err_msg=f"{framework}: IWAE-5000")
-    assert abs(np.mean(stats["log_px"] - exact)) < 0.06, f"{framework}: mean error {np.mean(stats['log_px'] - exact)}"
+    assert abs(np.mean(stats["log_px"] - exact)) < 0.06, \
+        f"{framework}: mean error {np.mean(stats['log_px'] - exact)}"
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -94,6 +99,7 @@ def test_drawing_loop_equals_injected_eps(framework):
     the same eps, and the injected-eps result does not depend on the chunk size."""
     params, x = _params(decoder_gain=2.0), _binary(4)
     k, chunk = 23, 5
+    eps: Any                                                                      # JAX or torch, by framework
     if framework == "jax":
         key = jax.random.fold_in(jax.random.PRNGKey(3), 0)                        # image batch 0
         eps = jnp.concatenate([models.sample_eps(jax.random.fold_in(key, i), TINY, 4, chunk)
@@ -103,8 +109,10 @@ def test_drawing_loop_equals_injected_eps(framework):
         gen = torch.Generator().manual_seed(3)
         eps = torch.cat([torch_sample_eps(gen, TINY, 4, min(chunk, k - i * chunk)) for i in range(5)])
         model = TorchVAE(TINY)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, TINY).items()})
-        by_chunk = lambda c: te.log_likelihood_from_eps(model, torch.from_numpy(x), eps, TINY, c).detach().numpy()
+        model.load_state_dict({k: torch.from_numpy(v)
+                               for k, v in convert.flax_to_torch(params, TINY).items()})
+        by_chunk = lambda c: te.log_likelihood_from_eps(
+            model, torch.from_numpy(x), eps, TINY, c).detach().numpy()
     drawn = _stats(framework, params, x, k=k, batch_size=4, chunk=chunk, seed=3)["log_px"]
     np.testing.assert_allclose(drawn, by_chunk(chunk), rtol=1e-6, err_msg=f"{framework}: loop vs eps")
     for c in (1, 7, None):

@@ -7,15 +7,15 @@ import json
 import jax
 import numpy as np
 import pytest
+from train_helpers import train_fn
 
 from jax_vae import evaluate as je
-from jax_vae.common import cli
 from jax_vae.checkpoint import load_params, save_params
+from jax_vae.common import cli
 from jax_vae.common.config import apply_overrides, to_dict
-from jax_vae.common.presets import get_preset
 from jax_vae.common.data import make_rectangles
+from jax_vae.common.presets import get_preset
 from jax_vae.models import init_params
-from train_helpers import train_fn
 
 TINY_RECTANGLES = apply_overrides(get_preset("stutz-rectangles"), {
     "encoder_hidden": (16,), "decoder_hidden": (16,), "batch_size": 8, "steps": 4})
@@ -54,8 +54,8 @@ def test_evaluate_command_refuses_squared_error_presets(tmp_path, capsys):
     cfg = apply_overrides(get_preset("deep-mse"), {"encoder_hidden": (8,), "decoder_hidden": (8,)})
     params = jax.tree_util.tree_map(np.asarray, init_params(jax.random.PRNGKey(0), cfg))
     save_params(tmp_path / "mse", params, {"config": to_dict(cfg), "step": 0})
-    assert cli.main(["evaluate", "--run", str(tmp_path / "mse"), "--k", "5", "--out", str(tmp_path / "r.json")],
-                    framework="jax") == 2
+    assert cli.main(["evaluate", "--run", str(tmp_path / "mse"), "--k", "5",
+                     "--out", str(tmp_path / "r.json")], framework="jax") == 2
     assert "log-densities" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 

@@ -5,6 +5,8 @@ normalized over the k samples of each image, not over the batch)."""
 from __future__ import annotations
 
 import dataclasses
+import typing
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from jax_vae import losses as jl, models
+from jax_vae import losses as jl
+from jax_vae import models
 from jax_vae.common import convert
 from jax_vae.common.presets import get_preset
 from torch_reference import losses as tl
@@ -37,16 +40,21 @@ def _setup(num_samples: int, seed: int = 0):
 
 def _forward(framework: str, cfg, params, model, x, eps, beta: float = 1.0):
     """(per-example loss [B], recon [L, B], mean [B, Z], std [B, Z]) as numpy, from either side."""
+    loss: Any       # JAX arrays or torch tensors, by framework
+    aux: Any
+    recon: Any
     if framework == "jax":
         loss, aux = jl.loss_fn(params, jnp.asarray(x), jnp.asarray(eps), cfg, beta)
-        out, mean, scale = models.VAE(cfg).apply({"params": params}, jnp.asarray(x), jnp.asarray(eps))
+        out, mean, scale = typing.cast(
+            Any, models.VAE(cfg).apply({"params": params}, jnp.asarray(x), jnp.asarray(eps)))
         recon = jl.LIKELIHOODS[cfg.likelihood](out, jnp.asarray(x))
         return [np.asarray(v, np.float64) for v in (aux["per_example"], recon, mean, jnp.exp(0.5 * scale))]
     with torch.no_grad():
         loss, aux = tl.loss_fn(model, torch.from_numpy(x), torch.from_numpy(eps), cfg, beta)
         out, mean, scale = model(torch.from_numpy(x), torch.from_numpy(eps))
         recon = tl.LIKELIHOODS[cfg.likelihood](out, torch.from_numpy(x))
-        return [v.numpy().astype(np.float64) for v in (aux["per_example"], recon, mean, torch.exp(0.5 * scale))]
+        return [v.numpy().astype(np.float64)
+                for v in (aux["per_example"], recon, mean, torch.exp(0.5 * scale))]
 
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
@@ -79,11 +87,12 @@ def test_jax_gradient_is_self_normalized_importance_weighted():
     x, eps = jnp.asarray(x), jnp.asarray(eps)
 
     def log_w(p):
-        out, mean, scale = models.VAE(cfg).apply({"params": p}, x, eps)
+        out, mean, scale = typing.cast(Any, models.VAE(cfg).apply({"params": p}, x, eps))
         return jl.log_weights(jl.LIKELIHOODS[cfg.likelihood](out, x), mean, scale, eps, cfg)   # [L, B]
 
     grads = jax.grad(lambda p: jl.loss_fn(p, x, eps, cfg)[0])(params)
-    weighted = jax.grad(lambda p: -(jax.lax.stop_gradient(jax.nn.softmax(log_w(p), axis=0)) * log_w(p)).sum())(params)
+    weighted = jax.grad(
+        lambda p: -(jax.lax.stop_gradient(jax.nn.softmax(log_w(p), axis=0)) * log_w(p)).sum())(params)
     for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(weighted)):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()),
                                    err_msg=jax.tree_util.keystr(path))

@@ -7,7 +7,6 @@ import pytest
 from jax_vae.common import data
 from jax_vae.common.data import DataError
 
-
 # --- rectangles: the Lua source replayed draw for draw ----------------------------------------------
 
 def mt19937_genrand_int32(seed: int):

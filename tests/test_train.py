@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from train_helpers import (  # noqa: F401
+    FRAMEWORKS,
+    cli,
+    load_params,
+    metric_records,
+    one_torch_thread,
+    tiny_config,
+    tiny_data,
+    train_fn,
+)
 
 from jax_vae.common import plan
 from jax_vae.common.errors import NonFiniteLossError
 from jax_vae.common.runs import EPOCH_KEYS, STEP_KEYS
-from train_helpers import (FRAMEWORKS, cli, load_params, metric_records, one_torch_thread,  # noqa: F401
-                           tiny_config, tiny_data, train_fn)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,7 +50,8 @@ def test_plan_covers_each_step_once_and_resumes_as_a_suffix(n, batch, drop_last,
         assert len(seen[epoch]) == len(set(seen[epoch])) == layout.images_in_epoch()
     for c in chunks:                                         # resuming at any boundary replays the rest
         if c.checkpoint:
-            assert list(plan.chunks(layout, c.end, total, every, chunk)) == [d for d in chunks if d.start >= c.end]
+            assert list(plan.chunks(layout, c.end, total, every, chunk)) \
+                == [d for d in chunks if d.start >= c.end]
 
 
 def test_epoch_order_is_a_fresh_permutation_per_epoch_and_seed():
@@ -53,7 +63,7 @@ def test_epoch_order_is_a_fresh_permutation_per_epoch_and_seed():
 
 # ------------------------------------------------------------------------------------ run folder
 @pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory, one_torch_thread):
+def tiny_runs(tmp_path_factory, one_torch_thread):  # noqa: F811 (a fixture: threads pinned first)
     """One 2-epoch run per framework on 100 random 8x8 images (13 steps/epoch, last batch of 4)."""
     out = {}
     for fw in FRAMEWORKS:
@@ -78,7 +88,8 @@ def test_run_folder_holds_config_metrics_checkpoints_images(tiny_runs, framework
     for r in epochs:                 # epoch means are image-weighted means of the step losses (12 x 8 + 4)
         mine = [s for s in steps if (s["step"] - 1) // 13 + 1 == r["epoch"]]
         weights = np.array([8] * 12 + [4])
-        assert r["train_loss"] == pytest.approx(np.average([s["loss"] for s in mine], weights=weights), rel=1e-6)
+        assert r["train_loss"] == pytest.approx(np.average([s["loss"] for s in mine], weights=weights),
+                                                rel=1e-6)
         assert r["test_loss"] == pytest.approx(r["test_recon"] + r["test_kl"], rel=1e-6)
         assert r["images_per_s"] > 0 and r["wall_s"] > 0
     assert epochs[1]["test_loss"] < epochs[0]["test_loss"] < 64 * np.log(2) + 10   # it learns
@@ -93,6 +104,7 @@ def test_run_folder_holds_config_metrics_checkpoints_images(tiny_runs, framework
 
 
 def load_steps(framework: str, run_dir: Path) -> list[int]:
+    Checkpoints: Any                  # the JAX or the torch class, by framework
     if framework == "jax":
         from jax_vae.checkpoint import Checkpoints
     else:
@@ -120,7 +132,7 @@ def test_jax_per_step_jit_matches_the_scan(tmp_path):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_micro_batch_trains_like_the_whole_batch(tmp_path, framework, one_torch_thread):
+def test_micro_batch_trains_like_the_whole_batch(tmp_path, framework, one_torch_thread):  # noqa: F811
     """Gradient accumulation over chunks of 3 (8 = 3 + 3 + 2; the epoch's last batch of 4 = 3 + 1)
     follows the whole-batch run up to float32 summation order."""
     data, train = tiny_data(), train_fn(framework)
@@ -163,11 +175,12 @@ def test_non_finite_loss_stops_at_the_step_and_keeps_the_last_good_checkpoint(tm
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_cli_trains_rectangles_and_prints_where_outputs_are(tmp_path, framework):
     out = tmp_path / "run"
-    proc = cli(framework, "train", "--steps", "40", "--set", "encoder_hidden=32", "--set", "decoder_hidden=32",
-               "--out", str(out), "--log-every", "20", "--no-download")
+    proc = cli(framework, "train", "--steps", "40", "--set", "encoder_hidden=32",
+               "--set", "decoder_hidden=32", "--out", str(out), "--log-every", "20", "--no-download")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].startswith(f"done: {framework} stutz-rectangles on rectangles") and "test loss" in lines[0]
+    assert lines[0].startswith(f"done: {framework} stutz-rectangles on rectangles") \
+        and "test loss" in lines[0]
     assert str(out / "metrics.jsonl") in lines[1] and str(out / "images") in lines[1]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 40 and np.isfinite(summary["test_loss"])

@@ -6,8 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -84,7 +85,8 @@ def metric_records(run_dir: Path, drop_timing: bool = True) -> list[dict[str, An
     return records
 
 
-def cli(framework: str, *args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(framework: str, *args: str, cwd: Path | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m <package> ...` in a fresh process (as a user would)."""
     package = "jax_vae" if framework == "jax" else "torch_reference"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
