@@ -123,32 +123,6 @@ def check_data(cfg: VAEConfig, data: dict[str, np.ndarray]) -> int:
 
 
 @dataclasses.dataclass
-class EpochSums:
-    """Running sums over the epoch in progress (checkpointed in the meta, so a resume continues them)."""
-
-    loss: float = 0.0
-    recon: float = 0.0
-    kl: float = 0.0
-    images: int = 0
-    train_s: float = 0.0
-
-    def add(self, m: StepMetrics[np.ndarray], chunk: plan.Chunk, seconds: float) -> None:
-        """Add a finished chunk: per-image means [S] times its batch size."""
-        for key in ("loss", "recon", "kl"):
-            total = float(np.sum(np.asarray(getattr(m, key), np.float64)) * chunk.batch_size)
-            setattr(self, key, getattr(self, key) + total)
-        self.images += chunk.num_steps * chunk.batch_size
-        self.train_s += seconds
-
-    def record(self, epoch: int, step: int, test: dict[str, float], wall_s: float) -> dict[str, Any]:
-        """The metrics.jsonl "epoch" record."""
-        return {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": self.loss / self.images,
-                "recon": self.recon / self.images, "kl": self.kl / self.images, **test,
-                "images_per_s": self.images / max(self.train_s, 1e-9), "train_s": self.train_s,
-                "wall_s": wall_s}
-
-
-@dataclasses.dataclass
 class _Run:
     """Where a run starts and what the loop accumulates while it goes."""
 
@@ -160,7 +134,7 @@ class _Run:
     resumed: bool = False
     order: np.ndarray | None = None
     order_epoch: int = -1
-    sums: EpochSums = dataclasses.field(default_factory=EpochSums)
+    sums: runs.EpochSums = dataclasses.field(default_factory=runs.EpochSums)
     elapsed0: float = 0.0
     t_start: float = dataclasses.field(default_factory=time.perf_counter)
     step: int = 0
@@ -231,7 +205,7 @@ def _open(run: _Run, trainer: Trainer, saved: dict[str, Any] | None) -> None:
     if run.start > run.total:
         raise RunError(f"the run in {run.run_dir} is at step {run.start}, past the {run.total} steps asked for")
     run.resumed, run.order_epoch = True, meta.get("order_epoch", -1)
-    run.sums = EpochSums(**meta.get("epoch_sums", {}))
+    run.sums = runs.EpochSums(**meta.get("epoch_sums", {}))
     run.elapsed0 = float(meta.get("elapsed_s", 0.0))
 
 
@@ -262,7 +236,7 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
         for chunk in plan.chunks(run.layout, run.start, run.total, opts.checkpoint_every, opts.chunk_steps):
             if chunk.epoch != run.order_epoch:
                 run.order, run.order_epoch = plan.epoch_order(run.cfg.seed, chunk.epoch, run.layout.n), chunk.epoch
-                run.sums = EpochSums()
+                run.sums = runs.EpochSums()
             if chunk.epoch != trainer_epoch:
                 trainer.set_epoch(chunk.epoch)
                 trainer_epoch = chunk.epoch
@@ -274,7 +248,7 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
             _write_steps(chunk, m, dt, opts.log_every, writer)
             _stop_if_not_finite(chunk, m, trainer)
             run.step = chunk.end
-            run.sums.add(m, chunk, dt)
+            run.sums.add(m, chunk.batch_size, dt)
             run.session_s += dt
             run.session_images += chunk.num_steps * chunk.batch_size
             bar.update(run.step - bar.n)

@@ -11,11 +11,14 @@ error (+ KL) the preset optimizes, which are not nats.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from pathlib import Path
 from typing import Any, Generic, Iterable, NamedTuple, TypeVar
+
+import numpy as np
 
 from jax_vae.common.config import VAEConfig, to_dict
 from jax_vae.common.errors import RunError
@@ -138,6 +141,32 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+@dataclasses.dataclass
+class EpochSums:
+    """Running sums over the epoch in progress (checkpointed in the meta, so a resume continues them)."""
+
+    loss: float = 0.0
+    recon: float = 0.0
+    kl: float = 0.0
+    images: int = 0
+    train_s: float = 0.0
+
+    def add(self, m: StepMetrics[np.ndarray], batch_size: int, seconds: float) -> None:
+        """Add a finished chunk of len(m.loss) steps: per-image means [S] times the batch size."""
+        for key in ("loss", "recon", "kl"):
+            total = float(np.sum(np.asarray(getattr(m, key), np.float64)) * batch_size)
+            setattr(self, key, getattr(self, key) + total)
+        self.images += len(m.loss) * batch_size
+        self.train_s += seconds
+
+    def record(self, epoch: int, step: int, test: dict[str, float], wall_s: float) -> dict[str, Any]:
+        """The metrics.jsonl "epoch" record."""
+        return {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": self.loss / self.images,
+                "recon": self.recon / self.images, "kl": self.kl / self.images, **test,
+                "images_per_s": self.images / max(self.train_s, 1e-9), "train_s": self.train_s,
+                "wall_s": wall_s}
 
 
 class NoWriter:
