@@ -21,7 +21,7 @@ def test_round_trip_torch_flax_torch_is_exact(preset):
 
 def test_round_trip_flax_torch_flax_is_exact(preset):
     cfg = PRESETS[preset]
-    params = jax.device_get(init_params(jax.random.PRNGKey(0), cfg))
+    params = jax.device_get(init_params(jax.random.key(0), cfg))
     state = {k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, cfg).items()}
     torch_model = torch_init(0, cfg)
     torch_model.load_state_dict(state)          # strict: every key and shape accepted by torch

@@ -16,7 +16,7 @@ ALPHA = 1e-3                          # false-failure rate per KS test (seeds ar
 
 
 def test_jax_eps_is_standard_normal(dtype):
-    eps = np.asarray(jm.sample_eps(jax.random.PRNGKey(42), CFG, 1000, num_samples=5,
+    eps = np.asarray(jm.sample_eps(jax.random.key(42), CFG, 1000, num_samples=5,
                                    dtype=jnp.dtype(dtype)))
     assert eps.shape == (5, 1000, 20) and eps.dtype == np.dtype(dtype)
     assert stats.kstest(eps.ravel(), "norm").pvalue > ALPHA
@@ -24,8 +24,8 @@ def test_jax_eps_is_standard_normal(dtype):
 
 
 def test_jax_eps_keys_are_independent():
-    a = np.asarray(jm.sample_eps(jax.random.PRNGKey(0), CFG, 500))
-    b = np.asarray(jm.sample_eps(jax.random.fold_in(jax.random.PRNGKey(0), 1), CFG, 500))
+    a = np.asarray(jm.sample_eps(jax.random.key(0), CFG, 500))
+    b = np.asarray(jm.sample_eps(jax.random.fold_in(jax.random.key(0), 1), CFG, 500))
     assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 5 / np.sqrt(a.size)
     assert stats.ks_2samp(a.ravel(), b.ravel()).pvalue > ALPHA
 
@@ -42,7 +42,7 @@ def test_z_moments(scale_param):
     scale = jnp.array([[np.log(0.25), 0.0, np.log(4.0)]]) if scale_param == "logvar" \
         else jnp.array([[0.5, 1.0, 2.0]])
     std_expected = np.array([0.5, 1.0, 2.0])
-    eps = jax.random.normal(jax.random.PRNGKey(7), (20_000, 1, 3))
+    eps = jax.random.normal(jax.random.key(7), (20_000, 1, 3))
     z = np.asarray(jm.reparameterize(mean, jm.std_from_scale(scale, scale_param), eps))[:, 0]
     assert np.all(np.abs(z.mean(0) - np.asarray(mean)[0]) < 4 * std_expected / np.sqrt(20_000))
     assert np.allclose(z.std(0), std_expected, rtol=0.02)

@@ -61,10 +61,10 @@ def _worker(out: str) -> None:
         rng = np.random.default_rng(0)
         probs = rng.uniform(0.1, 0.9, size=(1, cfg.input_dim))
         batches = (rng.uniform(size=(STEPS, cfg.batch_size, cfg.input_dim)) < probs).astype(np.float32)
-        keys = jax.random.split(jax.random.PRNGKey(1), STEPS)
+        keys = jax.random.split(jax.random.key(1), STEPS)
         for mode in ("single", "sharded"):
             put: Callable[[np.ndarray], jax.Array]
-            state = step.create_state(models.init_params(jax.random.PRNGKey(0), cfg), tx)
+            state = step.create_state(models.init_params(jax.random.key(0), cfg), tx)
             if mode == "single":                                  # jit without shardings: device 0 only
                 train_step, put = step.make_train_step(cfg, tx), jnp.asarray
             else:

@@ -28,7 +28,7 @@ FRAMEWORKS = ["jax", "torch"]
 
 def _params(seed: int = 0, decoder_gain: float = 1.0) -> dict:
     """numpy float32 Flax params of TINY; decoder kernels scaled to sharpen the posterior."""
-    params = jax.tree_util.tree_map(np.asarray, models.init_params(jax.random.PRNGKey(seed), TINY))
+    params = jax.tree_util.tree_map(np.asarray, models.init_params(jax.random.key(seed), TINY))
     for leaf in params["decoder"].values():
         leaf["kernel"] = leaf["kernel"] * decoder_gain
     return params
@@ -37,7 +37,7 @@ def _params(seed: int = 0, decoder_gain: float = 1.0) -> dict:
 def _stats(framework: str, params: dict, x: np.ndarray, k: int, batch_size: int, chunk=None,
            seed: int = 0) -> dict[str, np.ndarray]:
     if framework == "jax":
-        return je.per_image_stats(params, x, jax.random.PRNGKey(seed), TINY, k, batch_size, chunk)
+        return je.per_image_stats(params, x, jax.random.key(seed), TINY, k, batch_size, chunk)
     model = TorchVAE(TINY)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, TINY).items()})
     return te.per_image_stats(model, x, torch.Generator().manual_seed(seed), TINY, k, batch_size, chunk)
@@ -101,7 +101,7 @@ def test_drawing_loop_equals_injected_eps(framework):
     k, chunk = 23, 5
     eps: Any                                                                      # JAX or torch, by framework
     if framework == "jax":
-        key = jax.random.fold_in(jax.random.PRNGKey(3), 0)                        # image batch 0
+        key = jax.random.fold_in(jax.random.key(3), 0)                        # image batch 0
         eps = jnp.concatenate([models.sample_eps(jax.random.fold_in(key, i), TINY, 4, chunk)
                                for i in range(5)])[:k]                            # [23, 4, 2]
         by_chunk = lambda c: np.asarray(je.log_likelihood_from_eps(params, jnp.asarray(x), eps, TINY, c))
@@ -123,8 +123,8 @@ def test_jax_memory_is_bounded_in_k():
     """XLA's temp buffers for one image batch do not grow with k beyond the [n_chunks, B] chunk
     results, and stay far below decoding all k samples at once."""
     cfg = dataclasses.replace(get_preset("iwae-paper"), encoder_hidden=(64,), decoder_hidden=(64,))
-    params = models.init_params(jax.random.PRNGKey(0), cfg)
-    x, key, batch, chunk = jnp.zeros((50, 784)), jax.random.PRNGKey(0), 50, 100
+    params = models.init_params(jax.random.key(0), cfg)
+    x, key, batch, chunk = jnp.zeros((50, 784)), jax.random.key(0), 50, 100
 
     def temp_bytes(k: int) -> int:
         analysis = je._batch_stats.lower(params, x, key, cfg, k, chunk).compile().memory_analysis()
@@ -142,7 +142,7 @@ def test_evaluate_summary_both_frameworks():
     params, x = _params(decoder_gain=3.0), _binary(20, seed=1)
     model = TorchVAE(TINY)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, TINY).items()})
-    rj = je.evaluate(params, x, jax.random.PRNGKey(0), TINY, k=2000, batch_size=8,
+    rj = je.evaluate(params, x, jax.random.key(0), TINY, k=2000, batch_size=8,
                      binarization="dynamic (test set binarized once, seed 0)")
     rt = te.evaluate(model, x, torch.Generator().manual_seed(0), TINY, k=2000, batch_size=8,
                      binarization="dynamic (test set binarized once, seed 0)")
@@ -153,7 +153,7 @@ def test_evaluate_summary_both_frameworks():
         assert "note" not in r
     assert rj["iwae_nll"] == pytest.approx(rt["iwae_nll"], abs=0.1)
     assert rj["kl"] == pytest.approx(rt["kl"], rel=1e-5)                       # analytic, no sampling
-    grey = je.evaluate(params, x * 0.5, jax.random.PRNGKey(0), TINY, k=10, binarization="none (grey values)")
+    grey = je.evaluate(params, x * 0.5, jax.random.key(0), TINY, k=10, binarization="none (grey values)")
     assert grey["note"] == evaluation.GREY_NOTE
 
 
@@ -161,7 +161,7 @@ def test_evaluate_summary_both_frameworks():
 def test_non_density_objectives_are_refused(preset):
     cfg = get_preset(preset)
     with pytest.raises(ValueError, match="log-densities"):
-        je.log_likelihood_estimate({}, np.zeros((1, cfg.input_dim), np.float32), jax.random.PRNGKey(0), cfg)
+        je.log_likelihood_estimate({}, np.zeros((1, cfg.input_dim), np.float32), jax.random.key(0), cfg)
     with pytest.raises(ValueError, match="log-densities"):
         te.log_likelihood_estimate(TorchVAE(cfg), np.zeros((1, cfg.input_dim), np.float32), None, cfg)
 

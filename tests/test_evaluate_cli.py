@@ -44,7 +44,7 @@ def test_evaluate_command_reports_and_records(framework, tmp_path, capsys):
     if framework == "jax":                                                 # the same numbers, called directly
         params, _ = load_params(run)
         x, _ = make_rectangles(10_000, seed=2)
-        direct = je.evaluate(params, x[:8], jax.random.PRNGKey(0), TINY_RECTANGLES, k=20, batch_size=3)
+        direct = je.evaluate(params, x[:8], jax.random.key(0), TINY_RECTANGLES, k=20, batch_size=3)
         np.testing.assert_allclose(direct["iwae_nll"], record["iwae_nll"], rtol=1e-6)
         np.testing.assert_allclose(direct["neg_elbo"], record["neg_elbo"], rtol=1e-6)
 
@@ -52,7 +52,7 @@ def test_evaluate_command_reports_and_records(framework, tmp_path, capsys):
 def test_evaluate_command_refuses_squared_error_presets(tmp_path, capsys):
     """A params export of a deep-mse variant: an MSE 'likelihood' has no log p(x) to estimate."""
     cfg = apply_overrides(get_preset("deep-mse"), {"encoder_hidden": (8,), "decoder_hidden": (8,)})
-    params = jax.tree_util.tree_map(np.asarray, init_params(jax.random.PRNGKey(0), cfg))
+    params = jax.tree_util.tree_map(np.asarray, init_params(jax.random.key(0), cfg))
     save_params(tmp_path / "mse", params, {"config": to_dict(cfg), "step": 0})
     assert cli.main(["evaluate", "--run", str(tmp_path / "mse"), "--k", "5",
                      "--out", str(tmp_path / "r.json")], framework="jax") == 2

@@ -29,7 +29,7 @@ B = 5
 
 def _setup(num_samples: int, seed: int = 0):
     cfg = dataclasses.replace(CFG, num_samples=num_samples)
-    params = jax.tree_util.tree_map(np.asarray, models.init_params(jax.random.PRNGKey(seed), cfg))
+    params = jax.tree_util.tree_map(np.asarray, models.init_params(jax.random.key(seed), cfg))
     rng = np.random.default_rng(seed)
     x = (rng.uniform(size=(B, cfg.input_dim)) < 0.4).astype(np.float32)
     eps = rng.standard_normal((num_samples, B, cfg.latent_dim)).astype(np.float32)
