@@ -8,11 +8,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from jax_vae.common.config import VAEConfig
+
+if TYPE_CHECKING:                       # loop imports this module; the Protocol is for the checker
+    from jax_vae.common.loop import Trainer
 
 FRAMEWORKS = ("jax", "torch")
 PACKAGES = {"jax": "jax_vae", "torch": "torch_reference"}
@@ -29,7 +32,7 @@ class Backend:
     """
 
     framework: str
-    trainer: Callable[..., Any]
+    trainer: Callable[..., "Trainer"]
     process_index: Callable[[], int]
     load_params: Callable[[Path, int | None], tuple[Any, dict[str, Any]]]
     save_params: Callable[[Path, Any, dict[str, Any]], None]

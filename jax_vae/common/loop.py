@@ -11,6 +11,7 @@ import dataclasses
 import platform
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
@@ -18,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jax_vae.common import plan, plots, runs
+from jax_vae.common.backends import Backend
 from jax_vae.common.config import VAEConfig, to_dict
 from jax_vae.common.data import binarize_for_evaluation, load_dataset
 from jax_vae.common.errors import Interrupted, NonFiniteLossError, RunError
@@ -57,8 +59,8 @@ class TrainOptions:
     images: bool = option(True, "write the images and plots", persist=False, off="skip the images and plots")
 
     def check(self) -> None:
-        if self.jit not in ("scan", "step"):
-            raise RunError(f"unknown jit mode {self.jit!r}; valid: scan, step")
+        if self.jit not in typing.get_args(JitMode):
+            raise RunError(f"unknown jit mode {self.jit!r}; valid: {', '.join(typing.get_args(JitMode))}")
         for name in ("checkpoint_every", "chunk_steps"):
             if getattr(self, name) < 0:
                 raise RunError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
@@ -90,9 +92,6 @@ class Trainer(Protocol):
     def decode(self, z: np.ndarray) -> np.ndarray: ...
     def reconstruct(self, x: np.ndarray) -> np.ndarray: ...
     def close(self) -> None: ...
-
-
-TrainerFactory = Callable[[VAEConfig, dict[str, np.ndarray], TrainOptions, Path, "Tick | None"], Trainer]
 
 
 def loss_unit(cfg: VAEConfig) -> str:
@@ -154,7 +153,7 @@ class _Run:
                 "elapsed_s": self.wall_s()}
 
 
-def train(backend: Any, cfg: VAEConfig, run_dir: str | Path, opts: TrainOptions, *,
+def train(backend: Backend, cfg: VAEConfig, run_dir: str | Path, opts: TrainOptions, *,
           data: dict[str, np.ndarray] | None = None, log: Callable[[str], None] | None = None
           ) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (or continue it with opts.resume) with `backend`'s trainer and
