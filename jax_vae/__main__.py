@@ -1,8 +1,10 @@
-"""`python -m jax_vae <train|evaluate|export|compare> ...` (the `jax-vae` script): the JAX side of jax_vae.common.cli."""
+"""`python -m jax_vae <train|evaluate|export|compare> ...` (the `jax-vae` script): the JAX side of
+jax_vae.common.cli."""
+
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from jax_vae.common import cli
 

@@ -1,4 +1,5 @@
 """The JAX twin as a jax_vae.common Backend: trainer, checkpoint I/O and evaluation glue."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,17 +17,26 @@ from jax_vae.parallel import initialize_distributed
 from jax_vae.train import Trainer, device_name, process_index, resolve_device
 
 
-def evaluate(params: Any, x: np.ndarray, cfg: VAEConfig, binarization: str, opts: EvalOptions
-             ) -> tuple[dict[str, Any], str]:
+def evaluate(
+    params: Any, x: np.ndarray, cfg: VAEConfig, binarization: str, opts: EvalOptions
+) -> tuple[dict[str, Any], str]:
     """evaluate.evaluate of numpy params on opts.device with the key jax.random.key(opts.seed)."""
     device = resolve_device(opts.device)
     params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, params), device)
     with jax.default_device(device):
-        result = evaluate_params(params, x, jax.random.key(opts.seed), cfg, opts.k, opts.batch_size,
-                                 opts.chunk, binarization)
+        result = evaluate_params(
+            params, x, jax.random.key(opts.seed), cfg, opts.k, opts.batch_size, opts.chunk, binarization
+        )
     return result, device_name(device)
 
 
-BACKEND = Backend(framework="jax", trainer=Trainer, process_index=process_index, load_params=load_params,
-                  save_params=save_params, evaluate=evaluate, data_parallel=True,
-                  start_distributed=initialize_distributed)
+BACKEND = Backend(
+    framework="jax",
+    trainer=Trainer,
+    process_index=process_index,
+    load_params=load_params,
+    save_params=save_params,
+    evaluate=evaluate,
+    data_parallel=True,
+    start_distributed=initialize_distributed,
+)

@@ -3,6 +3,7 @@
 Reduction over the batch happens once, in `loss_fn`, as the preset's `reduction` says.
 Mirror of torch_reference/losses.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,8 @@ from jax_vae.common.config import VAEConfig
 from jax_vae.models import VAE, sample_eps, std_from_scale
 
 Array = jax.Array
-TORCH_BCE_EPSILON = float(np.float32(1e-12))   # aten's EPSILON in BCE backward: a float 1e-12f
-LOG_CLAMP = -100.0          # aten clamps each log term of BCE at -100
+TORCH_BCE_EPSILON = float(np.float32(1e-12))  # aten's EPSILON in BCE backward: a float 1e-12f
+LOG_CLAMP = -100.0  # aten clamps each log term of BCE at -100
 
 
 @jax.custom_vjp
@@ -61,8 +62,7 @@ def mse_mean(outputs: Array, x: Array) -> Array:
     return jnp.square(outputs - x).mean(-1)
 
 
-LIKELIHOODS = {"bce_probs": bce_probs, "bce_logits": bce_logits,
-               "mse_sum": mse_sum, "mse_mean": mse_mean}
+LIKELIHOODS = {"bce_probs": bce_probs, "bce_logits": bce_logits, "mse_sum": mse_sum, "mse_mean": mse_mean}
 
 
 def kl_normal(mean: Array, scale: Array, scale_param: str) -> Array:
@@ -86,8 +86,9 @@ def kl_term(mean: Array, scale: Array, cfg: VAEConfig) -> Array:
     return kl_normal(mean, scale, cfg.scale_param)
 
 
-def log_weights(recon: Array, mean: Array, scale: Array, eps: Array, cfg: VAEConfig,
-                beta: Array | float = 1.0) -> Array:
+def log_weights(
+    recon: Array, mean: Array, scale: Array, eps: Array, cfg: VAEConfig, beta: Array | float = 1.0
+) -> Array:
     """log w = log p(x|z) + beta (log p(z) - log q(z|x)) per sample, z = mean + std eps: -> [L, B].
 
     beta = 1 is the importance weight of log p(x); beta < 1 (KL warm-up) tempers the prior/posterior
@@ -95,7 +96,7 @@ def log_weights(recon: Array, mean: Array, scale: Array, eps: Array, cfg: VAECon
     q(z|x) cancel; recon = -log p(x|z) [L, B].
     """
     std = std_from_scale(scale, cfg.scale_param)
-    z = mean + std * eps                                                    # [L, B, Z]
+    z = mean + std * eps  # [L, B, Z]
     log_pz = -0.5 * jnp.square(z).sum(-1)
     log_qz = -0.5 * jnp.square(eps).sum(-1) - jnp.log(std).sum(-1)
     return -recon + beta * (log_pz - log_qz)
@@ -113,13 +114,20 @@ def _as_eps(eps_or_key: Array, cfg: VAEConfig, batch: int, dtype) -> Array:
     return eps_or_key if eps_or_key.ndim == 3 else eps_or_key[None]
 
 
-def objective(outputs: Array, mean: Array, scale: Array, x: Array, eps: Array, cfg: VAEConfig,
-              beta: Array | float | None = None) -> tuple[Array, dict[str, Array]]:
+def objective(
+    outputs: Array,
+    mean: Array,
+    scale: Array,
+    x: Array,
+    eps: Array,
+    cfg: VAEConfig,
+    beta: Array | float | None = None,
+) -> tuple[Array, dict[str, Array]]:
     """(loss, metrics) from decoder outputs [L, B, D], posterior [B, Z] x2 and eps [L, B, Z]."""
-    recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                       # [L, B]
-    kl = kl_term(mean, scale, cfg)                                          # [B]
-    recon = recon_l.mean(0)                                                 # [B]
-    beta = jnp.asarray(cfg.beta if beta is None else beta, recon.dtype)   # no float64 promotion
+    recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)  # [L, B]
+    kl = kl_term(mean, scale, cfg)  # [B]
+    recon = recon_l.mean(0)  # [B]
+    beta = jnp.asarray(cfg.beta if beta is None else beta, recon.dtype)  # no float64 promotion
     if cfg.objective == "iwae":
         per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg, beta))
     else:
@@ -128,11 +136,12 @@ def objective(outputs: Array, mean: Array, scale: Array, x: Array, eps: Array, c
     return loss, {"recon": recon, "kl": kl, "per_example": per_example}
 
 
-def loss_fn(params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig,
-            beta: Array | float | None = None) -> tuple[Array, dict[str, Array]]:
+def loss_fn(
+    params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig, beta: Array | float | None = None
+) -> tuple[Array, dict[str, Array]]:
     """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
     recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
-    eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)                     # [L, B, Z]
-    out: Any = VAE(cfg).apply({"params": params}, x, eps)                   # flax types apply loosely
-    outputs, mean, scale = out                                              # [L, B, D], [B, Z] x2
+    eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)  # [L, B, Z]
+    out: Any = VAE(cfg).apply({"params": params}, x, eps)  # flax types apply loosely
+    outputs, mean, scale = out  # [L, B, D], [B, Z] x2
     return objective(outputs, mean, scale, x, eps, cfg, beta)

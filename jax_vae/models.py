@@ -2,9 +2,10 @@
 
 Mirror of torch_reference/models.py (same class, layer and argument names).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -14,7 +15,10 @@ from jax_vae.common.config import VAEConfig, layer_specs
 
 Array = jax.Array
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "relu": nn.relu, "tanh": jnp.tanh, "identity": lambda h: h}
+    "relu": nn.relu,
+    "tanh": jnp.tanh,
+    "identity": lambda h: h,
+}
 
 
 def _uniform_fan_in(key: Array, shape: tuple[int, ...], dtype, fan_in: int) -> Array:
@@ -35,8 +39,10 @@ def init_fns(init: str, fan_in: int) -> tuple[Callable, Callable]:
         return uni, uni
     if init == "wiseodd":
         std = 1.0 / jnp.sqrt(fan_in / 2.0)
-        return (lambda key, shape, dtype=jnp.float32: std * jax.random.normal(key, shape, dtype),
-                nn.initializers.zeros)
+        return (
+            lambda key, shape, dtype=jnp.float32: std * jax.random.normal(key, shape, dtype),
+            nn.initializers.zeros,
+        )
     if init == "flax":
         return nn.initializers.lecun_normal(), nn.initializers.zeros
     if init == "glorot":
@@ -45,7 +51,7 @@ def init_fns(init: str, fan_in: int) -> tuple[Callable, Callable]:
 
 
 def _dense(cfg: VAEConfig, module: str, layer: str) -> nn.Dense:
-    (fan_in, fan_out), = [(i, o) for m, n, i, o in layer_specs(cfg) if (m, n) == (module, layer)]
+    ((fan_in, fan_out),) = [(i, o) for m, n, i, o in layer_specs(cfg) if (m, n) == (module, layer)]
     kernel_init, bias_init = init_fns(cfg.init, fan_in)
     return nn.Dense(fan_out, kernel_init=kernel_init, bias_init=bias_init, name=layer)
 
@@ -60,10 +66,10 @@ class Encoder(nn.Module):
         cfg, act = self.config, _ACTIVATIONS[self.config.activation]
         h = x
         for i in range(len(cfg.encoder_hidden)):
-            h = act(_dense(cfg, "encoder", f"hidden_{i}")(h))                     # [B, H_i]
+            h = act(_dense(cfg, "encoder", f"hidden_{i}")(h))  # [B, H_i]
         if cfg.encoder_head == "split":
-            out = _dense(cfg, "encoder", "head")(h)                               # [B, 2Z]
-            return out[..., :cfg.latent_dim], out[..., cfg.latent_dim:]
+            out = _dense(cfg, "encoder", "head")(h)  # [B, 2Z]
+            return out[..., : cfg.latent_dim], out[..., cfg.latent_dim :]
         return _dense(cfg, "encoder", "mean")(h), _dense(cfg, "encoder", cfg.scale_param)(h)
 
 
@@ -77,8 +83,8 @@ class Decoder(nn.Module):
         cfg, act = self.config, _ACTIVATIONS[self.config.activation]
         h = z
         for i in range(len(cfg.decoder_hidden)):
-            h = act(_dense(cfg, "decoder", f"hidden_{i}")(h))                     # [..., H_i]
-        out = _dense(cfg, "decoder", "out")(h)                                    # [..., D]
+            h = act(_dense(cfg, "decoder", f"hidden_{i}")(h))  # [..., H_i]
+        out = _dense(cfg, "decoder", "out")(h)  # [..., D]
         return nn.sigmoid(out) if cfg.decoder_output == "sigmoid" else out
 
 
@@ -102,7 +108,7 @@ class VAE(nn.Module):
         self.decoder = Decoder(self.config)
 
     def __call__(self, x: Array, eps: Array) -> tuple[Array, Array, Array]:
-        mean, scale = self.encoder(x)                                             # [B, Z] x2
+        mean, scale = self.encoder(x)  # [B, Z] x2
         z = reparameterize(mean, std_from_scale(scale, self.config.scale_param), eps)  # [L, B, Z]
         return self.decoder(z), mean, scale
 
@@ -113,8 +119,9 @@ class VAE(nn.Module):
         return self.decoder(z)
 
 
-def sample_eps(key: Array, cfg: VAEConfig, batch: int, num_samples: int | None = None,
-               dtype=jnp.float32) -> Array:
+def sample_eps(
+    key: Array, cfg: VAEConfig, batch: int, num_samples: int | None = None, dtype=jnp.float32
+) -> Array:
     """eps ~ N(0, I) of shape [L, B, Z] from an explicit key."""
     L = cfg.num_samples if num_samples is None else num_samples
     return jax.random.normal(key, (L, batch, cfg.latent_dim), dtype)
@@ -124,5 +131,5 @@ def init_params(key: Array, cfg: VAEConfig, dtype=jnp.float32) -> dict:
     """Fresh parameters {'encoder': ..., 'decoder': ...} drawn with the preset's initializer."""
     x = jnp.zeros((1, cfg.input_dim), dtype)
     eps = jnp.zeros((1, 1, cfg.latent_dim), dtype)
-    init = jax.jit(lambda k: VAE(cfg).init(k, x, eps)["params"])          # one program, not op by op
+    init = jax.jit(lambda k: VAE(cfg).init(k, x, eps)["params"])  # one program, not op by op
     return jax.tree_util.tree_map(lambda p: p.astype(dtype), init(key))

@@ -5,6 +5,7 @@ adam:     torch.optim.Adam(lr, betas, eps, weight_decay) == chain(add_decayed_we
 lua_adam: Lua-torch optim.adam: lr_t = lr / (1 + t * lr_decay), epsilon added to sqrt(v) BEFORE
           the bias correction: p -= lr_t * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -23,12 +24,13 @@ class LuaAdamState(NamedTuple):
     nu: optax.Updates  # v
 
 
-def lua_adam(lr: float, lr_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
-             eps: float = 1e-8) -> optax.GradientTransformation:
+def lua_adam(
+    lr: float, lr_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
     """Lua-torch optim.adam as an optax transform (returns the full update, lr included)."""
 
     def init_fn(params: optax.Params) -> LuaAdamState:
-        zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)   # distinct buffers (donation)
+        zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # distinct buffers (donation)
         return LuaAdamState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
     def update_fn(grads: optax.Updates, state: LuaAdamState, params=None):
@@ -38,10 +40,11 @@ def lua_adam(lr: float, lr_decay: float = 0.0, b1: float = 0.9, b2: float = 0.99
         mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
         nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
         tf = t.astype(jnp.result_type(float))
-        step_size = clr * jnp.sqrt(1 - b2 ** tf) / (1 - b1 ** tf)
+        step_size = clr * jnp.sqrt(1 - b2**tf) / (1 - b1**tf)
         # in the parameters' dtype, as torch's in-place addcdiv_ (no float64 promotion under x64)
         updates = jax.tree_util.tree_map(
-            lambda m, v: -step_size.astype(m.dtype) * m / (jnp.sqrt(v) + eps), mu, nu)
+            lambda m, v: -step_size.astype(m.dtype) * m / (jnp.sqrt(v) + eps), mu, nu
+        )
         return updates, LuaAdamState(t, mu, nu)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -9,11 +9,13 @@ Multi-host: every process runs the same program on the same global batch order (
 one hands only its own devices' rows to the mesh (`shard_batch`), and `initialize_distributed`
 connects the processes first. Launch commands are in docs/data-parallel.md.
 """
+
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -26,13 +28,17 @@ from jax_vae.step import TrainState, train_step
 
 Array = jax.Array
 DATA_AXIS = "data"
-ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"   # host:port of process 0 (read by jax itself too)
+ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"  # host:port of process 0 (read by jax itself too)
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
 
 
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, auto: bool = False) -> bool:
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    auto: bool = False,
+) -> bool:
     """jax.distributed.initialize from the arguments, else $JAX_COORDINATOR_ADDRESS,
     $JAX_NUM_PROCESSES, $JAX_PROCESS_ID; auto=True (or coordinator 'auto') lets JAX detect the
     SLURM / Open MPI / TPU cluster it runs in.
@@ -50,12 +56,15 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     if not auto and all(v is None for v in given):
         return False
     if not auto and any(v is None for v in given):
-        raise ValueError("multi-process training needs the coordinator address, the number of processes "
-                         f"and this process's id; got coordinator={coordinator_address!r}, "
-                         f"num_processes={num_processes!r}, process_id={process_id!r} (set --coordinator/"
-                         f"{ENV_COORDINATOR}, --num-processes/{ENV_NUM_PROCESSES}, --process-id/{ENV_PROCESS_ID})")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+        raise ValueError(
+            "multi-process training needs the coordinator address, the number of processes "
+            f"and this process's id; got coordinator={coordinator_address!r}, "
+            f"num_processes={num_processes!r}, process_id={process_id!r} (set --coordinator/"
+            f"{ENV_COORDINATOR}, --num-processes/{ENV_NUM_PROCESSES}, --process-id/{ENV_PROCESS_ID})"
+        )
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
     return True
 
 
@@ -80,8 +89,10 @@ def check_batch_size(batch_size: int, mesh: Mesh, micro_batch: int = 0) -> None:
     for name, size in (("batch size", batch_size), ("micro_batch", micro_batch)):
         if size % mesh.size:
             flag = "--batch-size " if name == "batch size" else "--set micro_batch="
-            raise ValueError(f"{name} {size} does not split over {mesh.size} devices; use a multiple "
-                             f"of {mesh.size} (e.g. {flag}{mesh.size * -(-size // mesh.size)})")
+            raise ValueError(
+                f"{name} {size} does not split over {mesh.size} devices; use a multiple "
+                f"of {mesh.size} (e.g. {flag}{mesh.size * -(-size // mesh.size)})"
+            )
 
 
 def _global_array(value: Any, sharding: NamedSharding) -> Array:
@@ -98,6 +109,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
         if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
             return leaf
         return _global_array(_leaf_to_host(leaf), sharding)
+
     return jax.tree_util.tree_map(leaf_to_mesh, tree)
 
 
@@ -113,6 +125,7 @@ def _leaf_to_host(leaf: Any) -> np.ndarray:
     if leaf.is_fully_replicated:
         return np.asarray(leaf.addressable_data(0))
     from jax.experimental import multihost_utils
+
     return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
 
 
@@ -121,8 +134,9 @@ def to_host(tree: Any) -> Any:
     return jax.tree_util.tree_map(_leaf_to_host, tree)
 
 
-def make_parallel_train_step(cfg: VAEConfig, tx: optax.GradientTransformation, mesh: Mesh
-                             ) -> Callable[[TrainState, Array, Array], tuple[TrainState, StepMetrics]]:
+def make_parallel_train_step(
+    cfg: VAEConfig, tx: optax.GradientTransformation, mesh: Mesh
+) -> Callable[[TrainState, Array, Array], tuple[TrainState, StepMetrics]]:
     """step.train_step(state, batch, key) jitted over the mesh: state and key replicated, batch
     [B, D] sharded on 'data', state donated; metrics come back replicated."""
     check_batch_size(cfg.batch_size, mesh, cfg.micro_batch)

@@ -4,11 +4,11 @@ Mirror of torch_reference/step.py. `update` takes eps directly (parity tests inj
 `train_step` draws eps from fold_in(key, state.step) itself, so the trainer, the benchmarks and the
 tests call one definition; `make_train_step` jits it with the config closed over and the state donated.
 """
+
 from __future__ import annotations
 
-from typing import Callable
-
 import functools
+from collections.abc import Callable
 
 import flax.struct
 import jax
@@ -41,12 +41,13 @@ def kl_weight(cfg: VAEConfig, step: Array) -> Array:
     """beta_t = beta * min(1, (step + 1) / warmup); beta when warm-up is off."""
     if cfg.kl_warmup_steps <= 0:
         return jnp.asarray(cfg.beta)
-    t = (step + 1).astype(jnp.result_type(float))    # int32 / int would round to float32 under x64
+    t = (step + 1).astype(jnp.result_type(float))  # int32 / int would round to float32 under x64
     return cfg.beta * jnp.minimum(1.0, t / cfg.kl_warmup_steps)
 
 
-def _chunk_value_and_grad(params: dict, x: Array, eps: Array, cfg: VAEConfig, beta: Array,
-                          weight: float) -> tuple[tuple[Array, dict[str, Array]], dict]:
+def _chunk_value_and_grad(
+    params: dict, x: Array, eps: Array, cfg: VAEConfig, beta: Array, weight: float
+) -> tuple[tuple[Array, dict[str, Array]], dict]:
     """((weight * sum_i l_i, aux), grads) over one chunk x [m, D], eps [L, m, Z]."""
 
     def chunk_loss(p: dict) -> tuple[Array, dict[str, Array]]:
@@ -62,9 +63,9 @@ def _split(a: Array, m: int, shards: int) -> tuple[Array, Array]:
     every device and no row changes device; with shards = 1, chunk j is rows [j*m, (j+1)*m)."""
     per_shard, k = a.shape[0] // shards, m // shards
     n, tail = per_shard // k, a.shape[1:]
-    blocks = a.reshape(shards, per_shard, *tail)                            # [S, B/S, ...]
-    chunks = blocks[:, :n * k].reshape(shards, n, k, *tail).swapaxes(0, 1)  # [n, S, m/S, ...]
-    return chunks.reshape(n, m, *tail), blocks[:, n * k:].reshape(-1, *tail)
+    blocks = a.reshape(shards, per_shard, *tail)  # [S, B/S, ...]
+    chunks = blocks[:, : n * k].reshape(shards, n, k, *tail).swapaxes(0, 1)  # [n, S, m/S, ...]
+    return chunks.reshape(n, m, *tail), blocks[:, n * k :].reshape(-1, *tail)
 
 
 def _merge(chunks: Array, rest: Array, shards: int) -> Array:
@@ -74,8 +75,9 @@ def _merge(chunks: Array, rest: Array, shards: int) -> Array:
     return jnp.concatenate([per_chunk, rest.reshape(shards, -1)], axis=1).reshape(-1)
 
 
-def value_and_grad(params: dict, batch: Array, eps: Array, cfg: VAEConfig, beta: Array,
-                   shards: int = 1) -> tuple[tuple[Array, dict[str, Array]], dict]:
+def value_and_grad(
+    params: dict, batch: Array, eps: Array, cfg: VAEConfig, beta: Array, shards: int = 1
+) -> tuple[tuple[Array, dict[str, Array]], dict]:
     """((loss, aux), grads) of loss_fn on batch [B, D]. With cfg.micro_batch = m in (0, B) the
     batch runs as a lax.scan over chunks of m examples (plus one shorter chunk when m does not
     divide B) and loss = sum_chunks w * sum_i l_i, w = 1 (sum) or 1/B (mean): the same loss and
@@ -86,12 +88,13 @@ def value_and_grad(params: dict, batch: Array, eps: Array, cfg: VAEConfig, beta:
     if m <= 0 or m >= n_batch:
         return jax.value_and_grad(loss_fn, has_aux=True)(params, batch, eps, cfg, beta)
     if n_batch % shards or m % shards:
-        raise ValueError(f"micro_batch {m} and batch {n_batch} must be multiples of the {shards} "
-                         "data-parallel devices")
+        raise ValueError(
+            f"micro_batch {m} and batch {n_batch} must be multiples of the {shards} data-parallel devices"
+        )
     weight = 1.0 if cfg.reduction == "sum" else 1.0 / n_batch
-    xs, x_rest = _split(batch, m, shards)                                   # [n, m, D], [R, D]
-    es, e_rest = _split(eps.swapaxes(0, 1), m, shards)                      # [n, m, L, Z], [R, L, Z]
-    es, e_rest = es.transpose(0, 2, 1, 3), e_rest.swapaxes(0, 1)            # [n, L, m, Z], [L, R, Z]
+    xs, x_rest = _split(batch, m, shards)  # [n, m, D], [R, D]
+    es, e_rest = _split(eps.swapaxes(0, 1), m, shards)  # [n, m, L, Z], [R, L, Z]
+    es, e_rest = es.transpose(0, 2, 1, 3), e_rest.swapaxes(0, 1)  # [n, L, m, Z], [L, R, Z]
     chunk_fn = lambda x, e: _chunk_value_and_grad(params, x, e, cfg, beta, weight)
 
     def body(acc, chunk):
@@ -100,36 +103,53 @@ def value_and_grad(params: dict, batch: Array, eps: Array, cfg: VAEConfig, beta:
 
     (loss0, _), grads0 = jax.eval_shape(chunk_fn, xs[0], es[0])
     zeros = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), (loss0, grads0))
-    (loss, grads), aux = jax.lax.scan(body, zeros, (xs, es))               # aux leaves [n, m]
-    if x_rest.shape[0]:                                                     # the shorter chunk
+    (loss, grads), aux = jax.lax.scan(body, zeros, (xs, es))  # aux leaves [n, m]
+    if x_rest.shape[0]:  # the shorter chunk
         (r_loss, r_aux), r_grads = chunk_fn(x_rest, e_rest)
         loss, grads = jax.tree_util.tree_map(jnp.add, (loss, grads), (r_loss, r_grads))
     else:
         r_aux = {k: jnp.zeros([0], v.dtype) for k, v in aux.items()}
-    return (loss, {k: _merge(aux[k], r_aux[k], shards) for k in aux}), grads   # aux leaves [B]
+    return (loss, {k: _merge(aux[k], r_aux[k], shards) for k in aux}), grads  # aux leaves [B]
 
 
-def update(state: TrainState, batch: Array, eps: Array, cfg: VAEConfig,
-           tx: optax.GradientTransformation, shards: int = 1) -> tuple[TrainState, StepMetrics]:
+def update(
+    state: TrainState,
+    batch: Array,
+    eps: Array,
+    cfg: VAEConfig,
+    tx: optax.GradientTransformation,
+    shards: int = 1,
+) -> tuple[TrainState, StepMetrics]:
     """One optimizer step on batch [B, D] with injected eps [L, B, Z]."""
-    (loss, aux), grads = value_and_grad(state.params, batch, eps, cfg, kl_weight(cfg, state.step),
-                                        shards)
+    (loss, aux), grads = value_and_grad(state.params, batch, eps, cfg, kl_weight(cfg, state.step), shards)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = StepMetrics(loss=aux["per_example"].mean(), recon=aux["recon"].mean(), kl=aux["kl"].mean(),
-                          batch_loss=loss, finite=jnp.isfinite(loss))
+    metrics = StepMetrics(
+        loss=aux["per_example"].mean(),
+        recon=aux["recon"].mean(),
+        kl=aux["kl"].mean(),
+        batch_loss=loss,
+        finite=jnp.isfinite(loss),
+    )
     return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def train_step(state: TrainState, batch: Array, key: Array, cfg: VAEConfig,
-               tx: optax.GradientTransformation, shards: int = 1) -> tuple[TrainState, StepMetrics]:
+def train_step(
+    state: TrainState,
+    batch: Array,
+    key: Array,
+    cfg: VAEConfig,
+    tx: optax.GradientTransformation,
+    shards: int = 1,
+) -> tuple[TrainState, StepMetrics]:
     """eps ~ N(0, I) from fold_in(key, state.step), then `update`. `shards`: data-parallel devices the
     batch is split over (micro-batches span all of them; see jax_vae/parallel.py)."""
     eps = sample_eps(jax.random.fold_in(key, state.step), cfg, batch.shape[0], dtype=batch.dtype)
     return update(state, batch, eps, cfg, tx, shards)
 
 
-def make_train_step(cfg: VAEConfig, tx: optax.GradientTransformation
-                    ) -> Callable[[TrainState, Array, Array], tuple[TrainState, StepMetrics]]:
+def make_train_step(
+    cfg: VAEConfig, tx: optax.GradientTransformation
+) -> Callable[[TrainState, Array, Array], tuple[TrainState, StepMetrics]]:
     """train_step(state, batch, key) with cfg and tx closed over, jitted once, state donated."""
     return jax.jit(functools.partial(train_step, cfg=cfg, tx=tx), donate_argnums=0)

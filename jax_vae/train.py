@@ -8,13 +8,15 @@ params, opt_state) replays the uninterrupted run bit for bit.
 data_parallel: one mesh over every device (all processes under jax.distributed, see
 jax_vae/parallel.py); data, state and keys are replicated, each step's batch is split on 'data'.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
@@ -37,7 +39,7 @@ from jax_vae.step import TrainState, create_state, make_train_step, train_step
 
 Array = jax.Array
 EVAL_BATCH = 1000
-TICK_EVERY = 10       # progress callback period inside a scan, in steps
+TICK_EVERY = 10  # progress callback period inside a scan, in steps
 
 
 def resolve_device(name: str) -> jax.Device:
@@ -45,7 +47,7 @@ def resolve_device(name: str) -> jax.Device:
     platform = {"auto": None, "cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}.get(name)
     if name not in ("auto", "cpu", "gpu", "cuda"):
         raise RunError(f"unknown device {name!r}; valid: auto, cpu, gpu, cuda")
-    try:                                  # local: under jax.distributed, jax.devices()[0] is process 0's
+    try:  # local: under jax.distributed, jax.devices()[0] is process 0's
         return jax.local_devices(backend=platform)[0] if platform else jax.local_devices()[0]
     except RuntimeError:
         have = sorted({d.platform for d in jax.devices()})
@@ -61,7 +63,7 @@ def device_name(device: jax.Device) -> str:
     return f"{device.platform}:{device.id} ({device.device_kind})"
 
 
-_TICK: list[Tick | None] = [None]   # the running trainer's progress callback (programs are shared)
+_TICK: list[Tick | None] = [None]  # the running trainer's progress callback (programs are shared)
 
 
 def _tick(step: Array) -> None:
@@ -69,8 +71,9 @@ def _tick(step: Array) -> None:
         _TICK[0](step)
 
 
-def make_chunk_fn(cfg: VAEConfig, tx: optax.GradientTransformation, tick: bool = False,
-                  mesh: parallel.Mesh | None = None) -> Callable:
+def make_chunk_fn(
+    cfg: VAEConfig, tx: optax.GradientTransformation, tick: bool = False, mesh: parallel.Mesh | None = None
+) -> Callable:
     """chunk(state, data [N, D], idx [S, B], eps_key) -> (state, metrics [S]): lax.scan of
     step.train_step over batches gathered on device. State is donated. tick: call the running
     trainer's progress callback every TICK_EVERY steps. With a mesh: inputs and outputs
@@ -79,14 +82,19 @@ def make_chunk_fn(cfg: VAEConfig, tx: optax.GradientTransformation, tick: bool =
 
     def chunk(state: TrainState, data: Array, idx: Array, eps_key: Array):
         def body(state: TrainState, rows: Array):
-            batch = data[rows]                                                  # [B, D]
+            batch = data[rows]  # [B, D]
             if mesh is not None:
                 batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(mesh))
             state, metrics = train_step(state, batch, eps_key, cfg, tx, shards)
             if tick:
-                jax.lax.cond(state.step % TICK_EVERY == 0,
-                             lambda s: jax.debug.callback(_tick, s), lambda s: None, state.step)
+                jax.lax.cond(
+                    state.step % TICK_EVERY == 0,
+                    lambda s: jax.debug.callback(_tick, s),
+                    lambda s: None,
+                    state.step,
+                )
             return state, metrics
+
         return jax.lax.scan(body, state, idx)
 
     if mesh is None:
@@ -106,17 +114,17 @@ class Programs:
     """The jitted functions of one program key, built once per process."""
 
     tx: optax.GradientTransformation
-    chunk: Any               # a jax.jit-wrapped function (it has .lower)
+    chunk: Any  # a jax.jit-wrapped function (it has .lower)
     step: Callable
     init: Callable
     eval: Callable
     decode: Callable
     encode: Callable
-    compiled: dict = dataclasses.field(default_factory=dict)    # AOT chunks: (S, B, N, device) -> exe
+    compiled: dict = dataclasses.field(default_factory=dict)  # AOT chunks: (S, B, N, device) -> exe
 
 
-ProgramKey = tuple[VAEConfig, int, bool, Any]   # (program config, steps per epoch, tick, mesh)
-PROGRAMS: dict[ProgramKey, Programs] = {}        # the one program cache: runs (seeds, tests, resumes) reuse it
+ProgramKey = tuple[VAEConfig, int, bool, Any]  # (program config, steps per epoch, tick, mesh)
+PROGRAMS: dict[ProgramKey, Programs] = {}  # the one program cache: runs (seeds, tests, resumes) reuse it
 
 
 def programs(key: ProgramKey) -> Programs:
@@ -125,14 +133,18 @@ def programs(key: ProgramKey) -> Programs:
         pcfg, steps_per_epoch, tick, mesh = key
         tx = make_optimizer(pcfg, steps_per_epoch=steps_per_epoch)
         model = VAE(pcfg)
-        step = (make_train_step(pcfg, tx) if mesh is None else
-                parallel.make_parallel_train_step(pcfg, tx, mesh))
+        step = (
+            make_train_step(pcfg, tx) if mesh is None else parallel.make_parallel_train_step(pcfg, tx, mesh)
+        )
         PROGRAMS[key] = Programs(
-            tx=tx, chunk=make_chunk_fn(pcfg, tx, tick, mesh), step=step,
+            tx=tx,
+            chunk=make_chunk_fn(pcfg, tx, tick, mesh),
+            step=step,
             init=jax.jit(lambda key: create_state(init_params(key, pcfg), tx)),
             eval=jax.jit(functools.partial(_eval_sums, cfg=pcfg)),
             decode=jax.jit(lambda params, z: model.apply({"params": params}, z, method=VAE.decode)),
-            encode=jax.jit(lambda params, x: model.apply({"params": params}, x, method=VAE.encode)))
+            encode=jax.jit(lambda params, x: model.apply({"params": params}, x, method=VAE.encode)),
+        )
     return PROGRAMS[key]
 
 
@@ -142,8 +154,14 @@ class Trainer:
 
     framework = "jax"
 
-    def __init__(self, cfg: VAEConfig, data: dict[str, np.ndarray], opts: TrainOptions,
-                 checkpoint_dir: Path, tick: Tick | None = None) -> None:
+    def __init__(
+        self,
+        cfg: VAEConfig,
+        data: dict[str, np.ndarray],
+        opts: TrainOptions,
+        checkpoint_dir: Path,
+        tick: Tick | None = None,
+    ) -> None:
         self.cfg, self.jit, self.device = cfg, opts.jit, resolve_device(opts.device)
         self.checkpoint_dir = Path(checkpoint_dir)
         self.ckpts = Checkpoints(self.checkpoint_dir)
@@ -153,24 +171,31 @@ class Trainer:
         _TICK[0] = tick
         root = jax.random.key(cfg.seed)
         self.init_key, self.eps_key, self.eval_key, self.bin_key = (
-            jax.random.fold_in(root, stream) for stream in plan.Stream)
-        if self.mesh is not None:                # checkpointed: a global (replicated) array under jax.distributed
+            jax.random.fold_in(root, stream) for stream in plan.Stream
+        )
+        if self.mesh is not None:  # checkpointed: a global (replicated) array under jax.distributed
             self.eps_key = self._put_key(self.eps_key)
-        self.train_grey = self._put(np.asarray(data["train"], np.float32))    # [N, D]
+        self.train_grey = self._put(np.asarray(data["train"], np.float32))  # [N, D]
         self.train_x = self.train_grey
-        self.test_x = self._put(np.asarray(data["test"], np.float32))         # [M, D]
+        self.test_x = self._put(np.asarray(data["test"], np.float32))  # [M, D]
         self.state: TrainState = None  # type: ignore[assignment]  # set by init_state or restore
         sharding = None if self.mesh is None else parallel.batch_sharded(self.mesh)
-        self._gather = jax.jit(lambda data, rows: data[rows], out_shardings=sharding)   # --jit step
+        self._gather = jax.jit(lambda data, rows: data[rows], out_shardings=sharding)  # --jit step
 
     def versions(self) -> dict[str, str]:
-        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-                "orbax-checkpoint": getattr(ocp, "__version__", "?")}
+        return {
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "orbax-checkpoint": getattr(ocp, "__version__", "?"),
+        }
 
     def device_name(self) -> str:
         if self.mesh is not None:
-            return (f"{self.mesh.size} x {self.device.platform} ({self.device.device_kind}) in "
-                    f"{jax.process_count()} process(es), data-parallel")
+            return (
+                f"{self.mesh.size} x {self.device.platform} ({self.device.device_kind}) in "
+                f"{jax.process_count()} process(es), data-parallel"
+            )
         return device_name(self.device)
 
     def _put(self, tree: Any) -> Any:
@@ -187,7 +212,7 @@ class Trainer:
     def _template(self) -> TrainState:
         """Step-0 state on the device, every leaf its own buffer (the scan donates the state, and an
         optimizer may init two moments as one shared zeros tree)."""
-        state = self.p.init(jax.device_put(self.init_key, self.device))       # jitted: distinct buffers
+        state = self.p.init(jax.device_put(self.init_key, self.device))  # jitted: distinct buffers
         return state if self.mesh is None else self._put(state)
 
     def latest_checkpoint(self) -> int | None:
@@ -198,7 +223,8 @@ class Trainer:
 
     def restore(self) -> tuple[np.ndarray, dict[str, Any]]:
         state, order, key_data, meta = self.ckpts.restore(
-            self._template(), len(self.train_grey), jax.random.key_data(self.eps_key))
+            self._template(), len(self.train_grey), jax.random.key_data(self.eps_key)
+        )
         self.state = self._put(state)
         self.eps_key = self._put_key(jax.random.wrap_key_data(key_data))
         return order, meta
@@ -242,7 +268,7 @@ class Trainer:
         total = np.zeros(3)
         m = self.test_x.shape[0]
         for i, lo in enumerate(range(0, m, EVAL_BATCH)):
-            x = self.test_x[lo:lo + EVAL_BATCH]
+            x = self.test_x[lo : lo + EVAL_BATCH]
             sums = self.p.eval(self.state.params, x, jax.random.fold_in(self.eval_key, i))
             total += np.asarray(parallel.to_host(sums), np.float64)
         return {"test_loss": total[0] / m, "test_recon": total[1] / m, "test_kl": total[2] / m}
@@ -270,7 +296,7 @@ class Trainer:
 
 def _eval_sums(params: dict, x: Array, key: Array, cfg: VAEConfig) -> Array:
     """[sum of -ELBO, sum of recon, sum of KL] over the batch x [B, D]."""
-    eps = sample_eps(key, cfg, x.shape[0], dtype=x.dtype)                       # [L, B, Z]
+    eps = sample_eps(key, cfg, x.shape[0], dtype=x.dtype)  # [L, B, Z]
     if cfg.eval_use_mean:
         eps = jnp.zeros_like(eps)
     _, aux = loss_fn(params, x, eps, cfg, beta=1.0)
@@ -281,9 +307,13 @@ def _data_parallel_mesh(device: jax.Device, layout: plan.Layout) -> parallel.Mes
     """Mesh over every device of `device`'s platform (all processes); batches must split evenly."""
     mesh = parallel.make_mesh(jax.devices(device.platform))
     if layout.batch_size % mesh.size:
-        raise RunError(f"data-parallel over {mesh.size} devices: batch size {layout.batch_size} does not split "
-                       f"evenly; use a multiple of {mesh.size}")
+        raise RunError(
+            f"data-parallel over {mesh.size} devices: batch size {layout.batch_size} does not split "
+            f"evenly; use a multiple of {mesh.size}"
+        )
     if layout.last_batch_size % mesh.size:
-        raise RunError(f"data-parallel over {mesh.size} devices: the last batch of each epoch has "
-                       f"{layout.last_batch_size} images; pass --set drop_last=true or another batch size")
+        raise RunError(
+            f"data-parallel over {mesh.size} devices: the last batch of each epoch has "
+            f"{layout.last_batch_size} images; pass --set drop_last=true or another batch size"
+        )
     return mesh

@@ -2,6 +2,7 @@
 
 Run this suite in its own pytest process (`make test` does): x64 is process-global.
 """
+
 import jax
 
 jax.config.update("jax_enable_x64", True)

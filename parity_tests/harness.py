@@ -3,6 +3,7 @@ the same numpy inputs and eps on both sides, and each side's loss, gradients and
 
 Import only after `parity_tests.conftest` (or `report`) has set jax_enable_x64 and matmul precision.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,9 +28,11 @@ from torch_reference.models import VAE as TorchVAE
 from torch_reference.models import init_params as torch_init
 
 DTYPES: dict[str, tuple[type[np.floating], torch.dtype]] = {
-    "float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
+    "float64": (np.float64, torch.float64),
+    "float32": (np.float32, torch.float32),
+}
 BATCH = 16
-STEPS_PER_EPOCH = 10          # only the iwae lr schedule reads it: boundaries land at steps 10, 40
+STEPS_PER_EPOCH = 10  # only the iwae lr schedule reads it: boundaries land at steps 10, 40
 
 
 def setup_pair(cfg: VAEConfig, dtype: str, seed: int = 0) -> tuple[TorchVAE, dict]:
@@ -40,8 +43,9 @@ def setup_pair(cfg: VAEConfig, dtype: str, seed: int = 0) -> tuple[TorchVAE, dic
     return model, params
 
 
-def make_inputs(cfg: VAEConfig, dtype: str, seed: int = 1, batch: int = BATCH,
-                num_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_inputs(
+    cfg: VAEConfig, dtype: str, seed: int = 1, batch: int = BATCH, num_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """x [B, D] and eps [L, B, Z]: the preset's own generated data (rectangles) or grey noise in
     [0, 1], Bernoulli-drawn for binarized presets."""
     rng = np.random.default_rng(seed)
@@ -59,11 +63,15 @@ def make_inputs(cfg: VAEConfig, dtype: str, seed: int = 1, batch: int = BATCH,
 
 def _flat(tree: dict) -> dict[str, np.ndarray]:
     """{'encoder.hidden_0.kernel': array, ...} in Flax layout."""
-    return {f"{m}.{layer}.{kind}": np.asarray(v) for m, layers in tree.items()
-            for layer, leaves in layers.items() for kind, v in leaves.items()}
+    return {
+        f"{m}.{layer}.{kind}": np.asarray(v)
+        for m, layers in tree.items()
+        for layer, leaves in layers.items()
+        for kind, v in leaves.items()
+    }
 
 
-@functools.cache   # configs are frozen (hashable); tests share runs
+@functools.cache  # configs are frozen (hashable); tests share runs
 def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (jax, torch) for encoder outputs, decoder outputs, each loss term and every gradient."""
     model, params = setup_pair(cfg, dtype)
@@ -77,18 +85,25 @@ def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.n
     outt, meant, scalet = model(xt, epst)
     (losst, auxt), gradst = ts.value_and_grad(model, xt, epst, cfg, cfg.beta)
     gradst = convert.torch_to_flax(gradst, cfg)
-    pairs = {"encoder.mean": (meanj, meant), "encoder.scale": (scalej, scalet),
-             "decoder.outputs": (outj, outt), "loss": (lossj, losst)}
+    pairs = {
+        "encoder.mean": (meanj, meant),
+        "encoder.scale": (scalej, scalet),
+        "decoder.outputs": (outj, outt),
+        "loss": (lossj, losst),
+    }
     pairs.update({f"loss.{k}": (auxj[k], auxt[k]) for k in ("recon", "kl", "per_example")})
     gj, gt = _flat(gradsj), _flat(gradst)
     pairs.update({f"grad.{k}": (gj[k], gt[k]) for k in gt})
-    return {k: (np.asarray(a), b.detach().numpy() if hasattr(b, "detach") else np.asarray(b))
-            for k, (a, b) in pairs.items()}
+    return {
+        k: (np.asarray(a), b.detach().numpy() if hasattr(b, "detach") else np.asarray(b))
+        for k, (a, b) in pairs.items()
+    }
 
 
-@functools.cache   # configs are frozen (hashable); tests share runs
-def trajectory_pair(cfg: VAEConfig, dtype: str, steps: int = 100, num_batches: int = 4
-                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+@functools.cache  # configs are frozen (hashable); tests share runs
+def trajectory_pair(
+    cfg: VAEConfig, dtype: str, steps: int = 100, num_batches: int = 4
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """`steps` optimizer steps on fixed batches with fixed eps, both sides from the same weights.
 
     Returns 'losses' [steps] and every final parameter 'param.<name>' as (jax, torch).
@@ -124,9 +139,10 @@ def variant(cfg: VAEConfig, **changes) -> VAEConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-@functools.cache   # configs are frozen (hashable); tests share runs
-def torch_self_divergence(cfg: VAEConfig, dtype: str, steps: int = 100, rel: float | None = None,
-                          num_batches: int = 4) -> np.ndarray:
+@functools.cache  # configs are frozen (hashable); tests share runs
+def torch_self_divergence(
+    cfg: VAEConfig, dtype: str, steps: int = 100, rel: float | None = None, num_batches: int = 4
+) -> np.ndarray:
     """Per-step relative loss gap between two torch runs whose initial weights differ by `rel`
     (default: one unit of roundoff): the objective's own sensitivity, the envelope parity must meet."""
     rel = rel if rel is not None else float(np.finfo(DTYPES[dtype][0]).eps)

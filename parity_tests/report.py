@@ -3,6 +3,7 @@ gradient and the 100-step trajectory, as a Markdown table.
 
     python -m parity_tests.report [--presets a,b] [--steps 100] [--precision highest|default]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ import sys
 
 def _configure(precision: str) -> None:
     import jax
+
     jax.config.update("jax_enable_x64", True)
     if precision != "default":
         jax.config.update("jax_default_matmul_precision", precision)
@@ -48,8 +50,10 @@ def _row(preset: str, dtype: str, steps: int) -> str:
         what = "losses"
         t_abs, t_rel = max_diffs(*traj["losses"])
     note = " (chaotic: see tolerances.CHAOTIC)" if (preset, dtype) in CHAOTIC else ""
-    return (f"| {preset} | {dtype} | {loss_abs:.2e} | {loss_rel:.2e} | {grad_abs:.2e} | "
-            f"{grad_rel:.2e} | {grad_scaled:.2f} | {what}: {t_abs:.2e} | {t_rel:.2e}{note} |")
+    return (
+        f"| {preset} | {dtype} | {loss_abs:.2e} | {loss_rel:.2e} | {grad_abs:.2e} | "
+        f"{grad_rel:.2e} | {grad_scaled:.2f} | {what}: {t_abs:.2e} | {t_rel:.2e}{note} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,23 +69,30 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from jax_vae.common.presets import PRESETS
+
     presets = [p for p in args.presets.split(",") if p] or list(PRESETS)
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         print(f"error: unknown preset(s) {unknown}; known: {', '.join(PRESETS)}", file=sys.stderr)
         return 2
-    print(f"Parity report: jax {jax.__version__} ({jax.default_backend()}, matmul precision "
-          f"{args.precision}) vs torch {torch.__version__}; python {platform.python_version()}; "
-          f"{args.steps}-step trajectories.\n")
-    print("| preset | dtype | loss max abs | loss max rel | grad max abs | grad max rel | "
-          "grad err / tol | trajectory max abs | trajectory max rel |")
+    print(
+        f"Parity report: jax {jax.__version__} ({jax.default_backend()}, matmul precision "
+        f"{args.precision}) vs torch {torch.__version__}; python {platform.python_version()}; "
+        f"{args.steps}-step trajectories.\n"
+    )
+    print(
+        "| preset | dtype | loss max abs | loss max rel | grad max abs | grad max rel | "
+        "grad err / tol | trajectory max abs | trajectory max rel |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for preset in presets:
         for dtype in args.dtypes.split(","):
             print(_row(preset, dtype, args.steps), flush=True)
-    print("\ngrad err / tol: worst |jax - torch| / (atol + rtol |torch|) over every gradient "
-          "element (<= 1 passes). Trajectory: float64 compares every parameter after the last "
-          "step, float32 every step's loss.")
+    print(
+        "\ngrad err / tol: worst |jax - torch| / (atol + rtol |torch|) over every gradient "
+        "element (<= 1 passes). Trajectory: float64 compares every parameter after the last "
+        "step, float32 every step's loss."
+    )
     return 0
 
 

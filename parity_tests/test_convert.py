@@ -1,4 +1,5 @@
 """The converter: exact round trips for every preset, clear errors naming the offending key."""
+
 import jax
 import numpy as np
 import pytest
@@ -24,10 +25,11 @@ def test_round_trip_flax_torch_flax_is_exact(preset):
     params = jax.device_get(init_params(jax.random.key(0), cfg))
     state = {k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, cfg).items()}
     torch_model = torch_init(0, cfg)
-    torch_model.load_state_dict(state)          # strict: every key and shape accepted by torch
+    torch_model.load_state_dict(state)  # strict: every key and shape accepted by torch
     again = convert.torch_to_flax(torch_model.state_dict(), cfg)
-    for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(params),
-                                 jax.tree_util.tree_leaves_with_path(again)):
+    for (path, a), (_, b) in zip(
+        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves_with_path(again)
+    ):
         assert np.array_equal(np.asarray(a), b), path
 
 
@@ -45,4 +47,4 @@ def test_errors_name_the_key():
         convert.torch_to_flax(extra, cfg)
     params = convert.torch_to_flax(state, cfg)
     with pytest.raises(convert.ConversionError, match="preset 'minimalist'"):
-        convert.flax_to_torch(params, PRESETS["minimalist"])     # 400 hidden units vs 500
+        convert.flax_to_torch(params, PRESETS["minimalist"])  # 400 hidden units vs 500

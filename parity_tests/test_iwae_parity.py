@@ -1,5 +1,6 @@
 """IWAE-k log-likelihood estimate, IWAE / beta / KL warm-up objectives and their gradients:
 JAX vs PyTorch under shared weights (the converter) and the same injected eps, float64 and float32."""
+
 from __future__ import annotations
 
 import jax
@@ -17,12 +18,16 @@ from parity_tests.tolerances import assert_close, tol
 from torch_reference import evaluate as te
 from torch_reference import step as ts
 
-IWAE = get_preset("iwae-paper")       # 784-200-200 tanh, 50-d latent, Bernoulli logits, k = 5
+IWAE = get_preset("iwae-paper")  # 784-200-200 tanh, 50-d latent, Bernoulli logits, k = 5
 
 
 def _flat(tree: dict) -> dict[str, np.ndarray]:
-    return {f"{m}.{layer}.{kind}": np.asarray(v) for m, layers in tree.items()
-            for layer, leaves in layers.items() for kind, v in leaves.items()}
+    return {
+        f"{m}.{layer}.{kind}": np.asarray(v)
+        for m, layers in tree.items()
+        for layer, leaves in layers.items()
+        for kind, v in leaves.items()
+    }
 
 
 def _torch_grads(model: torch.nn.Module, cfg) -> dict[str, np.ndarray]:
@@ -41,11 +46,11 @@ def test_log_likelihood_estimate_and_grads(dtype, chunk=30):
     one padded and masked on the JAX side)."""
     cfg = IWAE
     model, params = setup_pair(cfg, dtype)
-    x, eps = make_inputs(cfg, dtype, num_samples=100)                       # [16, 784], [100, 16, 50]
+    x, eps = make_inputs(cfg, dtype, num_samples=100)  # [16, 784], [100, 16, 50]
     # --- JAX half
     fn = lambda p: je.log_likelihood_from_eps(p, jnp.asarray(x), jnp.asarray(eps), cfg, chunk)
     log_px_j, vjp = jax.vjp(fn, params)
-    (grads_j,) = vjp(jnp.ones_like(log_px_j))                               # d sum_b log p(x_b)
+    (grads_j,) = vjp(jnp.ones_like(log_px_j))  # d sum_b log p(x_b)
     # --- torch half
     log_px_t = te.log_likelihood_from_eps(model, torch.from_numpy(x), torch.from_numpy(eps), cfg, chunk)
     log_px_t.sum().backward()
@@ -67,8 +72,12 @@ def _assert_objective(name: str, cfg, dtype: str, terms: tuple[str, ...] = ("los
 
 def test_iwae_objective_and_grads(dtype, num_samples=50):
     """-log (1/k) sum_k w_k summed over the batch, k = 50 (the preset's k = 5 is in the model suite)."""
-    _assert_objective(f"iwae_k{num_samples}", variant(IWAE, num_samples=num_samples), dtype,
-                      terms=("loss", "loss.per_example"))
+    _assert_objective(
+        f"iwae_k{num_samples}",
+        variant(IWAE, num_samples=num_samples),
+        dtype,
+        terms=("loss", "loss.per_example"),
+    )
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
@@ -85,7 +94,7 @@ def test_kl_warmup_weights():
     torch_w = np.array([ts.kl_weight(cfg, int(t)) for t in steps])
     exact = 0.5 * np.minimum(1.0, (steps + 1) / 7)
     assert_close("kl_weight/torch_vs_exact", torch_w, exact, tol("float64", "loss"))
-    assert_close("kl_weight", jax_w, torch_w, tol("float64", "loss"))   # float64 under x64, not float32
+    assert_close("kl_weight", jax_w, torch_w, tol("float64", "loss"))  # float64 under x64, not float32
 
 
 def test_warmup_trajectory(dtype):

@@ -1,5 +1,6 @@
 """Bottom of the stack: reparameterize, KL forms, every likelihood (values and gradients) and the
 torch-BCE edge cases, each as a JAX half and a torch half on the same numpy inputs."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,11 +30,13 @@ def _rng_arrays(dtype, *shapes, seed=0):
 def test_reparameterize(dtype, scale_param):
     mean, scale, eps = _rng_arrays(dtype, (8, 5), (8, 5), (3, 8, 5))
     # JAX half
-    z_j = jm.reparameterize(jnp.asarray(mean), jm.std_from_scale(jnp.asarray(scale), scale_param),
-                            jnp.asarray(eps))
+    z_j = jm.reparameterize(
+        jnp.asarray(mean), jm.std_from_scale(jnp.asarray(scale), scale_param), jnp.asarray(eps)
+    )
     # torch half
-    z_t = tm.reparameterize(torch.from_numpy(mean),
-                            tm.std_from_scale(torch.from_numpy(scale), scale_param), torch.from_numpy(eps))
+    z_t = tm.reparameterize(
+        torch.from_numpy(mean), tm.std_from_scale(torch.from_numpy(scale), scale_param), torch.from_numpy(eps)
+    )
     assert z_j.shape == (3, 8, 5)
     assert_close(f"{dtype}/z[{scale_param}]", z_j, z_t.numpy(), tol(dtype, "forward"))
 
@@ -99,8 +102,9 @@ def test_bce_edge_cases(dtype):
     p_t = torch.from_numpy(p).requires_grad_()
     val_t = torch.nn.functional.binary_cross_entropy(p_t, torch.from_numpy(x), reduction="sum")
     val_t.backward()
-    elem_t = torch.nn.functional.binary_cross_entropy(torch.from_numpy(p), torch.from_numpy(x),
-                                                      reduction="none")
+    elem_t = torch.nn.functional.binary_cross_entropy(
+        torch.from_numpy(p), torch.from_numpy(x), reduction="none"
+    )
     assert np.all(np.isfinite(np.asarray(grad_j))), "JAX BCE gradient is not finite at p in {0, 1}"
     assert float(elem_j[1]) == pytest.approx(100.0) and float(elem_j[3]) == pytest.approx(100.0)
     assert_close(f"{dtype}/bce_edge_values", elem_j, elem_t.numpy(), tol(dtype, "loss_terms"))

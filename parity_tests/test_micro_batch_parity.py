@@ -1,16 +1,16 @@
 """Gradient accumulation (cfg.micro_batch): a batch of 16 run as chunks of 5 + 5 + 5 + 1 gives the
 whole-batch loss and gradients on each side, matches the other framework, and trains the same."""
+
 import pytest
 
 from jax_vae.common.presets import PRESETS
 from parity_tests.harness import BATCH, forward_pair, trajectory_pair, variant
 from parity_tests.tolerances import CHAOTIC, assert_close, tol
 
-MICRO = 5                      # 16 = 3 x 5 + 1: the scan over full chunks and the remainder chunk
+MICRO = 5  # 16 = 3 x 5 + 1: the scan over full chunks and the remainder chunk
 assert BATCH % MICRO != 0
 
-KIND = {"loss": "loss", "loss.recon": "loss_terms", "loss.kl": "loss_terms",
-        "loss.per_example": "loss_terms"}
+KIND = {"loss": "loss", "loss.recon": "loss_terms", "loss.kl": "loss_terms", "loss.per_example": "loss_terms"}
 
 
 def _kind(name: str, dtype: str = "float64") -> str | None:
@@ -24,8 +24,9 @@ def test_micro_batch_matches_torch(preset, dtype):
     out = forward_pair(variant(PRESETS[preset], micro_batch=MICRO), dtype)
     for name, (jax_value, torch_value) in out.items():
         if kind := _kind(name, dtype):
-            assert_close(f"{preset}/{dtype}/micro_batch={MICRO}/{name}", jax_value, torch_value,
-                         tol(dtype, kind))
+            assert_close(
+                f"{preset}/{dtype}/micro_batch={MICRO}/{name}", jax_value, torch_value, tol(dtype, kind)
+            )
 
 
 @pytest.mark.parametrize("side", ["jax", "torch"])
@@ -36,8 +37,12 @@ def test_micro_batch_equals_whole_batch(preset, side):
     chunked = forward_pair(variant(PRESETS[preset], micro_batch=MICRO), "float64")
     for name in whole:
         if kind := _kind(name):
-            assert_close(f"{preset}/{side}/float64/micro_batch={MICRO} vs whole/{name}",
-                         chunked[name][i], whole[name][i], tol("float64", kind))
+            assert_close(
+                f"{preset}/{side}/float64/micro_batch={MICRO} vs whole/{name}",
+                chunked[name][i],
+                whole[name][i],
+                tol("float64", kind),
+            )
 
 
 # One preset per way chunks combine: sum reduction, mean reduction (w = 1/B), IWAE with L = 5.
@@ -54,5 +59,9 @@ def test_micro_batch_float64_trajectory(name):
     assert_close(f"{preset}/float64/micro_batch={MICRO}/losses", *out["losses"], tol("float64", "loss"))
     for name, (jax_value, torch_value) in out.items():
         if name.startswith("param."):
-            assert_close(f"{preset}/float64/micro_batch={MICRO}/{name}", jax_value, torch_value,
-                         tol("float64", "trajectory_params"))
+            assert_close(
+                f"{preset}/float64/micro_batch={MICRO}/{name}",
+                jax_value,
+                torch_value,
+                tol("float64", "trajectory_params"),
+            )

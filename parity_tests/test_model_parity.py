@@ -1,5 +1,6 @@
 """Top of the stack, per preset and dtype: encoder, decoder, every loss term, total loss and every
 gradient tensor agree under shared weights (through the converter) and injected eps."""
+
 import pytest
 
 from jax_vae.common.config import layer_specs
@@ -9,7 +10,7 @@ from parity_tests.tolerances import assert_close, tol
 
 
 def _pairs(preset: str, dtype: str):
-    return forward_pair(PRESETS[preset], dtype)        # cached: one run per preset and dtype
+    return forward_pair(PRESETS[preset], dtype)  # cached: one run per preset and dtype
 
 
 @pytest.mark.parametrize("part", ["encoder.mean", "encoder.scale", "decoder.outputs"])
@@ -31,7 +32,7 @@ def test_total_loss(preset, dtype):
 
 def test_every_gradient(preset, dtype):
     grads = {k: v for k, v in _pairs(preset, dtype).items() if k.startswith("grad.")}
-    assert len(grads) == 2 * len(layer_specs(PRESETS[preset]))   # a weight and a bias per layer
+    assert len(grads) == 2 * len(layer_specs(PRESETS[preset]))  # a weight and a bias per layer
     for name, (jax_value, torch_value) in grads.items():
         assert abs(torch_value).max() > 0, f"{preset}/{name}: torch gradient is all zero"
         assert_close(f"{preset}/{dtype}/{name}", jax_value, torch_value, tol(dtype, "grad"))

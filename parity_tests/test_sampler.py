@@ -1,5 +1,6 @@
 """The real samplers, tested statistically (RNG streams cannot match across frameworks):
 eps passes a KS test against N(0, 1); z = mu + scale * eps has mean mu and std scale."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,13 +12,12 @@ from jax_vae import models as jm
 from jax_vae.common.presets import PRESETS
 from torch_reference import models as tm
 
-CFG = PRESETS["pytorch-examples"]     # latent 20
-ALPHA = 1e-3                          # false-failure rate per KS test (seeds are fixed anyway)
+CFG = PRESETS["pytorch-examples"]  # latent 20
+ALPHA = 1e-3  # false-failure rate per KS test (seeds are fixed anyway)
 
 
 def test_jax_eps_is_standard_normal(dtype):
-    eps = np.asarray(jm.sample_eps(jax.random.key(42), CFG, 1000, num_samples=5,
-                                   dtype=jnp.dtype(dtype)))
+    eps = np.asarray(jm.sample_eps(jax.random.key(42), CFG, 1000, num_samples=5, dtype=jnp.dtype(dtype)))
     assert eps.shape == (5, 1000, 20) and eps.dtype == np.dtype(dtype)
     assert stats.kstest(eps.ravel(), "norm").pvalue > ALPHA
     assert abs(eps.mean()) < 5 / np.sqrt(eps.size) and abs(eps.std() - 1) < 0.01
@@ -39,8 +39,11 @@ def test_torch_eps_is_standard_normal():
 def test_z_moments(scale_param):
     """z = mu + std * eps over 20,000 draws: mean mu (4 standard errors), std within 2%."""
     mean = jnp.array([[-2.0, 0.0, 3.0]])
-    scale = jnp.array([[np.log(0.25), 0.0, np.log(4.0)]]) if scale_param == "logvar" \
+    scale = (
+        jnp.array([[np.log(0.25), 0.0, np.log(4.0)]])
+        if scale_param == "logvar"
         else jnp.array([[0.5, 1.0, 2.0]])
+    )
     std_expected = np.array([0.5, 1.0, 2.0])
     eps = jax.random.normal(jax.random.key(7), (20_000, 1, 3))
     z = np.asarray(jm.reparameterize(mean, jm.std_from_scale(scale, scale_param), eps))[:, 0]

@@ -3,6 +3,7 @@ parameter agrees (rtol 1e-9); float32: every step's loss agrees (parameters drif
 
 Presets listed in tolerances.CHAOTIC amplify roundoff in any implementation; they are held to the
 float64 reference trajectory or to torch's own measured sensitivity envelope instead."""
+
 import numpy as np
 import pytest
 
@@ -29,21 +30,22 @@ def _assert_within_envelope(name: str, jax_losses, torch_losses, envelope: np.nd
     worst = int(np.argmax(gap))
     assert gap.max() <= bound, (
         f"{name} diverged beyond the chaos envelope at step {worst}: gap {gap[worst]:.3g} > "
-        f"{CHAOS_FACTOR:g} x torch's own largest 1-ulp sensitivity {envelope.max():.3g}")
+        f"{CHAOS_FACTOR:g} x torch's own largest 1-ulp sensitivity {envelope.max():.3g}"
+    )
 
 
 def test_float64_parameters_after_100_steps(preset):
     out = trajectory_pair(PRESETS[preset], "float64", steps=STEPS)
     if (preset, "float64") in CHAOTIC:
         envelope = torch_self_divergence(PRESETS[preset], "float64", steps=STEPS)
-        _assert_within_envelope(f"{preset}/float64/losses", *out["losses"], envelope,
-                                tol("float64", "loss"))
+        _assert_within_envelope(f"{preset}/float64/losses", *out["losses"], envelope, tol("float64", "loss"))
         return
     assert_close(f"{preset}/float64/losses", *out["losses"], tol("float64", "loss"))
     for name, (jax_value, torch_value) in out.items():
         if name.startswith("param."):
-            assert_close(f"{preset}/float64/{name}", jax_value, torch_value,
-                         tol("float64", "trajectory_params"))
+            assert_close(
+                f"{preset}/float64/{name}", jax_value, torch_value, tol("float64", "trajectory_params")
+            )
 
 
 def test_float32_losses_over_100_steps(preset):
@@ -71,7 +73,7 @@ def test_chaotic_entries_are_really_chaotic(key):
     preset, dtype = key
     envelope = torch_self_divergence(PRESETS[preset], dtype, steps=STEPS)
     strict = tol(dtype, "trajectory_loss" if dtype == "float32" else "loss").rtol
-    if preset == "stutz-rectangles":     # float32 drift shows against the float64 trajectory
+    if preset == "stutz-rectangles":  # float32 drift shows against the float64 trajectory
         t32 = trajectory_pair(PRESETS[preset], "float32", steps=STEPS)["losses"][1]
         t64 = trajectory_pair(PRESETS[preset], "float64", steps=STEPS)["losses"][1]
         envelope = np.maximum(envelope, _rel_gap(t32, t64))

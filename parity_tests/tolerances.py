@@ -4,6 +4,7 @@ A check passes when |jax - torch| <= atol + rtol * |torch| elementwise (numpy.al
 atol is relative to the tensor's scale: atol = atol_scale * max|torch| (plus a floor), so it only
 absorbs cancellation in elements that are tiny next to the rest of the same tensor.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,49 +15,83 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class Tol:
     rtol: float
-    atol_scale: float     # atol = atol_scale * max|reference| + floor
+    atol_scale: float  # atol = atol_scale * max|reference| + floor
     floor: float
     reason: str
 
 
 TOLERANCES: dict[tuple[str, str], Tol] = {
-    ("float64", "forward"): Tol(1e-10, 1e-12, 1e-300,
-        "same math, different BLAS blocking: ~1e-15 relative per op, a few ops deep"),
-    ("float64", "loss"): Tol(1e-10, 0.0, 1e-300,
-        "a sum of B*D terms: summation order differs, error ~ 1e-16 * sqrt(B*D)"),
-    ("float64", "loss_terms"): Tol(1e-10, 0.0, 1e-13,
+    ("float64", "forward"): Tol(
+        1e-10, 1e-12, 1e-300, "same math, different BLAS blocking: ~1e-15 relative per op, a few ops deep"
+    ),
+    ("float64", "loss"): Tol(
+        1e-10, 0.0, 1e-300, "a sum of B*D terms: summation order differs, error ~ 1e-16 * sqrt(B*D)"
+    ),
+    ("float64", "loss_terms"): Tol(
+        1e-10,
+        0.0,
+        1e-13,
         "per-example KL near 0 at init is a difference of O(1) terms (exp(lv), mu^2, 1, lv): "
-        "cancellation leaves ~1e-16 * Z absolute error, so a 1e-13 absolute floor"),
-    ("float64", "grad"): Tol(1e-10, 1e-10, 1e-300,
+        "cancellation leaves ~1e-16 * Z absolute error, so a 1e-13 absolute floor",
+    ),
+    ("float64", "grad"): Tol(
+        1e-10,
+        1e-10,
+        1e-300,
         "gradient elements that cancel to ~0 (dead ReLU columns, saturated sigmoids) have no "
-        "meaningful relative error; atol is 1e-10 of the tensor's largest element"),
-    ("float64", "trajectory_params"): Tol(1e-9, 1e-9, 1e-300,
+        "meaningful relative error; atol is 1e-10 of the tensor's largest element",
+    ),
+    ("float64", "trajectory_params"): Tol(
+        1e-9,
+        1e-9,
+        1e-300,
         "100 Adam steps divide by sqrt(v) + eps, which amplifies 1e-16 rounding of tiny v; "
-        "atol is 1e-9 of the tensor's largest element"),
-    ("float32", "forward"): Tol(1e-5, 1e-6, 1e-30,
-        "float32 eps ~ 1.2e-7; BLAS reductions over up to 1152 inputs in a different order"),
-    ("float32", "loss"): Tol(1e-5, 0.0, 1e-30,
-        "a float32 sum of B*D terms in a different order"),
-    ("float32", "loss_terms"): Tol(1e-5, 0.0, 1e-5,
+        "atol is 1e-9 of the tensor's largest element",
+    ),
+    ("float32", "forward"): Tol(
+        1e-5, 1e-6, 1e-30, "float32 eps ~ 1.2e-7; BLAS reductions over up to 1152 inputs in a different order"
+    ),
+    ("float32", "loss"): Tol(1e-5, 0.0, 1e-30, "a float32 sum of B*D terms in a different order"),
+    ("float32", "loss_terms"): Tol(
+        1e-5,
+        0.0,
+        1e-5,
         "per-example KL near 0 at init is a difference of O(1) terms: float32 cancellation "
-        "leaves ~1e-7 * Z absolute error, so a 1e-5 absolute floor (totals keep rtol 1e-5, no floor)"),
-    ("float32", "grad"): Tol(1e-4, 1e-4, 1e-30,
+        "leaves ~1e-7 * Z absolute error, so a 1e-5 absolute floor (totals keep rtol 1e-5, no floor)",
+    ),
+    ("float32", "grad"): Tol(
+        1e-4,
+        1e-4,
+        1e-30,
         "float32 gradient elements are batch sums of terms far larger than themselves (day37 is "
         "linear: cancellation everywhere; IWAE softmax-weights samples whose log-weights are "
         "~500 nats, so one rounding of 500 * 6e-8 shifts a weight by ~3e-5): elements far below "
-        "the tensor's largest get atol = 1e-4 of that largest element"),
-    ("float32", "accumulated_grad"): Tol(1e-4, 3e-4, 1e-30,
+        "the tensor's largest get atol = 1e-4 of that largest element",
+    ),
+    ("float32", "accumulated_grad"): Tol(
+        1e-4,
+        3e-4,
+        1e-30,
         "gradient accumulation over micro-batches adds one float32 rounding per chunk gradient, "
         "and chunk gradients can be far larger than their sum (day37's linear sigma cancels "
         "across chunks): torch float32 vs float64 grows from 1.2e-5 to 1.2e-4 of the largest "
-        "element with 5-example chunks; atol 3e-4 of it"),
-    ("float32", "trajectory_loss"): Tol(1e-4, 0.0, 1e-30,
-        "losses of 100 float32 Adam steps: parameters drift at the rounding level, losses agree"),
-    ("float32", "sharded_params"): Tol(1e-3, 2e-3, 1e-30,
+        "element with 5-example chunks; atol 3e-4 of it",
+    ),
+    ("float32", "trajectory_loss"): Tol(
+        1e-4,
+        0.0,
+        1e-30,
+        "losses of 100 float32 Adam steps: parameters drift at the rounding level, losses agree",
+    ),
+    ("float32", "sharded_params"): Tol(
+        1e-3,
+        2e-3,
+        1e-30,
         "JAX data-parallel vs single-device, 100 float32 Adam steps: the all-reduce sums the batch "
         "gradient in another order, and Adam's m / (sqrt(v) + eps) turns the ~1e-7 relative rounding "
         "of gradient elements that cancel to ~0 into steps of up to ~lr; measured 6.4e-4 of the "
-        "tensor's largest element (iwae-paper variant), so atol 2e-3 of it"),
+        "tensor's largest element (iwae-paper variant), so atol 2e-3 of it",
+    ),
 }
 
 
@@ -80,8 +115,10 @@ def assert_close(name: str, jax_value, torch_value, t: Tol) -> None:
     if a.shape != b.shape:
         raise AssertionError(f"{name}: shape jax {a.shape} != torch {b.shape}")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise AssertionError(f"{name}: non-finite values (jax finite={np.isfinite(a).all()}, "
-                             f"torch finite={np.isfinite(b).all()})")
+        raise AssertionError(
+            f"{name}: non-finite values (jax finite={np.isfinite(a).all()}, "
+            f"torch finite={np.isfinite(b).all()})"
+        )
     atol = t.atol_scale * float(np.abs(b).max(initial=0.0)) + t.floor
     bad = np.abs(a - b) > atol + t.rtol * np.abs(b)
     if bad.any():
@@ -90,7 +127,8 @@ def assert_close(name: str, jax_value, torch_value, t: Tol) -> None:
         raise AssertionError(
             f"{name} diverged: {int(bad.sum())}/{bad.size} elements beyond rtol={t.rtol:g}, "
             f"atol={atol:.3g}; worst at {tuple(int(i) for i in idx)}: jax={a[idx]!r} torch={b[idx]!r}; "
-            f"max abs {abs_d:.3g}, max rel {rel_d:.3g}")
+            f"max abs {abs_d:.3g}, max rel {rel_d:.3g}"
+        )
 
 
 # Presets whose 100-step trajectory amplifies rounding beyond the table above in ANY
@@ -99,12 +137,12 @@ def assert_close(name: str, jax_value, torch_value, t: Tol) -> None:
 # that measured envelope instead (see test_trajectory_parity), and the report prints both.
 CHAOTIC: dict[tuple[str, str], str] = {
     ("day37", "float64"): "KL term -log(1e-8 + sigma^2) on a linear sigma that crosses 0: its gradient "
-        "2 sigma / (1e-8 + sigma^2) has slope 1e8 at sigma = 0, so 1e-16 differences grow ~10x per step "
-        "(torch vs 1-ulp-perturbed torch: 1e-8 by step 10, 1e-1 by step 50)",
+    "2 sigma / (1e-8 + sigma^2) has slope 1e8 at sigma = 0, so 1e-16 differences grow ~10x per step "
+    "(torch vs 1-ulp-perturbed torch: 1e-8 by step 10, 1e-1 by step 50)",
     ("day37", "float32"): "same singularity; torch vs 1-ulp-perturbed torch differs by 1e-2 after 10 steps",
     ("stutz-rectangles", "float32"): "Lua Adam adds eps = 1e-8 before bias correction: at t = 1 the update "
-        "is lr * g / (|g| + 3.2e-7), so float32 gradient roundoff (~1e-7 absolute) moves weights by "
-        "~lr; torch float32 itself drifts 1e-2 from torch float64 by step 80, while jax float32 stays "
-        "within 1e-5 of it",
+    "is lr * g / (|g| + 3.2e-7), so float32 gradient roundoff (~1e-7 absolute) moves weights by "
+    "~lr; torch float32 itself drifts 1e-2 from torch float64 by step 80, while jax float32 stays "
+    "within 1e-5 of it",
 }
-CHAOS_FACTOR = 10.0   # jax-torch gap may reach this multiple of torch's own 1-ulp sensitivity
+CHAOS_FACTOR = 10.0  # jax-torch gap may reach this multiple of torch's own 1-ulp sensitivity

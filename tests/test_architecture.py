@@ -1,6 +1,7 @@
 """The layout holds: a framework-free core, two mirror twins that never import each other, the same
 files, and public functions with the same names, parameters and return kinds (allowed differences
 listed below, each with its reason)."""
+
 from __future__ import annotations
 
 import ast
@@ -17,13 +18,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 COMMON = REPO / "jax_vae" / "common"
 TWINS = {"jax": REPO / "jax_vae", "torch": REPO / "torch_reference"}
-JAX_ONLY_FILES = {"parallel.py"}          # data-parallel training over a jax.sharding mesh
+JAX_ONLY_FILES = {"parallel.py"}  # data-parallel training over a jax.sharding mesh
 FRAMEWORK_ROOTS = {"jax", "jaxlib", "flax", "optax", "orbax", "torch", "torchvision"}
 
 # Parameter names that differ for a reason the frameworks force.
 RENAMES = {
-    "model": "params",           # torch parameters live in the nn.Module; JAX passes the params tree
-    "generator": "key",          # torch draws from a stateful Generator; JAX from an explicit key
+    "model": "params",  # torch parameters live in the nn.Module; JAX passes the params tree
+    "generator": "key",  # torch draws from a stateful Generator; JAX from an explicit key
     "eps_or_generator": "eps_or_key",
 }
 # (module, name): why it exists on one side only.
@@ -41,11 +42,11 @@ ONE_SIDED = {
 SIGNATURES = {
     ("models", "sample_eps"): "torch creates tensors on an explicit device; JAX places by jit/default",
     ("models", "init_params"): "torch layers draw from the (forked) global RNG seeded with an int; JAX "
-                               "takes a key",
+    "takes a key",
     ("optim", "iwae_lr_schedule"): "torch's LambdaLR scales the optimizer's own lr: no lr argument",
     ("optim", "make_optimizer"): "torch: foreach/fused implementation switches (parity pins them off)",
     ("step", "update"): "JAX: tx and data-parallel shards are arguments; torch keeps its optimizer in "
-                        "the state and has no data-parallel mode",
+    "the state and has no data-parallel mode",
     ("step", "train_step"): "as update",
     ("step", "make_train_step"): "as update: torch's optimizer lives in the state",
     ("step", "value_and_grad"): "JAX-only data-parallel shards (micro-batches span every device)",
@@ -73,8 +74,11 @@ def test_twins_have_the_same_files():
 
 @pytest.mark.parametrize("framework", sorted(TWINS))
 def test_a_twin_never_imports_the_other(framework):
-    other, other_roots = ("torch_reference", {"torch", "torchvision"}) if framework == "jax" else \
-        ("jax_vae.", {"jax", "jaxlib", "flax", "optax", "orbax"})
+    other, other_roots = (
+        ("torch_reference", {"torch", "torchvision"})
+        if framework == "jax"
+        else ("jax_vae.", {"jax", "jaxlib", "flax", "optax", "orbax"})
+    )
     for path in sorted(TWINS[framework].glob("*.py")):
         for name in _imports(path):
             bad = name.startswith(other) and not name.startswith("jax_vae.common")
@@ -85,30 +89,41 @@ def test_common_imports_no_framework_and_no_twin():
     for path in sorted(COMMON.glob("*.py")):
         for name in _imports(path):
             root = name.split(".")[0]
-            twin = name.startswith("torch_reference") or (name.startswith("jax_vae.")
-                                                          and not name.startswith("jax_vae.common"))
+            twin = name.startswith("torch_reference") or (
+                name.startswith("jax_vae.") and not name.startswith("jax_vae.common")
+            )
             assert root not in FRAMEWORK_ROOTS and not twin, f"common/{path.name} imports {name}"
 
 
 def test_every_common_module_imports_without_jax_or_torch():
     modules = sorted(f"jax_vae.common.{p.stem}" for p in COMMON.glob("*.py") if p.stem != "__init__")
-    code = ("import importlib, json, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules} | "
-            "{n for n in sys.modules if n.startswith(('jax_vae.', 'torch_reference'))})))")
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules} | "
+        "{n for n in sys.modules if n.startswith(('jax_vae.', 'torch_reference'))})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     loaded = set(json.loads(out.stdout))
     assert not loaded & FRAMEWORK_ROOTS, f"loaded {sorted(loaded & FRAMEWORK_ROOTS)}"
-    twins = {n for n in loaded if n.startswith("torch_reference") or
-             (n.startswith("jax_vae.") and not n.startswith("jax_vae.common"))}
+    twins = {
+        n
+        for n in loaded
+        if n.startswith("torch_reference")
+        or (n.startswith("jax_vae.") and not n.startswith("jax_vae.common"))
+    }
     assert not twins, f"loaded twin modules {sorted(twins)}"
 
 
 def _public(module) -> dict[str, Any]:
     """Functions and classes defined in `module` (not imported), by name, without leading _."""
-    return {name: obj for name, obj in vars(module).items()
-            if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
-            and obj.__module__ == module.__name__}
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
+        and obj.__module__ == module.__name__
+    }
 
 
 def _params(fn) -> list[str]:
@@ -120,7 +135,7 @@ def _return_kind(fn) -> str:
     ret = str(inspect.signature(fn).return_annotation)
     if ret.startswith("tuple["):
         depth, parts = 0, 1
-        for ch in ret[len("tuple["):-1]:
+        for ch in ret[len("tuple[") : -1]:
             depth += ch == "["
             depth -= ch == "]"
             parts += ch == "," and depth == 0
@@ -146,11 +161,33 @@ def test_twin_public_signatures_mirror(module):
         if inspect.isclass(a):
             ma = {n for n, _ in inspect.getmembers(a, inspect.isfunction) if not n.startswith("_")}
             mb = {n for n, _ in inspect.getmembers(b, inspect.isfunction) if not n.startswith("_")}
-            flax_or_torch = {"setup", "forward", "apply", "init", "bind", "param", "variable", "tabulate",
-                             "is_initializing", "is_mutable_collection", "has_rng", "make_rng", "sow",
-                             "put_variable", "get_variable", "has_variable", "perturb", "unbind",
-                             "lazy_init", "copy", "clone", "module_paths", "init_with_output", "path",
-                             "replace"}   # flax.struct.dataclass's functional update
+            flax_or_torch = {
+                "setup",
+                "forward",
+                "apply",
+                "init",
+                "bind",
+                "param",
+                "variable",
+                "tabulate",
+                "is_initializing",
+                "is_mutable_collection",
+                "has_rng",
+                "make_rng",
+                "sow",
+                "put_variable",
+                "get_variable",
+                "has_variable",
+                "perturb",
+                "unbind",
+                "lazy_init",
+                "copy",
+                "clone",
+                "module_paths",
+                "init_with_output",
+                "path",
+                "replace",
+            }  # flax.struct.dataclass's functional update
             if not (set(inspect.getmro(a)) & set(inspect.getmro(b)) - {object}):
                 ma, mb = ma - flax_or_torch - _inherited(a), mb - flax_or_torch - _inherited(b)
             assert ma == mb, f"{module}.{name}: methods {sorted(ma ^ mb)} on one side only"
@@ -169,17 +206,22 @@ def _check_function(module: str, name: str, a, b) -> None:
     if (module, name) in SIGNATURES:
         return
     assert _params(a) == _params(b), f"{module}.{name}: parameters {_params(a)} vs {_params(b)}"
-    assert _return_kind(a) == _return_kind(b), \
+    assert _return_kind(a) == _return_kind(b), (
         f"{module}.{name}: returns {_return_kind(a)} vs {_return_kind(b)}"
+    )
 
 
 def test_allowed_differences_are_all_still_needed():
     """Every row of ONE_SIDED and SIGNATURES names a real difference (no stale exceptions)."""
     for module, name in ONE_SIDED:
-        sides = [name in _public(importlib.import_module(f"{pkg}.{module}"))
-                 for pkg in ("jax_vae", "torch_reference")]
+        sides = [
+            name in _public(importlib.import_module(f"{pkg}.{module}"))
+            for pkg in ("jax_vae", "torch_reference")
+        ]
         assert sides.count(True) == 1, f"ONE_SIDED {module}.{name}: on {sides.count(True)} sides"
     for module, name in SIGNATURES:
-        fns = [_public(importlib.import_module(f"{pkg}.{module}"))[name]
-               for pkg in ("jax_vae", "torch_reference")]
+        fns = [
+            _public(importlib.import_module(f"{pkg}.{module}"))[name]
+            for pkg in ("jax_vae", "torch_reference")
+        ]
         assert _params(fns[0]) != _params(fns[1]), f"SIGNATURES {module}.{name}: the parameters agree"

@@ -1,4 +1,5 @@
 """Bad input: one line `error: ...` on stderr, a non-zero exit, and nothing written or overwritten."""
+
 from __future__ import annotations
 
 import gzip
@@ -6,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from train_helpers import FRAMEWORKS, cli, one_torch_thread, tree_snapshot  # noqa: F401
 
 from jax_vae.common import cli as cli_module
+
+from train_helpers import FRAMEWORKS, cli, one_torch_thread, tree_snapshot  # noqa: F401
 
 TINY = ["--set", "encoder_hidden=8", "--set", "decoder_hidden=8", "--no-images", "--no-progress"]
 
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def run_main(framework: str, args: list[str], capsys) -> tuple[int | str | None, list[str]]:
     """(exit code, stderr lines) of the CLI called in-process; argparse errors exit through SystemExit."""
-    code: int | str | None                          # SystemExit.code may be any of these
+    code: int | str | None  # SystemExit.code may be any of these
     try:
         code = cli_module.main(args, framework=framework)
     except SystemExit as exit_:
@@ -64,6 +66,7 @@ def test_bad_train_flags(tmp_path, capsys, framework, case):
 
 def test_missing_gpu_is_one_line(tmp_path, capsys):
     import jax
+
     if any(d.platform == "gpu" for d in jax.devices()):
         pytest.skip("a GPU is present")
     code, lines = run_main("jax", ["train", "--device", "gpu", "--out", str(tmp_path / "run")], capsys)
@@ -75,16 +78,23 @@ def _idx_header(shape: tuple[int, ...]) -> bytes:
     return bytes([0, 0, 8, len(shape)]) + b"".join(d.to_bytes(4, "big") for d in shape)
 
 
-BAD_IDX = {   # what lands in <data>/fashion-mnist/train-images-idx3-ubyte(.gz), and what the error names
-    "corrupt gzip": ("train-images-idx3-ubyte.gz", lambda: b"\x1f\x8b\x08\x00" + b"\x07" * 64,
-                     "corrupt or truncated gzip"),
+BAD_IDX = {  # what lands in <data>/fashion-mnist/train-images-idx3-ubyte(.gz), and what the error names
+    "corrupt gzip": (
+        "train-images-idx3-ubyte.gz",
+        lambda: b"\x1f\x8b\x08\x00" + b"\x07" * 64,
+        "corrupt or truncated gzip",
+    ),
     "bad magic": ("train-images-idx3-ubyte", lambda: b"\x00\x00\x09\x03" + b"\0" * 64, "bad magic number"),
-    "truncated": ("train-images-idx3-ubyte.gz",
-                  lambda: gzip.compress(_idx_header((60000, 28, 28)) + b"\0" * 1000, 1),
-                  "truncated IDX file"),
-    "wrong checksum": ("train-images-idx3-ubyte.gz",
-                       lambda: gzip.compress(_idx_header((60000, 28, 28)) + bytes(60000 * 784), 1),
-                       "SHA-256 of the decompressed bytes"),
+    "truncated": (
+        "train-images-idx3-ubyte.gz",
+        lambda: gzip.compress(_idx_header((60000, 28, 28)) + b"\0" * 1000, 1),
+        "truncated IDX file",
+    ),
+    "wrong checksum": (
+        "train-images-idx3-ubyte.gz",
+        lambda: gzip.compress(_idx_header((60000, 28, 28)) + bytes(60000 * 784), 1),
+        "SHA-256 of the decompressed bytes",
+    ),
 }
 
 
@@ -95,9 +105,20 @@ def test_bad_idx_files_stop_before_anything_is_written(tmp_path, capsys, case):
     bad.parent.mkdir(parents=True)
     bad.write_bytes(body())
     before = tree_snapshot(tmp_path / "data")
-    code, lines = run_main("jax", ["train", "--dataset", "fashion_mnist",
-                                   "--data-dir", str(tmp_path / "data"),
-                                   "--no-download", "--out", str(tmp_path / "run")], capsys)
+    code, lines = run_main(
+        "jax",
+        [
+            "train",
+            "--dataset",
+            "fashion_mnist",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--no-download",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capsys,
+    )
     assert_one_line_error(code, lines, needle, str(bad))
     assert not (tmp_path / "run").exists() and tree_snapshot(tmp_path / "data") == before
 
@@ -108,12 +129,28 @@ def tiny_cli_runs(tmp_path_factory, one_torch_thread):  # noqa: F811 (a fixture:
     """A 3-step JAX and PyTorch run of stutz-rectangles and a JAX one of pytorch-examples (rectangles)."""
     root = tmp_path_factory.mktemp("cli_runs")
     runs = {"jax": root / "jax", "torch": root / "torch", "other": root / "other"}
-    assert cli_module.main(["train", "--steps", "3", *TINY, "--out", str(runs["jax"])],
-                           framework="jax") == 0
-    assert cli_module.main(["train", "--steps", "3", *TINY, "--out", str(runs["torch"])],
-                           framework="torch") == 0
-    assert cli_module.main(["train", "--preset", "pytorch-examples", "--dataset", "rectangles",
-                            "--steps", "3", *TINY, "--out", str(runs["other"])], framework="jax") == 0
+    assert cli_module.main(["train", "--steps", "3", *TINY, "--out", str(runs["jax"])], framework="jax") == 0
+    assert (
+        cli_module.main(["train", "--steps", "3", *TINY, "--out", str(runs["torch"])], framework="torch") == 0
+    )
+    assert (
+        cli_module.main(
+            [
+                "train",
+                "--preset",
+                "pytorch-examples",
+                "--dataset",
+                "rectangles",
+                "--steps",
+                "3",
+                *TINY,
+                "--out",
+                str(runs["other"]),
+            ],
+            framework="jax",
+        )
+        == 0
+    )
     return runs
 
 
@@ -143,8 +180,9 @@ def test_out_dir_with_other_files_is_refused(tmp_path, capsys):
 def test_resume_with_another_preset_or_config_is_refused(tmp_path, capsys, tiny_cli_runs, framework):
     run = _copy(tiny_cli_runs[framework], tmp_path / "run")
     before = tree_snapshot(run)
-    code, lines = run_main(framework, ["train", "--resume", "--preset", "pytorch-examples",
-                                       "--out", str(run)], capsys)
+    code, lines = run_main(
+        framework, ["train", "--resume", "--preset", "pytorch-examples", "--out", str(run)], capsys
+    )
     assert_one_line_error(code, lines, "is of preset 'stutz-rectangles', not 'pytorch-examples'")
     code, lines = run_main(framework, ["train", "--resume", "--lr", "0.5", "--out", str(run)], capsys)
     assert_one_line_error(code, lines, "lr: 0.001 -> 0.5")
@@ -161,8 +199,9 @@ def test_a_checkpoint_of_another_preset_is_refused(tmp_path, capsys, tiny_cli_ru
     shutil.copytree(tiny_cli_runs["other"] / "checkpoints", run / "checkpoints")
     before = tree_snapshot(run)
     code, lines = run_main("jax", ["train", "--resume", "--steps", "6", "--out", str(run)], capsys)
-    assert_one_line_error(code, lines, "checkpoint",
-                          "is of preset 'pytorch-examples', not 'stutz-rectangles'")
+    assert_one_line_error(
+        code, lines, "checkpoint", "is of preset 'pytorch-examples', not 'stutz-rectangles'"
+    )
     assert tree_snapshot(run) == before
 
 
@@ -173,18 +212,23 @@ def test_export_errors(tmp_path, capsys, tiny_cli_runs):
     code, lines = run_main("jax", ["export", str(tiny_cli_runs["jax"]), "--out", str(pt)], capsys)
     assert_one_line_error(code, lines, "already exists")
     assert pt.read_bytes() == before
-    code, lines = run_main("jax", ["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.pt")],
-                           capsys)
+    code, lines = run_main(
+        "jax", ["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.pt")], capsys
+    )
     assert_one_line_error(code, lines, "does not exist")
     bare = tmp_path / "bare.pt"
     shutil.copy(pt, bare)
     code, lines = run_main("jax", ["export", str(bare), "--to-jax", "--out", str(tmp_path / "j")], capsys)
     assert_one_line_error(code, lines, "pass --preset")
-    code, lines = run_main("jax", ["export", str(bare), "--to-jax", "--preset", "pytorch-examples",
-                                   "--out", str(tmp_path / "j")], capsys)
+    code, lines = run_main(
+        "jax",
+        ["export", str(bare), "--to-jax", "--preset", "pytorch-examples", "--out", str(tmp_path / "j")],
+        capsys,
+    )
     assert_one_line_error(code, lines, "pytorch-examples")
-    code, lines = run_main("jax", ["export", str(tiny_cli_runs["torch"]), "--out", str(tmp_path / "t.pt")],
-                           capsys)
+    code, lines = run_main(
+        "jax", ["export", str(tiny_cli_runs["torch"]), "--out", str(tmp_path / "t.pt")], capsys
+    )
     assert_one_line_error(code, lines, "is a PyTorch run")
     assert not (tmp_path / "j").exists() and not (tmp_path / "t.pt").exists()
 
@@ -194,8 +238,10 @@ def test_compare_needs_run_folders(tmp_path, capsys):
     assert_one_line_error(code, lines, "is not a run folder")
 
 
-@pytest.mark.parametrize("framework,flags,needle", [("jax", ["--preset", "nope"], "unknown preset"),
-                                                    ("torch", ["--lr", "0"], "lr must be positive")])
+@pytest.mark.parametrize(
+    "framework,flags,needle",
+    [("jax", ["--preset", "nope"], "unknown preset"), ("torch", ["--lr", "0"], "lr must be positive")],
+)
 def test_a_real_process_exits_2_with_one_line(tmp_path, framework, flags, needle):
     proc = cli(framework, "train", *flags, "--out", str(tmp_path / "run"))
     assert proc.returncode == 2

@@ -1,4 +1,5 @@
 """Tests for jax_vae.common.data: IDX validation, offline real data, rectangles, binarization, downloads."""
+
 from __future__ import annotations
 
 import gzip
@@ -41,6 +42,7 @@ def assert_one_line(err: pytest.ExceptionInfo, path) -> None:
 
 
 # --- IDX round trip and bad files ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_round_trip(tmp_path, gz):
@@ -95,6 +97,7 @@ def test_missing_file(tmp_path):
 
 # --- load_split on generated IDX folders --------------------------------------------------------
 
+
 @pytest.fixture
 def tiny_mnist(monkeypatch):
     """Point the mnist file table at 5-example files; returns {file name: decompressed bytes}."""
@@ -144,8 +147,9 @@ def test_missing_offline_says_where_and_how(tmp_path, tiny_mnist):
 
 
 def test_unknown_names():
-    with pytest.raises(DataError,
-                       match="unknown dataset 'cifar'; valid datasets: mnist, fashion_mnist, rectangles"):
+    with pytest.raises(
+        DataError, match="unknown dataset 'cifar'; valid datasets: mnist, fashion_mnist, rectangles"
+    ):
         data.load_dataset("cifar")
     with pytest.raises(DataError, match="unknown split 'valid'"):
         data.load_split("rectangles", "valid")
@@ -163,6 +167,7 @@ def test_default_data_dir(monkeypatch, tmp_path):
 
 # --- downloads (file:// mirrors, no network) -----------------------------------------------------
 
+
 @pytest.fixture
 def mirror(tmp_path, tiny_mnist, monkeypatch):
     """A file:// mirror serving the tiny mnist files as .gz; returns its folder."""
@@ -178,9 +183,12 @@ def test_download_atomic_and_verified(tmp_path, mirror):
     x, y = data.load_split("mnist", "train", cache, download=True)
     np.testing.assert_array_equal(y, LABELS)
     assert sorted(p.name for p in (cache / "mnist").iterdir()) == [
-        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
     assert (cache / "mnist" / "train-labels-idx1-ubyte.gz").read_bytes() == (
-        mirror / "train-labels-idx1-ubyte.gz").read_bytes()
+        mirror / "train-labels-idx1-ubyte.gz"
+    ).read_bytes()
 
 
 def test_download_wrong_checksum_leaves_nothing(tmp_path, mirror):
@@ -258,6 +266,7 @@ def test_real_file_of_other_dataset_is_named(tmp_path):
 
 # --- load_dataset ---------------------------------------------------------------------------------
 
+
 def test_load_dataset_binarization(tmp_path, tiny_mnist, monkeypatch):
     for name, body in tiny_mnist.items():
         write(tmp_path / name, body)
@@ -277,6 +286,7 @@ def test_load_dataset_binarization(tmp_path, tiny_mnist, monkeypatch):
 
 def test_no_framework_import():
     import subprocess
+
     code = "import sys, jax_vae.common.data; print('jax' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -6,6 +6,7 @@ in one process (this file is the worker: `python tests/test_data_parallel.py <ou
 CLI as 2 processes x 4 devices joined by jax.distributed (the multi-host path on one machine),
 checkpointing and resuming, against a single-device CLI run.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,17 +25,51 @@ from parity_tests.tolerances import assert_close, tol
 STEPS = 100
 # small variants of two presets: IWAE objective, sum reduction, KL warm-up; ELBO, mean reduction
 CONFIGS: dict[str, dict[str, Any]] = {
-    "iwae": dict(preset="iwae-paper", encoder_hidden=(64, 32), decoder_hidden=(32, 64), latent_dim=8,
-                 batch_size=32, kl_warmup_steps=50),
-    "elbo-mean": dict(preset="flax-examples", encoder_hidden=(48,), decoder_hidden=(48,), latent_dim=6,
-                      batch_size=32, beta=0.5),
+    "iwae": dict(
+        preset="iwae-paper",
+        encoder_hidden=(64, 32),
+        decoder_hidden=(32, 64),
+        latent_dim=8,
+        batch_size=32,
+        kl_warmup_steps=50,
+    ),
+    "elbo-mean": dict(
+        preset="flax-examples",
+        encoder_hidden=(48,),
+        decoder_hidden=(48,),
+        latent_dim=6,
+        batch_size=32,
+        beta=0.5,
+    ),
     # gradient accumulation: chunks of 24 = 3 rows from each of the 8 devices, plus 1 row each
-    "elbo-micro": dict(preset="pytorch-examples", encoder_hidden=(48,), decoder_hidden=(48,),
-                       latent_dim=6, batch_size=32, micro_batch=24),
+    "elbo-micro": dict(
+        preset="pytorch-examples",
+        encoder_hidden=(48,),
+        decoder_hidden=(48,),
+        latent_dim=6,
+        batch_size=32,
+        micro_batch=24,
+    ),
 }
-CLI_TRAIN = ["train", "--preset", "iwae-paper", "--dataset", "rectangles", "--set", "encoder_hidden=32",
-             "--set", "decoder_hidden=32", "--set", "latent_dim=4", "--batch-size", "16",
-             "--checkpoint-every", "20", "--no-progress", "--no-images"]
+CLI_TRAIN = [
+    "train",
+    "--preset",
+    "iwae-paper",
+    "--dataset",
+    "rectangles",
+    "--set",
+    "encoder_hidden=32",
+    "--set",
+    "decoder_hidden=32",
+    "--set",
+    "latent_dim=4",
+    "--batch-size",
+    "16",
+    "--checkpoint-every",
+    "20",
+    "--no-progress",
+    "--no-images",
+]
 
 
 def _worker(out: str) -> None:
@@ -48,16 +83,16 @@ def _worker(out: str) -> None:
 
     assert jax.device_count() == 8, jax.devices()
     mesh = parallel.make_mesh()
-    results: dict[str, Any] = {}                                  # name -> numpy array, for np.savez
+    results: dict[str, Any] = {}  # name -> numpy array, for np.savez
     try:
-        parallel.check_batch_size(20, mesh)                       # iwae-paper's batch of 20 over 8 devices
+        parallel.check_batch_size(20, mesh)  # iwae-paper's batch of 20 over 8 devices
         results["uneven_batch_refused"] = np.array(False)
     except ValueError as err:
         results["uneven_batch_refused"] = np.array("multiple of 8" in str(err))
     for name, spec in CONFIGS.items():
         spec = dict(spec)
         cfg = apply_overrides(get_preset(spec.pop("preset")), spec)
-        tx = optim.make_optimizer(cfg, steps_per_epoch=40)       # iwae lr schedule: boundaries at 40, 160
+        tx = optim.make_optimizer(cfg, steps_per_epoch=40)  # iwae lr schedule: boundaries at 40, 160
         rng = np.random.default_rng(0)
         probs = rng.uniform(0.1, 0.9, size=(1, cfg.input_dim))
         batches = (rng.uniform(size=(STEPS, cfg.batch_size, cfg.input_dim)) < probs).astype(np.float32)
@@ -65,7 +100,7 @@ def _worker(out: str) -> None:
         for mode in ("single", "sharded"):
             put: Callable[[np.ndarray], jax.Array]
             state = step.create_state(models.init_params(jax.random.key(0), cfg), tx)
-            if mode == "single":                                  # jit without shardings: device 0 only
+            if mode == "single":  # jit without shardings: device 0 only
                 train_step, put = step.make_train_step(cfg, tx), jnp.asarray
             else:
                 state = parallel.replicate(state, mesh)
@@ -79,8 +114,9 @@ def _worker(out: str) -> None:
             prefix = f"{mode}/{name}"
             results[f"{prefix}/devices"] = np.array(len(batch.sharding.device_set))
             results[f"{prefix}/batch_rows_per_device"] = np.array(batch.sharding.shard_shape(batch.shape)[0])
-            results[f"{prefix}/params_devices"] = np.array(min(
-                len(leaf.sharding.device_set) for leaf in jax.tree_util.tree_leaves(state.params)))
+            results[f"{prefix}/params_devices"] = np.array(
+                min(len(leaf.sharding.device_set) for leaf in jax.tree_util.tree_leaves(state.params))
+            )
             results[f"{prefix}/losses"] = np.array(losses)
             flat = jax.tree_util.tree_leaves_with_path(parallel.to_host(state.params))
             results.update({f"{prefix}/param{jax.tree_util.keystr(p)}": v for p, v in flat})
@@ -101,8 +137,17 @@ def _wait(procs: list[subprocess.Popen], timeout: float = 600) -> None:
 @pytest.mark.slow
 def test_sharded_over_8_devices_matches_single_device_over_100_steps(tmp_path):
     out = str(tmp_path / "dp.npz")
-    _wait([subprocess.Popen([sys.executable, __file__, out], env=_env(8), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)])
+    _wait(
+        [
+            subprocess.Popen(
+                [sys.executable, __file__, out],
+                env=_env(8),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        ]
+    )
     r = dict(np.load(out))
     assert bool(r["uneven_batch_refused"]), "batch 20 over 8 devices must be refused"
     for name, spec in CONFIGS.items():
@@ -111,8 +156,9 @@ def test_sharded_over_8_devices_matches_single_device_over_100_steps(tmp_path):
         assert int(r[f"sharded/{name}/batch_rows_per_device"]) == spec["batch_size"] // 8
         losses = r[f"single/{name}/losses"]
         assert losses[-1] < 0.9 * losses[0], f"{name}: loss did not decrease over {STEPS} steps"
-        assert_close(f"8 devices/{name}/losses", r[f"sharded/{name}/losses"], losses,
-                     tol("float32", "trajectory_loss"))
+        assert_close(
+            f"8 devices/{name}/losses", r[f"sharded/{name}/losses"], losses, tol("float32", "trajectory_loss")
+        )
         for key in (k for k in r if k.startswith(f"single/{name}/param[")):
             sharded = key.replace("single/", "sharded/", 1)
             assert_close(f"8 devices/{sharded}", r[sharded], r[key], tol("float32", "sharded_params"))
@@ -136,40 +182,99 @@ def test_cli_two_processes_over_jax_distributed_match_single_device(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = [*CLI_TRAIN, "--steps", "40", "--out", str(multi), "--data-parallel",
-            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    _wait([subprocess.Popen([sys.executable, "-m", "jax_vae", *args, "--process-id", str(i)],
-                            env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)])
+    args = [
+        *CLI_TRAIN,
+        "--steps",
+        "40",
+        "--out",
+        str(multi),
+        "--data-parallel",
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
+    ]
+    _wait(
+        [
+            subprocess.Popen(
+                [sys.executable, "-m", "jax_vae", *args, "--process-id", str(i)],
+                env=_env(4),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in range(2)
+        ]
+    )
     record = json.loads((multi / "config.json").read_text())
     assert record["options"]["data_parallel"] is True
     summary = json.loads((multi / "summary.json").read_text())
     assert summary["device"].startswith("8 x cpu") and "2 process(es)" in summary["device"]
-    assert summary["steps"] == 40 \
-        and sorted(p.name for p in (multi / "checkpoints").iterdir()) == ["20", "40"]
-    assert_close("2 processes/step losses", _step_losses(multi), _step_losses(single),
-                 tol("float32", "trajectory_loss"))
+    assert summary["steps"] == 40 and sorted(p.name for p in (multi / "checkpoints").iterdir()) == [
+        "20",
+        "40",
+    ]
+    assert_close(
+        "2 processes/step losses",
+        _step_losses(multi),
+        _step_losses(single),
+        tol("float32", "trajectory_loss"),
+    )
     (p_multi, _), (p_single, _) = load_params(multi), load_params(single)
     import jax
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(p_multi),
-                            jax.tree_util.tree_leaves(p_single)):
-        assert_close(f"2 processes/param{jax.tree_util.keystr(path)}", a, b,
-                     tol("float32", "sharded_params"))
+
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(p_multi), jax.tree_util.tree_leaves(p_single)
+    ):
+        assert_close(f"2 processes/param{jax.tree_util.keystr(path)}", a, b, tol("float32", "sharded_params"))
 
 
 def test_data_parallel_flags_refused_where_unsupported(tmp_path, capsys):
     from jax_vae.common import cli
-    assert cli.main(["train", "--preset", "iwae-paper", "--dataset", "rectangles", "--steps", "1",
-                     "--data-parallel", "--out", str(tmp_path / "t")], framework="torch") == 2
+
+    assert (
+        cli.main(
+            [
+                "train",
+                "--preset",
+                "iwae-paper",
+                "--dataset",
+                "rectangles",
+                "--steps",
+                "1",
+                "--data-parallel",
+                "--out",
+                str(tmp_path / "t"),
+            ],
+            framework="torch",
+        )
+        == 2
+    )
     assert "JAX-only" in capsys.readouterr().err
-    assert cli.main(["train", "--preset", "iwae-paper", "--steps", "1", "--coordinator", "127.0.0.1:1",
-                     "--out", str(tmp_path / "j")], framework="jax") == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--preset",
+                "iwae-paper",
+                "--steps",
+                "1",
+                "--coordinator",
+                "127.0.0.1:1",
+                "--out",
+                str(tmp_path / "j"),
+            ],
+            framework="jax",
+        )
+        == 2
+    )
     assert "need `python -m jax_vae train --data-parallel`" in capsys.readouterr().err
 
 
 def test_initialize_distributed_reads_flags_then_environment(monkeypatch):
     """No flags and no $JAX_* variables: a single process (False); a partial set: one clear error."""
     from jax_vae import parallel
+
     for name in (parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES, parallel.ENV_PROCESS_ID):
         monkeypatch.delenv(name, raising=False)
     assert parallel.initialize_distributed() is False

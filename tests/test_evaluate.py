@@ -1,5 +1,6 @@
 """IWAE-k log-likelihood estimate and test negative ELBO, JAX and torch: exact cases, quadrature,
 chunking, bounded memory, the evaluation data and its binarization."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,9 @@ from torch_reference import evaluate as te
 from torch_reference.models import VAE as TorchVAE
 from torch_reference.models import sample_eps as torch_sample_eps
 
-TINY = dataclasses.replace(get_preset("iwae-paper"), input_dim=6, encoder_hidden=(8,),
-                           decoder_hidden=(8,), latent_dim=2)
+TINY = dataclasses.replace(
+    get_preset("iwae-paper"), input_dim=6, encoder_hidden=(8,), decoder_hidden=(8,), latent_dim=2
+)
 FRAMEWORKS = ["jax", "torch"]
 
 
@@ -34,8 +36,9 @@ def _params(seed: int = 0, decoder_gain: float = 1.0) -> dict:
     return params
 
 
-def _stats(framework: str, params: dict, x: np.ndarray, k: int, batch_size: int, chunk=None,
-           seed: int = 0) -> dict[str, np.ndarray]:
+def _stats(
+    framework: str, params: dict, x: np.ndarray, k: int, batch_size: int, chunk=None, seed: int = 0
+) -> dict[str, np.ndarray]:
     if framework == "jax":
         return je.per_image_stats(params, x, jax.random.key(seed), TINY, k, batch_size, chunk)
     model = TorchVAE(TINY)
@@ -50,8 +53,8 @@ def _log_bernoulli(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
 
 def _decoder_logits(params: dict, z: np.ndarray) -> np.ndarray:
     d = {k: {n: v.astype(np.float64) for n, v in leaf.items()} for k, leaf in params["decoder"].items()}
-    h = np.tanh(z @ d["hidden_0"]["kernel"] + d["hidden_0"]["bias"])           # [G, H]
-    return h @ d["out"]["kernel"] + d["out"]["bias"]                             # [G, D]
+    h = np.tanh(z @ d["hidden_0"]["kernel"] + d["hidden_0"]["bias"])  # [G, H]
+    return h @ d["out"]["kernel"] + d["out"]["bias"]  # [G, D]
 
 
 def _binary(n: int, seed: int = 0) -> np.ndarray:
@@ -81,16 +84,16 @@ def test_k5000_matches_quadrature_and_beats_the_elbo(framework):
     below it; the k = 5000 estimate is within 0.15 nats per image (its Monte-Carlo sd is ~0.03)."""
     params, x = _params(decoder_gain=3.0), _binary(6)
     grid = np.linspace(-7.0, 7.0, 561)
-    z = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)      # [G, 2]
-    log_joint = (_log_bernoulli(x, _decoder_logits(params, z)) - 0.5 * (z ** 2).sum(-1)
-                 - np.log(2 * np.pi))
-    exact = logsumexp(log_joint, axis=1) + 2 * np.log(grid[1] - grid[0])         # [6]
+    z = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)  # [G, 2]
+    log_joint = _log_bernoulli(x, _decoder_logits(params, z)) - 0.5 * (z**2).sum(-1) - np.log(2 * np.pi)
+    exact = logsumexp(log_joint, axis=1) + 2 * np.log(grid[1] - grid[0])  # [6]
     stats = _stats(framework, params, x, k=5000, batch_size=6)
     elbo = -(stats["recon"] + stats["kl"])
     assert np.all(exact - elbo > 1.0), f"{framework}: ELBO gap {exact - elbo} should exceed 1 nat"
     np.testing.assert_allclose(stats["log_px"], exact, atol=0.15, err_msg=f"{framework}: IWAE-5000")
-    assert abs(np.mean(stats["log_px"] - exact)) < 0.06, \
+    assert abs(np.mean(stats["log_px"] - exact)) < 0.06, (
         f"{framework}: mean error {np.mean(stats['log_px'] - exact)}"
+    )
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -99,20 +102,23 @@ def test_drawing_loop_equals_injected_eps(framework):
     the same eps, and the injected-eps result does not depend on the chunk size."""
     params, x = _params(decoder_gain=2.0), _binary(4)
     k, chunk = 23, 5
-    eps: Any                                                                      # JAX or torch, by framework
+    eps: Any  # JAX or torch, by framework
     if framework == "jax":
-        key = jax.random.fold_in(jax.random.key(3), 0)                        # image batch 0
-        eps = jnp.concatenate([models.sample_eps(jax.random.fold_in(key, i), TINY, 4, chunk)
-                               for i in range(5)])[:k]                            # [23, 4, 2]
+        key = jax.random.fold_in(jax.random.key(3), 0)  # image batch 0
+        eps = jnp.concatenate(
+            [models.sample_eps(jax.random.fold_in(key, i), TINY, 4, chunk) for i in range(5)]
+        )[:k]  # [23, 4, 2]
         by_chunk = lambda c: np.asarray(je.log_likelihood_from_eps(params, jnp.asarray(x), eps, TINY, c))
     else:
         gen = torch.Generator().manual_seed(3)
         eps = torch.cat([torch_sample_eps(gen, TINY, 4, min(chunk, k - i * chunk)) for i in range(5)])
         model = TorchVAE(TINY)
-        model.load_state_dict({k: torch.from_numpy(v)
-                               for k, v in convert.flax_to_torch(params, TINY).items()})
-        by_chunk = lambda c: te.log_likelihood_from_eps(
-            model, torch.from_numpy(x), eps, TINY, c).detach().numpy()
+        model.load_state_dict(
+            {k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, TINY).items()}
+        )
+        by_chunk = lambda c: (
+            te.log_likelihood_from_eps(model, torch.from_numpy(x), eps, TINY, c).detach().numpy()
+        )
     drawn = _stats(framework, params, x, k=k, batch_size=4, chunk=chunk, seed=3)["log_px"]
     np.testing.assert_allclose(drawn, by_chunk(chunk), rtol=1e-6, err_msg=f"{framework}: loop vs eps")
     for c in (1, 7, None):
@@ -132,7 +138,7 @@ def test_jax_memory_is_bounded_in_k():
             pytest.skip("this backend reports no memory analysis")
         return analysis.temp_size_in_bytes
 
-    small, large = temp_bytes(10 * chunk), temp_bytes(100 * chunk)       # 10 vs 100 chunks
+    small, large = temp_bytes(10 * chunk), temp_bytes(100 * chunk)  # 10 vs 100 chunks
     assert large <= small + 2 * 100 * batch * 4 + 65536, f"temp grew from {small} to {large} bytes"
     assert large < 100 * chunk * batch * 784 * 4 / 20, f"temp {large} bytes is not chunk-bounded"
 
@@ -142,17 +148,31 @@ def test_evaluate_summary_both_frameworks():
     params, x = _params(decoder_gain=3.0), _binary(20, seed=1)
     model = TorchVAE(TINY)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, TINY).items()})
-    rj = je.evaluate(params, x, jax.random.key(0), TINY, k=2000, batch_size=8,
-                     binarization="dynamic (test set binarized once, seed 0)")
-    rt = te.evaluate(model, x, torch.Generator().manual_seed(0), TINY, k=2000, batch_size=8,
-                     binarization="dynamic (test set binarized once, seed 0)")
+    rj = je.evaluate(
+        params,
+        x,
+        jax.random.key(0),
+        TINY,
+        k=2000,
+        batch_size=8,
+        binarization="dynamic (test set binarized once, seed 0)",
+    )
+    rt = te.evaluate(
+        model,
+        x,
+        torch.Generator().manual_seed(0),
+        TINY,
+        k=2000,
+        batch_size=8,
+        binarization="dynamic (test set binarized once, seed 0)",
+    )
     for r in (rj, rt):
         assert r["num_images"] == 20 and r["k"] == 2000 and r["units"] == "nats per image"
         assert r["neg_elbo"] > r["iwae_nll"] + 1.0, r
         assert r["neg_elbo"] == pytest.approx(r["recon"] + r["kl"], rel=1e-6)
         assert "note" not in r
     assert rj["iwae_nll"] == pytest.approx(rt["iwae_nll"], abs=0.1)
-    assert rj["kl"] == pytest.approx(rt["kl"], rel=1e-5)                       # analytic, no sampling
+    assert rj["kl"] == pytest.approx(rt["kl"], rel=1e-5)  # analytic, no sampling
     grey = je.evaluate(params, x * 0.5, jax.random.key(0), TINY, k=10, binarization="none (grey values)")
     assert grey["note"] == evaluation.GREY_NOTE
 
@@ -167,7 +187,7 @@ def test_non_density_objectives_are_refused(preset):
 
 
 def test_chunking():
-    assert evaluation.chunking(5000, 100) == (16, 313)          # 32768 // 100 = 327 -> 16 near-equal chunks
+    assert evaluation.chunking(5000, 100) == (16, 313)  # 32768 // 100 = 327 -> 16 near-equal chunks
     assert evaluation.chunking(5000, 100, chunk=5000) == (1, 5000)
     assert evaluation.chunking(10, 100, chunk=3) == (4, 3)
     assert evaluation.chunking(3, 100000) == (3, 1)
@@ -194,4 +214,4 @@ def test_eval_data_dynamic_binarization_is_fixed_once():
     assert how == "dynamic (test set binarized once, seed 0)"
     np.testing.assert_array_equal(x, again)
     assert (x != other).mean() > 0.01
-    assert abs(x.mean() - grey.mean()) < 0.01                    # Bernoulli(grey) keeps the mean
+    assert abs(x.mean() - grey.mean()) < 0.01  # Bernoulli(grey) keeps the mean

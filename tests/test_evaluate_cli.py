@@ -1,5 +1,6 @@
 """`python -m jax_vae evaluate` / `python -m torch_reference evaluate` on tiny trained runs
 (generated rectangles, so no downloaded data is needed)."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import json
 import jax
 import numpy as np
 import pytest
-from train_helpers import train_fn
 
 from jax_vae import evaluate as je
 from jax_vae.checkpoint import load_params, save_params
@@ -17,8 +17,12 @@ from jax_vae.common.data import make_rectangles
 from jax_vae.common.presets import get_preset
 from jax_vae.models import init_params
 
-TINY_RECTANGLES = apply_overrides(get_preset("stutz-rectangles"), {
-    "encoder_hidden": (16,), "decoder_hidden": (16,), "batch_size": 8, "steps": 4})
+from train_helpers import train_fn
+
+TINY_RECTANGLES = apply_overrides(
+    get_preset("stutz-rectangles"),
+    {"encoder_hidden": (16,), "decoder_hidden": (16,), "batch_size": 8, "steps": 4},
+)
 
 
 def _train(framework: str, cfg, run_dir) -> None:
@@ -31,17 +35,19 @@ def _train(framework: str, cfg, run_dir) -> None:
 def test_evaluate_command_reports_and_records(framework, tmp_path, capsys):
     run = tmp_path / "run"
     _train(framework, TINY_RECTANGLES, run)
-    code = cli.main(["evaluate", "--run", str(run), "--k", "20", "--num-images", "8", "--batch-size", "3"],
-                    framework=framework)
+    code = cli.main(
+        ["evaluate", "--run", str(run), "--k", "20", "--num-images", "8", "--batch-size", "3"],
+        framework=framework,
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert f"{framework} stutz-rectangles (step 4): test -ELBO" in out and "IWAE-20 NLL" in out
     record = json.loads((run / "evaluation-k20.json").read_text())
     assert record["framework"] == framework and record["step"] == 4 and record["k"] == 20
     assert record["num_images"] == 8 and record["binarization"].startswith("none")
-    assert record["units"] == "nats per image" and "note" in record       # grey-free but unbinarized preset
+    assert record["units"] == "nats per image" and "note" in record  # grey-free but unbinarized preset
     assert 0 < record["iwae_nll"] < record["neg_elbo"], record
-    if framework == "jax":                                                 # the same numbers, called directly
+    if framework == "jax":  # the same numbers, called directly
         params, _ = load_params(run)
         x, _ = make_rectangles(10_000, seed=2)
         direct = je.evaluate(params, x[:8], jax.random.key(0), TINY_RECTANGLES, k=20, batch_size=3)
@@ -54,8 +60,13 @@ def test_evaluate_command_refuses_squared_error_presets(tmp_path, capsys):
     cfg = apply_overrides(get_preset("deep-mse"), {"encoder_hidden": (8,), "decoder_hidden": (8,)})
     params = jax.tree_util.tree_map(np.asarray, init_params(jax.random.key(0), cfg))
     save_params(tmp_path / "mse", params, {"config": to_dict(cfg), "step": 0})
-    assert cli.main(["evaluate", "--run", str(tmp_path / "mse"), "--k", "5",
-                     "--out", str(tmp_path / "r.json")], framework="jax") == 2
+    assert (
+        cli.main(
+            ["evaluate", "--run", str(tmp_path / "mse"), "--k", "5", "--out", str(tmp_path / "r.json")],
+            framework="jax",
+        )
+        == 2
+    )
     assert "log-densities" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 

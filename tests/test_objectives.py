@@ -2,6 +2,7 @@
 Monte-Carlo ELBO with Gaussian densities written out, the bound lies between the mean and the max
 log-weight, and its gradient is the self-normalized importance-weighted gradient (weights
 normalized over the k samples of each image, not over the batch)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,9 @@ from jax_vae.common.presets import get_preset
 from torch_reference import losses as tl
 from torch_reference.models import VAE as TorchVAE
 
-CFG = dataclasses.replace(get_preset("iwae-paper"), input_dim=12, encoder_hidden=(16,),
-                          decoder_hidden=(16,), latent_dim=3)
+CFG = dataclasses.replace(
+    get_preset("iwae-paper"), input_dim=12, encoder_hidden=(16,), decoder_hidden=(16,), latent_dim=3
+)
 B = 5
 
 
@@ -40,21 +42,23 @@ def _setup(num_samples: int, seed: int = 0):
 
 def _forward(framework: str, cfg, params, model, x, eps, beta: float = 1.0):
     """(per-example loss [B], recon [L, B], mean [B, Z], std [B, Z]) as numpy, from either side."""
-    loss: Any       # JAX arrays or torch tensors, by framework
+    loss: Any  # JAX arrays or torch tensors, by framework
     aux: Any
     recon: Any
     if framework == "jax":
         loss, aux = jl.loss_fn(params, jnp.asarray(x), jnp.asarray(eps), cfg, beta)
         out, mean, scale = typing.cast(
-            Any, models.VAE(cfg).apply({"params": params}, jnp.asarray(x), jnp.asarray(eps)))
+            Any, models.VAE(cfg).apply({"params": params}, jnp.asarray(x), jnp.asarray(eps))
+        )
         recon = jl.LIKELIHOODS[cfg.likelihood](out, jnp.asarray(x))
         return [np.asarray(v, np.float64) for v in (aux["per_example"], recon, mean, jnp.exp(0.5 * scale))]
     with torch.no_grad():
         loss, aux = tl.loss_fn(model, torch.from_numpy(x), torch.from_numpy(eps), cfg, beta)
         out, mean, scale = model(torch.from_numpy(x), torch.from_numpy(eps))
         recon = tl.LIKELIHOODS[cfg.likelihood](out, torch.from_numpy(x))
-        return [v.numpy().astype(np.float64)
-                for v in (aux["per_example"], recon, mean, torch.exp(0.5 * scale))]
+        return [
+            v.numpy().astype(np.float64) for v in (aux["per_example"], recon, mean, torch.exp(0.5 * scale))
+        ]
 
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
@@ -63,7 +67,7 @@ def test_one_sample_bound_is_the_monte_carlo_elbo(framework, beta):
     """k = 1: -log w = -log p(x|z) - beta (log N(z; 0, I) - log N(z; mu, sigma^2)), 2 pi included."""
     cfg, params, model, x, eps = _setup(num_samples=1)
     per_example, recon, mean, std = _forward(framework, cfg, params, model, x, eps, beta)
-    z = mean + std * eps[0].astype(np.float64)                                   # [B, Z]
+    z = mean + std * eps[0].astype(np.float64)  # [B, Z]
     log_pz = norm.logpdf(z).sum(-1)
     log_qz = norm.logpdf(z, loc=mean, scale=std).sum(-1)
     np.testing.assert_allclose(per_example, recon[0] - beta * (log_pz - log_qz), rtol=2e-6)
@@ -74,7 +78,7 @@ def test_bound_between_mean_and_max_log_weight(framework):
     """mean_k log w_k <= log mean_k w_k <= max_k log w_k, and k = 50 is tighter than the MC ELBO."""
     cfg, params, model, x, eps = _setup(num_samples=50)
     per_example, recon, mean, std = _forward(framework, cfg, params, model, x, eps)
-    z = mean + std * eps.astype(np.float64)                                      # [L, B, Z]
+    z = mean + std * eps.astype(np.float64)  # [L, B, Z]
     log_w = -recon + norm.logpdf(z).sum(-1) - norm.logpdf(z, loc=mean, scale=std).sum(-1)  # [L, B]
     bound = -per_example
     assert np.all(bound >= log_w.mean(0) + 1e-3) and np.all(bound <= log_w.max(0) + 1e-4)
@@ -88,14 +92,16 @@ def test_jax_gradient_is_self_normalized_importance_weighted():
 
     def log_w(p):
         out, mean, scale = typing.cast(Any, models.VAE(cfg).apply({"params": p}, x, eps))
-        return jl.log_weights(jl.LIKELIHOODS[cfg.likelihood](out, x), mean, scale, eps, cfg)   # [L, B]
+        return jl.log_weights(jl.LIKELIHOODS[cfg.likelihood](out, x), mean, scale, eps, cfg)  # [L, B]
 
     grads = jax.grad(lambda p: jl.loss_fn(p, x, eps, cfg)[0])(params)
     weighted = jax.grad(
-        lambda p: -(jax.lax.stop_gradient(jax.nn.softmax(log_w(p), axis=0)) * log_w(p)).sum())(params)
+        lambda p: -(jax.lax.stop_gradient(jax.nn.softmax(log_w(p), axis=0)) * log_w(p)).sum()
+    )(params)
     for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(weighted)):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()),
-                                   err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(
+            g, w, rtol=1e-4, atol=1e-5 * float(jnp.abs(w).max()), err_msg=jax.tree_util.keystr(path)
+        )
 
 
 def test_torch_gradient_is_self_normalized_importance_weighted():
@@ -105,8 +111,9 @@ def test_torch_gradient_is_self_normalized_importance_weighted():
     grads = {k: p.grad.clone() for k, p in model.named_parameters()}
     model.zero_grad()
     out, mean, scale = model(x, eps)
-    log_w = tl.log_weights(tl.LIKELIHOODS[cfg.likelihood](out, x), mean, scale, eps, cfg)   # [L, B]
+    log_w = tl.log_weights(tl.LIKELIHOODS[cfg.likelihood](out, x), mean, scale, eps, cfg)  # [L, B]
     (-(torch.softmax(log_w, dim=0).detach() * log_w).sum()).backward()
     for k, p in model.named_parameters():
-        np.testing.assert_allclose(grads[k].numpy(), p.grad.numpy(), rtol=1e-4,
-                                   atol=1e-5 * float(p.grad.abs().max()), err_msg=k)
+        np.testing.assert_allclose(
+            grads[k].numpy(), p.grad.numpy(), rtol=1e-4, atol=1e-5 * float(p.grad.abs().max()), err_msg=k
+        )

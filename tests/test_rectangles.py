@@ -1,4 +1,5 @@
 """Tests for the generated `rectangles` data (replay of the Lua source) and Bernoulli binarization."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,7 @@ from jax_vae.common import data
 from jax_vae.common.data import DataError
 
 # --- rectangles: the Lua source replayed draw for draw ----------------------------------------------
+
 
 def mt19937_genrand_int32(seed: int):
     """Reference MT19937 (mt19937ar.c, as Lua torch's THRandom): init_genrand(seed), tempered draws."""
@@ -41,7 +43,7 @@ def test_rectangles_replays_lua_source_loop():
         a_h = next(draws) % (24 - h) + 1  # 1-based, Lua random(1, H - h)
         a_w = next(draws) % (24 - w) + 1
         expected = np.zeros((24, 24), np.float32)
-        expected[a_h - 1:a_h + h, a_w - 1:a_w + w] = 1  # Lua sub(aH, aH + h) is inclusive
+        expected[a_h - 1 : a_h + h, a_w - 1 : a_w + w] = 1  # Lua sub(aH, aH + h) is inclusive
         np.testing.assert_array_equal(x[i].reshape(24, 24), expected)
         assert labels[i] == (a_h - 1) * 24 + (a_w - 1)
 
@@ -87,6 +89,7 @@ def test_rectangles_seeded(rect_train):
 
 
 # --- binarization --------------------------------------------------------------------------------
+
 
 def test_binarize_deterministic_and_unbiased():
     x = np.random.default_rng(1).random((400, 784), dtype=np.float32)  # [400, 784] grey

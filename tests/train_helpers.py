@@ -1,4 +1,5 @@
 """Shared bits of the training tests: a tiny preset variant, tiny data, and run-folder readers."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +29,7 @@ def one_torch_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP spin-waits make
     them ~50x slower; the SIGKILL test also needs the same thread count in every process it compares."""
     import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -43,8 +45,11 @@ def tiny_config(**changes: Any) -> VAEConfig:
 def tiny_data(n: int = 100, m: int = 40, seed: int = 0, grey: bool = False) -> dict[str, np.ndarray]:
     """Random 8x8 images: binary by default, grey levels (for dynamic binarization) with grey=True."""
     rng = np.random.default_rng(seed)
-    draw = (lambda k: rng.random((k, 64), dtype=np.float32)) if grey else \
-        (lambda k: (rng.random((k, 64)) < 0.3).astype(np.float32))
+    draw = (
+        (lambda k: rng.random((k, 64), dtype=np.float32))
+        if grey
+        else (lambda k: (rng.random((k, 64)) < 0.3).astype(np.float32))
+    )
     return {"train": draw(n), "test": draw(m)}
 
 
@@ -52,9 +57,16 @@ def train_fn(framework: str) -> Callable[..., dict[str, Any]]:
     """loop.train with `framework`'s backend, the run options given as keywords."""
     backend = backends.get(framework)
 
-    def train(cfg: VAEConfig, run_dir: Path, *, data: dict[str, np.ndarray] | None = None,
-              log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+    def train(
+        cfg: VAEConfig,
+        run_dir: Path,
+        *,
+        data: dict[str, np.ndarray] | None = None,
+        log: Callable[[str], None] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
         return loop.train(backend, cfg, run_dir, loop.TrainOptions(**options), data=data, log=log)
+
     return train
 
 
@@ -62,11 +74,14 @@ def load_params(framework: str, run_dir: Path, step: int | None = None) -> tuple
     """Final (or `step`) parameters of a run as {name: numpy array} plus the checkpoint meta."""
     if framework == "jax":
         from jax_vae.checkpoint import load_params as load
+
         params, meta = load(run_dir, step)
-        flat = {jax.tree_util.keystr(k): np.asarray(v)
-                for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+        flat = {
+            jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]
+        }
         return flat, meta
     from torch_reference.checkpoint import load_params as load
+
     state, meta = load(run_dir, step)
     return {k: v.numpy() for k, v in state.items()}, meta
 
@@ -74,8 +89,9 @@ def load_params(framework: str, run_dir: Path, step: int | None = None) -> tuple
 def assert_bit_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
     assert a.keys() == b.keys()
     for key in a:
-        assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), \
+        assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), (
             f"{key}: max |diff| {np.max(np.abs(a[key].astype(np.float64) - b[key])):.3g}"
+        )
 
 
 def metric_records(run_dir: Path, drop_timing: bool = True) -> list[dict[str, Any]]:
@@ -85,13 +101,20 @@ def metric_records(run_dir: Path, drop_timing: bool = True) -> list[dict[str, An
     return records
 
 
-def cli(framework: str, *args: str, cwd: Path | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(
+    framework: str, *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run `python -m <package> ...` in a fresh process (as a user would)."""
     package = "jax_vae" if framework == "jax" else "torch_reference"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", package, *args], capture_output=True, text=True,
-                          cwd=cwd or REPO, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", package, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def tree_snapshot(path: Path) -> dict[str, bytes] | None:

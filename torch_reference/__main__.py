@@ -1,8 +1,10 @@
-"""`python -m torch_reference <train|evaluate|export|compare> ...`: the PyTorch side of jax_vae.common.cli (same flags)."""
+"""`python -m torch_reference <train|evaluate|export|compare> ...`: the PyTorch side of
+jax_vae.common.cli (same flags)."""
+
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from jax_vae.common import cli
 

@@ -1,4 +1,5 @@
 """The PyTorch twin as a jax_vae.common Backend: trainer, checkpoint I/O and evaluation glue."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,8 +16,9 @@ from torch_reference.models import VAE
 from torch_reference.train import Trainer, device_name, process_index, resolve_device
 
 
-def evaluate(params: Any, x: np.ndarray, cfg: VAEConfig, binarization: str, opts: EvalOptions
-             ) -> tuple[dict[str, Any], str]:
+def evaluate(
+    params: Any, x: np.ndarray, cfg: VAEConfig, binarization: str, opts: EvalOptions
+) -> tuple[dict[str, Any], str]:
     """evaluate.evaluate of a state_dict on opts.device with a generator seeded opts.seed."""
     device = resolve_device(opts.device)
     model = VAE(cfg)
@@ -27,5 +29,11 @@ def evaluate(params: Any, x: np.ndarray, cfg: VAEConfig, binarization: str, opts
     return result, device_name(device)
 
 
-BACKEND = Backend(framework="torch", trainer=Trainer, process_index=process_index, load_params=load_params,
-                  save_params=save_params, evaluate=evaluate)
+BACKEND = Backend(
+    framework="torch",
+    trainer=Trainer,
+    process_index=process_index,
+    load_params=load_params,
+    save_params=save_params,
+    evaluate=evaluate,
+)

@@ -7,6 +7,7 @@ data order of the epoch in progress, the RNG state (the eps generator's state) a
 KEEP checkpoints are kept. Files load with torch.load(weights_only=True).
 A params export (`save_params`) is a state_dict file plus `<file>.json` holding its meta.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,15 +46,21 @@ class Checkpoints:
         steps = self.all_steps()
         return steps[-1] if steps else None
 
-    def save(self, step: int, state: TrainState, order: np.ndarray, rng: torch.Tensor,
-             meta: dict[str, Any]) -> None:
+    def save(
+        self, step: int, state: TrainState, order: np.ndarray, rng: torch.Tensor, meta: dict[str, Any]
+    ) -> None:
         """Write checkpoint `step` atomically, then drop all but the last KEEP."""
-        payload = {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
-                   "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
-                   "step": step, "order": torch.from_numpy(np.asarray(order, np.int32).copy()),
-                   "rng": rng.clone(), "meta": meta}
+        payload = {
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+            "step": step,
+            "order": torch.from_numpy(np.asarray(order, np.int32).copy()),
+            "rng": rng.clone(),
+            "meta": meta,
+        }
         atomic_write(self._path(step), lambda f: torch.save(payload, f))
-        for old in self.all_steps()[:-self.keep]:
+        for old in self.all_steps()[: -self.keep]:
             self._path(old).unlink(missing_ok=True)
 
     def _load(self, step: int | None) -> dict[str, Any]:
@@ -65,8 +72,9 @@ class Checkpoints:
     def read_meta(self, step: int | None = None) -> dict[str, Any]:
         return self._load(step)["meta"]
 
-    def restore(self, template: TrainState, n: int, rng: torch.Tensor, step: int | None = None
-                ) -> tuple[TrainState, np.ndarray, torch.Tensor, dict[str, Any]]:
+    def restore(
+        self, template: TrainState, n: int, rng: torch.Tensor, step: int | None = None
+    ) -> tuple[TrainState, np.ndarray, torch.Tensor, dict[str, Any]]:
         """(`template` with model/optimizer/scheduler loaded in place, as torch state is mutable
         modules; data order int32 [n]; rng state; meta) of checkpoint `step` (default: the latest)."""
         payload = self._load(step)
@@ -76,12 +84,16 @@ class Checkpoints:
             if template.scheduler is not None:
                 template.scheduler.load_state_dict(payload["scheduler"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
-            raise RunError(f"checkpoint {payload.get('step')} in {self.directory} does not fit this run "
-                           f"({one_line(err, 200)})") from None
+            raise RunError(
+                f"checkpoint {payload.get('step')} in {self.directory} does not fit this run "
+                f"({one_line(err, 200)})"
+            ) from None
         order = payload["order"].numpy()
         if order.shape != (n,) or payload["rng"].shape != rng.shape:
-            raise RunError(f"checkpoint {payload['step']} in {self.directory} is of a dataset of "
-                           f"{order.shape[0]} examples, not {n}")
+            raise RunError(
+                f"checkpoint {payload['step']} in {self.directory} is of a dataset of "
+                f"{order.shape[0]} examples, not {n}"
+            )
         template.step = int(payload["step"])
         return template, order, payload["rng"], payload["meta"]
 
@@ -102,7 +114,7 @@ def load_params(path: Path, step: int | None = None) -> tuple[dict[str, torch.Te
     path = Path(path).absolute()
     if path.is_file():
         payload = _torch_load(path)
-        if isinstance(payload, dict) and "model" in payload and "meta" in payload:   # a run's checkpoint
+        if isinstance(payload, dict) and "model" in payload and "meta" in payload:  # a run's checkpoint
             return payload["model"], payload["meta"]
         if not isinstance(payload, dict):
             raise RunError(f"{path} holds a {type(payload).__name__}, not a state_dict")
@@ -126,6 +138,6 @@ def save_params(path: Path, params: dict[str, Any], meta: dict[str, Any]) -> Non
     path = Path(path).absolute()
     if path.exists() or Path(f"{path}.json").exists():
         raise RunError(f"{path} already exists; choose another output path")
-    state = {k: torch.from_numpy(np.array(v)) for k, v in params.items()}   # a writable copy
+    state = {k: torch.from_numpy(np.array(v)) for k, v in params.items()}  # a writable copy
     atomic_write(path, lambda f: torch.save(state, f))
     atomic_write_text(Path(f"{path}.json"), json.dumps(meta, indent=2) + "\n")

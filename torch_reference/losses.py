@@ -3,6 +3,7 @@
 Reduction over the batch happens once, in `loss_fn`, as the preset's `reduction` says.
 Mirror of jax_vae/losses.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,7 @@ def mse_mean(outputs: Tensor, x: Tensor) -> Tensor:
     return F.mse_loss(outputs, x.expand_as(outputs), reduction="none").mean(-1)
 
 
-LIKELIHOODS = {"bce_probs": bce_probs, "bce_logits": bce_logits,
-               "mse_sum": mse_sum, "mse_mean": mse_mean}
+LIKELIHOODS = {"bce_probs": bce_probs, "bce_logits": bce_logits, "mse_sum": mse_sum, "mse_mean": mse_mean}
 
 
 def kl_normal(mean: Tensor, scale: Tensor, scale_param: str) -> Tensor:
@@ -60,8 +60,9 @@ def kl_term(mean: Tensor, scale: Tensor, cfg: VAEConfig) -> Tensor:
     return kl_normal(mean, scale, cfg.scale_param)
 
 
-def log_weights(recon: Tensor, mean: Tensor, scale: Tensor, eps: Tensor, cfg: VAEConfig,
-                beta: Tensor | float = 1.0) -> Tensor:
+def log_weights(
+    recon: Tensor, mean: Tensor, scale: Tensor, eps: Tensor, cfg: VAEConfig, beta: Tensor | float = 1.0
+) -> Tensor:
     """log w = log p(x|z) + beta (log p(z) - log q(z|x)) per sample, z = mean + std eps: -> [L, B].
 
     beta = 1 is the importance weight of log p(x); beta < 1 (KL warm-up) tempers the prior/posterior
@@ -69,7 +70,7 @@ def log_weights(recon: Tensor, mean: Tensor, scale: Tensor, eps: Tensor, cfg: VA
     q(z|x) cancel; recon = -log p(x|z) [L, B].
     """
     std = std_from_scale(scale, cfg.scale_param)
-    z = mean + std * eps                                                    # [L, B, Z]
+    z = mean + std * eps  # [L, B, Z]
     log_pz = -0.5 * z.square().sum(-1)
     log_qz = -0.5 * eps.square().sum(-1) - torch.log(std).sum(-1)
     return -recon + beta * (log_pz - log_qz)
@@ -80,20 +81,28 @@ def iwae_bound(log_w: Tensor) -> Tensor:
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
-def _as_eps(eps_or_generator: Tensor | torch.Generator | None, cfg: VAEConfig, batch: int,
-            x: Tensor) -> Tensor:
+def _as_eps(
+    eps_or_generator: Tensor | torch.Generator | None, cfg: VAEConfig, batch: int, x: Tensor
+) -> Tensor:
     """A generator (or None) draws eps [L, B, Z]; a tensor is eps itself ([B, Z] means L = 1)."""
-    if isinstance(eps_or_generator, Tensor):     # checked first: keeps torch.compile graphs whole
+    if isinstance(eps_or_generator, Tensor):  # checked first: keeps torch.compile graphs whole
         return eps_or_generator if eps_or_generator.ndim == 3 else eps_or_generator[None]
     return sample_eps(eps_or_generator, cfg, batch, dtype=x.dtype, device=x.device)
 
 
-def objective(outputs: Tensor, mean: Tensor, scale: Tensor, x: Tensor, eps: Tensor, cfg: VAEConfig,
-              beta: float | Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def objective(
+    outputs: Tensor,
+    mean: Tensor,
+    scale: Tensor,
+    x: Tensor,
+    eps: Tensor,
+    cfg: VAEConfig,
+    beta: float | Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """(loss, metrics) from decoder outputs [L, B, D], posterior [B, Z] x2 and eps [L, B, Z]."""
-    recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)                       # [L, B]
-    kl = kl_term(mean, scale, cfg)                                          # [B]
-    recon = recon_l.mean(0)                                                 # [B]
+    recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)  # [L, B]
+    kl = kl_term(mean, scale, cfg)  # [B]
+    recon = recon_l.mean(0)  # [B]
     beta = cfg.beta if beta is None else beta
     if cfg.objective == "iwae":
         per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg, beta))
@@ -103,10 +112,15 @@ def objective(outputs: Tensor, mean: Tensor, scale: Tensor, x: Tensor, eps: Tens
     return loss, {"recon": recon, "kl": kl, "per_example": per_example}
 
 
-def loss_fn(model: VAE, x: Tensor, eps_or_generator: Tensor | torch.Generator | None,
-            cfg: VAEConfig, beta: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def loss_fn(
+    model: VAE,
+    x: Tensor,
+    eps_or_generator: Tensor | torch.Generator | None,
+    cfg: VAEConfig,
+    beta: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
     recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
-    eps = _as_eps(eps_or_generator, cfg, x.shape[0], x)                     # [L, B, Z]
-    outputs, mean, scale = model(x, eps)                                    # [L, B, D]
+    eps = _as_eps(eps_or_generator, cfg, x.shape[0], x)  # [L, B, Z]
+    outputs, mean, scale = model(x, eps)  # [L, B, D]
     return objective(outputs, mean, scale, x, eps, cfg, beta)

@@ -2,10 +2,11 @@
 
 Mirror of jax_vae/models.py (same class, layer and argument names).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +16,7 @@ from jax_vae.common.config import VAEConfig, layer_specs
 _ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda h: h}
 
 
-Init = Callable[[Tensor], object]   # fills a tensor in place
+Init = Callable[[Tensor], object]  # fills a tensor in place
 
 
 def init_fns(init: str, fan_in: int) -> tuple[Init, Init]:
@@ -36,7 +37,7 @@ def init_fns(init: str, fan_in: int) -> tuple[Init, Init]:
     if init == "wiseodd":
         return (lambda w: nn.init.normal_(w, 0.0, 1.0 / math.sqrt(fan_in / 2.0))), zeros
     if init == "flax":
-        std = bound / 0.87962566103423978   # variance_scaling truncated-normal
+        std = bound / 0.87962566103423978  # variance_scaling truncated-normal
         return (lambda w: nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)), zeros
     if init == "glorot":
         return nn.init.xavier_uniform_, zeros
@@ -45,7 +46,7 @@ def init_fns(init: str, fan_in: int) -> tuple[Init, Init]:
 
 @torch.no_grad()
 def _linear(cfg: VAEConfig, module: str, layer: str) -> nn.Linear:
-    (fan_in, fan_out), = [(i, o) for m, n, i, o in layer_specs(cfg) if (m, n) == (module, layer)]
+    ((fan_in, fan_out),) = [(i, o) for m, n, i, o in layer_specs(cfg) if (m, n) == (module, layer)]
     linear = nn.Linear(fan_in, fan_out)
     weight_init, bias_init = init_fns(cfg.init, fan_in)
     weight_init(linear.weight)
@@ -71,10 +72,10 @@ class Encoder(nn.Module):
         cfg, act = self.config, _ACTIVATIONS[self.config.activation]
         h = x
         for i in range(len(cfg.encoder_hidden)):
-            h = act(getattr(self, f"hidden_{i}")(h))                               # [B, H_i]
+            h = act(getattr(self, f"hidden_{i}")(h))  # [B, H_i]
         if cfg.encoder_head == "split":
-            out = self.head(h)                                                    # [B, 2Z]
-            return out[..., :cfg.latent_dim], out[..., cfg.latent_dim:]
+            out = self.head(h)  # [B, 2Z]
+            return out[..., : cfg.latent_dim], out[..., cfg.latent_dim :]
         return self.mean(h), getattr(self, cfg.scale_param)(h)
 
 
@@ -92,8 +93,8 @@ class Decoder(nn.Module):
         cfg, act = self.config, _ACTIVATIONS[self.config.activation]
         h = z
         for i in range(len(cfg.decoder_hidden)):
-            h = act(getattr(self, f"hidden_{i}")(h))                               # [..., H_i]
-        out = self.out(h)                                                         # [..., D]
+            h = act(getattr(self, f"hidden_{i}")(h))  # [..., H_i]
+        out = self.out(h)  # [..., D]
         return torch.sigmoid(out) if cfg.decoder_output == "sigmoid" else out
 
 
@@ -117,7 +118,7 @@ class VAE(nn.Module):
         self.decoder = Decoder(config)
 
     def forward(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        mean, scale = self.encoder(x)                                             # [B, Z] x2
+        mean, scale = self.encoder(x)  # [B, Z] x2
         z = reparameterize(mean, std_from_scale(scale, self.config.scale_param), eps)  # [L, B, Z]
         return self.decoder(z), mean, scale
 
@@ -128,8 +129,14 @@ class VAE(nn.Module):
         return self.decoder(z)
 
 
-def sample_eps(generator: torch.Generator | None, cfg: VAEConfig, batch: int,
-               num_samples: int | None = None, dtype=torch.float32, device=None) -> Tensor:
+def sample_eps(
+    generator: torch.Generator | None,
+    cfg: VAEConfig,
+    batch: int,
+    num_samples: int | None = None,
+    dtype=torch.float32,
+    device=None,
+) -> Tensor:
     """eps ~ N(0, I) of shape [L, B, Z] from an explicit generator."""
     L = cfg.num_samples if num_samples is None else num_samples
     return torch.randn((L, batch, cfg.latent_dim), generator=generator, dtype=dtype, device=device)

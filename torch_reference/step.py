@@ -4,11 +4,12 @@ torch is stateful, so TrainState holds the live model, optimizer and scheduler a
 place; the key is a torch.Generator, which advances as it draws (JAX folds the step into its key
 instead). `update` takes eps directly (parity tests inject it).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -43,8 +44,9 @@ def kl_weight(cfg: VAEConfig, step: int) -> float:
     return cfg.beta * min(1.0, (step + 1) / cfg.kl_warmup_steps)
 
 
-def value_and_grad(model: VAE, batch: Tensor, eps: Tensor, cfg: VAEConfig, beta: float
-                   ) -> tuple[tuple[Tensor, dict[str, Tensor]], dict[str, Tensor]]:
+def value_and_grad(
+    model: VAE, batch: Tensor, eps: Tensor, cfg: VAEConfig, beta: float
+) -> tuple[tuple[Tensor, dict[str, Tensor]], dict[str, Tensor]]:
     """((loss, aux), grads) of loss_fn on batch [B, D]; grads {name: p.grad} are accumulated into
     .grad as torch does. With cfg.micro_batch = m in (0, B), chunks of m examples (the last may be
     shorter) each backprop w * sum_i l_i, w = 1 (sum) or 1/B (mean): the same loss and gradient
@@ -57,18 +59,17 @@ def value_and_grad(model: VAE, batch: Tensor, eps: Tensor, cfg: VAEConfig, beta:
         weight = 1.0 if cfg.reduction == "sum" else 1.0 / n_batch
         loss, auxes = torch.zeros((), dtype=batch.dtype, device=batch.device), []
         for start in range(0, n_batch, m):
-            _, chunk_aux = loss_fn(model, batch[start:start + m], eps[:, start:start + m], cfg, beta)
+            _, chunk_aux = loss_fn(model, batch[start : start + m], eps[:, start : start + m], cfg, beta)
             chunk_loss = chunk_aux["per_example"].sum() * weight
             chunk_loss.backward()
             loss = loss + chunk_loss.detach()
             auxes.append({k: v.detach() for k, v in chunk_aux.items()})
-        aux = {k: torch.cat([a[k] for a in auxes]) for k in auxes[0]}      # [B]
+        aux = {k: torch.cat([a[k] for a in auxes]) for k in auxes[0]}  # [B]
     grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     return (loss, aux), grads
 
 
-def update(state: TrainState, batch: Tensor, eps: Tensor, cfg: VAEConfig
-           ) -> tuple[TrainState, StepMetrics]:
+def update(state: TrainState, batch: Tensor, eps: Tensor, cfg: VAEConfig) -> tuple[TrainState, StepMetrics]:
     """One optimizer step on batch [B, D] with injected eps [L, B, Z] (the optimizer is in the state)."""
     state.optimizer.zero_grad(set_to_none=True)
     (loss, aux), _ = value_and_grad(state.model, batch, eps, cfg, kl_weight(cfg, state.step))
@@ -77,19 +78,26 @@ def update(state: TrainState, batch: Tensor, eps: Tensor, cfg: VAEConfig
         state.scheduler.step()
     state.step += 1
     with torch.no_grad():
-        metrics = StepMetrics(loss=aux["per_example"].mean(), recon=aux["recon"].mean(),
-                              kl=aux["kl"].mean(), batch_loss=loss.detach(), finite=torch.isfinite(loss))
+        metrics = StepMetrics(
+            loss=aux["per_example"].mean(),
+            recon=aux["recon"].mean(),
+            kl=aux["kl"].mean(),
+            batch_loss=loss.detach(),
+            finite=torch.isfinite(loss),
+        )
     return state, metrics
 
 
-def train_step(state: TrainState, batch: Tensor, key: torch.Generator | None, cfg: VAEConfig
-               ) -> tuple[TrainState, StepMetrics]:
+def train_step(
+    state: TrainState, batch: Tensor, key: torch.Generator | None, cfg: VAEConfig
+) -> tuple[TrainState, StepMetrics]:
     """eps ~ N(0, I) drawn from the generator `key`, then `update`."""
     eps = sample_eps(key, cfg, batch.shape[0], dtype=batch.dtype, device=batch.device)
     return update(state, batch, eps, cfg)
 
 
-def make_train_step(cfg: VAEConfig) -> Callable[[TrainState, Tensor, torch.Generator | None],
-                                                 tuple[TrainState, StepMetrics]]:
+def make_train_step(
+    cfg: VAEConfig,
+) -> Callable[[TrainState, Tensor, torch.Generator | None], tuple[TrainState, StepMetrics]]:
     """train_step(state, batch, key) with cfg closed over (eager: nothing to compile)."""
     return functools.partial(train_step, cfg=cfg)

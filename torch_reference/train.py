@@ -6,6 +6,7 @@ binarize generators are seeded derive_seed(seed, stream) for the plan.Stream num
 the epoch); the eps generator's state is saved in every checkpoint. The data order is the same numpy
 permutation as on the JAX side (jax_vae.common.plan.epoch_order).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,7 @@ from torch_reference.optim import make_optimizer
 from torch_reference.step import TrainState, create_state, make_train_step
 
 EVAL_BATCH = 1000
-NAN_PROBS_ERROR = "all elements of input should be between 0 and 1"   # torch BCE on NaN probabilities
+NAN_PROBS_ERROR = "all elements of input should be between 0 and 1"  # torch BCE on NaN probabilities
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,16 +63,26 @@ class Trainer:
 
     framework = "torch"
 
-    def __init__(self, cfg: VAEConfig, data: dict[str, np.ndarray], opts: TrainOptions,
-                 checkpoint_dir: Path, tick: Tick | None = None) -> None:
-        self.cfg, self.tick, self.device = cfg, tick, resolve_device(opts.device)   # opts.jit: eager either way
+    def __init__(
+        self,
+        cfg: VAEConfig,
+        data: dict[str, np.ndarray],
+        opts: TrainOptions,
+        checkpoint_dir: Path,
+        tick: Tick | None = None,
+    ) -> None:
+        self.cfg, self.tick, self.device = (
+            cfg,
+            tick,
+            resolve_device(opts.device),
+        )  # opts.jit: eager either way
         self.checkpoint_dir = Path(checkpoint_dir)
         self.ckpts = Checkpoints(self.checkpoint_dir)
         self.steps_per_epoch = plan.Layout(len(data["train"]), cfg.batch_size, cfg.drop_last).steps_per_epoch
         put = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(self.device)
-        self.train_grey = put(data["train"])                                  # [N, D]
+        self.train_grey = put(data["train"])  # [N, D]
         self.train_x = self.train_grey
-        self.test_x = put(data["test"])                                       # [M, D]
+        self.test_x = put(data["test"])  # [M, D]
         self.generator = _generator(self.device, derive_seed(cfg.seed, plan.Stream.EPS))
         self.state: TrainState = None  # type: ignore[assignment]  # set by init_state or restore
         self._step = make_train_step(cfg)
@@ -94,8 +105,9 @@ class Trainer:
 
     def restore(self) -> tuple[np.ndarray, dict[str, Any]]:
         self.init_state()
-        self.state, order, rng, meta = self.ckpts.restore(self.state, len(self.train_grey),
-                                                          self.generator.get_state())
+        self.state, order, rng, meta = self.ckpts.restore(
+            self.state, len(self.train_grey), self.generator.get_state()
+        )
         self.generator.set_state(rng)
         return order, meta
 
@@ -109,7 +121,7 @@ class Trainer:
             self.train_x = torch.bernoulli(self.train_grey, generator=gen)
 
     def compile(self, num_steps: int, batch_size: int) -> float:
-        return 0.0                                                            # eager: nothing to compile
+        return 0.0  # eager: nothing to compile
 
     def run_chunk(self, idx: np.ndarray) -> StepMetrics[np.ndarray]:
         """Train on batches idx [S, B], one train-step call each; per-step metrics as numpy [S]."""
@@ -129,7 +141,7 @@ class Trainer:
             out.append(m)
             if self.tick is not None:
                 self.tick(self.state.step)
-        host = StepMetrics(*(torch.stack(field).double().cpu().numpy() for field in zip(*out)))   # [S] each
+        host = StepMetrics(*(torch.stack(field).double().cpu().numpy() for field in zip(*out)))  # [S] each
         return host._replace(finite=(host.finite > 0) & np.isfinite(host.loss))
 
     @torch.no_grad()
@@ -140,17 +152,21 @@ class Trainer:
         total = np.zeros(3)
         m = self.test_x.shape[0]
         for lo in range(0, m, EVAL_BATCH):
-            x = self.test_x[lo:lo + EVAL_BATCH]
-            eps = sample_eps(gen, self.cfg, x.shape[0], dtype=x.dtype, device=x.device)   # [L, B, Z]
+            x = self.test_x[lo : lo + EVAL_BATCH]
+            eps = sample_eps(gen, self.cfg, x.shape[0], dtype=x.dtype, device=x.device)  # [L, B, Z]
             if self.cfg.eval_use_mean:
                 eps = torch.zeros_like(eps)
             _, aux = loss_fn(self.state.model, x, eps, self.cfg, beta=1.0)
-            total += np.array([aux["per_example"].sum().item(), aux["recon"].sum().item(), aux["kl"].sum().item()])
+            total += np.array(
+                [aux["per_example"].sum().item(), aux["recon"].sum().item(), aux["kl"].sum().item()]
+            )
         return {"test_loss": total[0] / m, "test_recon": total[1] / m, "test_kl": total[2] / m}
 
     @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:
-        return self.state.model.decode(torch.from_numpy(np.asarray(z, np.float32)).to(self.device)).cpu().numpy()
+        return (
+            self.state.model.decode(torch.from_numpy(np.asarray(z, np.float32)).to(self.device)).cpu().numpy()
+        )
 
     @torch.no_grad()
     def reconstruct(self, x: np.ndarray) -> np.ndarray:

@@ -3,18 +3,20 @@
 Each twin's `backend.py` builds one `Backend` from its own modules; the CLI, `loop.train`, evaluation
 and export reach a framework only through it, so `jax_vae.common` never imports jax or torch.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jax_vae.common.config import VAEConfig
 
-if TYPE_CHECKING:                       # loop imports this module; the Protocol is for the checker
+if TYPE_CHECKING:  # loop imports this module; the Protocol is for the checker
     from jax_vae.common.loop import Trainer
 
 FRAMEWORKS = ("jax", "torch")
@@ -32,7 +34,7 @@ class Backend:
     """
 
     framework: str
-    trainer: Callable[..., "Trainer"]
+    trainer: Callable[..., Trainer]
     process_index: Callable[[], int]
     load_params: Callable[[Path, int | None], tuple[Any, dict[str, Any]]]
     save_params: Callable[[Path, Any, dict[str, Any]], None]

@@ -6,6 +6,7 @@ extend the CLI. The train flags of the run options are built from loop.TrainOpti
 (jax_vae.common.errors) print one line `error: ...` on stderr and exit with their code, before
 writing anything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,9 @@ import dataclasses
 import sys
 import time
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 from jax_vae.common import backends, runs
 from jax_vae.common.compare import compare
@@ -43,10 +45,18 @@ def add_option_flags(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainOptions):
         flag, hint, help_ = f.name.replace("_", "-"), hints[f.name], f.metadata["help"]
         if hint is bool and f.default:
-            p.add_argument(f"--no-{flag}", dest=f.name, action="store_const", const=False, default=None,
-                           help=f.metadata["off"])
+            p.add_argument(
+                f"--no-{flag}",
+                dest=f.name,
+                action="store_const",
+                const=False,
+                default=None,
+                help=f.metadata["off"],
+            )
         elif hint is bool:
-            p.add_argument(f"--{flag}", dest=f.name, action="store_const", const=True, default=None, help=help_)
+            p.add_argument(
+                f"--{flag}", dest=f.name, action="store_const", const=True, default=None, help=help_
+            )
         elif typing.get_origin(hint) is Literal:
             p.add_argument(f"--{flag}", dest=f.name, choices=typing.get_args(hint), help=help_)
         else:
@@ -55,11 +65,16 @@ def add_option_flags(p: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------------------- train
 def add_train_command(sub: Any, framework: str) -> None:
-    p = sub.add_parser("train", help="train a preset into a run folder (or --resume one)",
-                       description=f"Train a VAE preset with {framework}. Losses are reported per image "
-                                   "(nats for Bernoulli presets).")
-    p.add_argument("--preset", help=f"preset name (default {DEFAULT_PRESET}; on --resume, the run's): "
-                                    + ", ".join(PRESETS))
+    p = sub.add_parser(
+        "train",
+        help="train a preset into a run folder (or --resume one)",
+        description=f"Train a VAE preset with {framework}. Losses are reported per image "
+        "(nats for Bernoulli presets).",
+    )
+    p.add_argument(
+        "--preset",
+        help=f"preset name (default {DEFAULT_PRESET}; on --resume, the run's): " + ", ".join(PRESETS),
+    )
     p.add_argument("--dataset", help=f"{', '.join(INPUT_DIMS)} (default: the preset's)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="train for this many epochs")
@@ -67,14 +82,24 @@ def add_train_command(sub: Any, framework: str) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate (overrides the preset's)")
     p.add_argument("--seed", type=int, help="seed of init, eps, data order and binarization")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set latent_dim=2 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set latent_dim=2 (repeatable)",
+    )
     p.add_argument("--out", help="run folder (default runs/<preset>-<framework>-<time>)")
     add_option_flags(p)
-    p.add_argument("--coordinator", metavar="HOST:PORT",
-                   help="JAX multi-process: address of process 0 ($JAX_COORDINATOR_ADDRESS); 'auto' on "
-                        "SLURM / Open MPI / Cloud TPU, where JAX detects all three")
-    p.add_argument("--num-processes", type=int, help="JAX multi-process: number of processes ($JAX_NUM_PROCESSES)")
+    p.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="JAX multi-process: address of process 0 ($JAX_COORDINATOR_ADDRESS); 'auto' on "
+        "SLURM / Open MPI / Cloud TPU, where JAX detects all three",
+    )
+    p.add_argument(
+        "--num-processes", type=int, help="JAX multi-process: number of processes ($JAX_NUM_PROCESSES)"
+    )
     p.add_argument("--process-id", type=int, help="JAX multi-process: this process, 0..N-1 ($JAX_PROCESS_ID)")
     p.set_defaults(handler=cmd_train)
 
@@ -116,10 +141,17 @@ def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig,
         raise RunError(err.args[0] if err.args else str(err)) from None
     defaults = TrainOptions()
     restored = {k: v for k, v in ((saved or {}).get("options") or {}).items() if k in defaults.persisted()}
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)
-             if getattr(args, f.name) is not None}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainOptions)
+        if getattr(args, f.name) is not None
+    }
     opts = dataclasses.replace(defaults, **{**restored, **given})
-    out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{framework}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"{cfg.name}-{framework}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     return cfg, out, opts
 
 
@@ -129,8 +161,10 @@ def start_distributed(args: argparse.Namespace, backend: backends.Backend, data_
     flags = (args.coordinator, args.num_processes, args.process_id)
     if backend.start_distributed is None or not data_parallel:
         if any(v is not None for v in flags):
-            raise RunError("--coordinator, --num-processes and --process-id need "
-                           f"`{backends.command('jax')} train --data-parallel`")
+            raise RunError(
+                "--coordinator, --num-processes and --process-id need "
+                f"`{backends.command('jax')} train --data-parallel`"
+            )
         return
     try:
         backend.start_distributed(*flags)
@@ -149,18 +183,27 @@ def cmd_train(args: argparse.Namespace, framework: str) -> int:
 
 # -------------------------------------------------------------------------------------- evaluate
 def add_evaluate_command(sub: Any, framework: str) -> None:
-    p = sub.add_parser("evaluate", help="test negative ELBO and the IWAE-k log-likelihood estimate of a run",
-                       description="Score a checkpoint on its preset's test split: negative ELBO (k-sample "
-                                   "reconstruction + analytic KL) and -log p(x) estimated with k importance "
-                                   "samples (Burda et al.: k = 5000), both in nats per image. Dynamic-"
-                                   "binarization presets score the test set binarized once with --seed's draw.")
+    p = sub.add_parser(
+        "evaluate",
+        help="test negative ELBO and the IWAE-k log-likelihood estimate of a run",
+        description="Score a checkpoint on its preset's test split: negative ELBO (k-sample "
+        "reconstruction + analytic KL) and -log p(x) estimated with k importance "
+        "samples (Burda et al.: k = 5000), both in nats per image. Dynamic-"
+        "binarization presets score the test set binarized once with --seed's draw.",
+    )
     p.add_argument("--run", required=True, help="run folder, its checkpoints/ folder or a params export")
     p.add_argument("--k", type=int, default=5000, help="importance samples per image (default 5000)")
-    p.add_argument("--data-dir", help="folder with the IDX files ($JAX_VAE_DATA_DIR or ~/.cache/jax_vae/datasets)")
+    p.add_argument(
+        "--data-dir", help="folder with the IDX files ($JAX_VAE_DATA_DIR or ~/.cache/jax_vae/datasets)"
+    )
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
-    p.add_argument("--chunk", type=int, help="samples decoded at once per image (default: 32768 // "
-                                             "batch-size; PyTorch on CPU: 4096 // batch-size)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        help="samples decoded at once per image (default: 32768 // "
+        "batch-size; PyTorch on CPU: 4096 // batch-size)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
     p.add_argument("--num-images", type=int, help="only the first N test images (default: all)")
     p.add_argument("--out", help="JSON report path (default: <run>/evaluation-k<k>.json for a run folder)")
@@ -173,20 +216,32 @@ def cmd_evaluate(args: argparse.Namespace, framework: str) -> int:
     for flag in ("k", "batch_size", "chunk", "num_images"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise RunError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    opts = EvalOptions(k=args.k, step=args.step, batch_size=args.batch_size, chunk=args.chunk, seed=args.seed,
-                       num_images=args.num_images, data_dir=args.data_dir, download=not args.no_download,
-                       out=args.out, device=args.device)
+    opts = EvalOptions(
+        k=args.k,
+        step=args.step,
+        batch_size=args.batch_size,
+        chunk=args.chunk,
+        seed=args.seed,
+        num_images=args.num_images,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+        out=args.out,
+        device=args.device,
+    )
     print(report_line(evaluate_run(backends.get(framework), Path(args.run), opts)))
     return 0
 
 
 # ---------------------------------------------------------------------------------------- export
 def add_export_command(sub: Any, framework: str) -> None:
-    p = sub.add_parser("export", help="JAX checkpoint -> PyTorch state_dict file, or back with --to-jax",
-                       description="Convert weights between frameworks through jax_vae.common.convert. Default: a "
-                                   "JAX run folder (or params export) -> torch.save'd state_dict at --out, with "
-                                   "its config in <out>.json. --to-jax: a state_dict file (or a PyTorch run "
-                                   "folder) -> a JAX params checkpoint folder at --out.")
+    p = sub.add_parser(
+        "export",
+        help="JAX checkpoint -> PyTorch state_dict file, or back with --to-jax",
+        description="Convert weights between frameworks through jax_vae.common.convert. Default: a "
+        "JAX run folder (or params export) -> torch.save'd state_dict at --out, with "
+        "its config in <out>.json. --to-jax: a state_dict file (or a PyTorch run "
+        "folder) -> a JAX params checkpoint folder at --out.",
+    )
     p.add_argument("source", help="run folder, checkpoints folder, params export, or state_dict file")
     p.add_argument("--out", required=True, help="output path (never overwritten)")
     p.add_argument("--to-jax", action="store_true", help="convert PyTorch weights to a JAX params checkpoint")
@@ -196,8 +251,13 @@ def add_export_command(sub: Any, framework: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace, framework: str) -> int:
-    out = export(Path(args.source), Path(args.out), to="jax" if args.to_jax else "torch", step=args.step,
-                 preset=args.preset)
+    out = export(
+        Path(args.source),
+        Path(args.out),
+        to="jax" if args.to_jax else "torch",
+        step=args.step,
+        preset=args.preset,
+    )
     print(f"wrote {out}")
     return 0
 
@@ -217,13 +277,18 @@ def cmd_compare(args: argparse.Namespace, framework: str) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[Any, str], None]] = [add_train_command, add_evaluate_command, add_export_command,
-                                               add_compare_command]
+COMMANDS: list[Callable[[Any, str], None]] = [
+    add_train_command,
+    add_evaluate_command,
+    add_export_command,
+    add_compare_command,
+]
 
 
 def build_parser(framework: str) -> ArgumentParser:
-    parser = ArgumentParser(prog=backends.command(framework),
-                            description=f"jax-vae command line ({framework} side)")
+    parser = ArgumentParser(
+        prog=backends.command(framework), description=f"jax-vae command line ({framework} side)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for add in COMMANDS:
         add(sub, framework)

@@ -2,11 +2,13 @@
 
 Framework-free: it reads config.json and metrics.jsonl only, so it compares runs of either side.
 """
+
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from jax_vae.common import plots, runs
 from jax_vae.common.errors import RunError
@@ -46,15 +48,19 @@ def compare(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None = 
             lines.append(f"{label:<{width}}  (no finished epoch)")
             continue
         test = last.get("test_loss")
-        lines.append(f"{label:<{width}}  {last['epoch']:>5}  {last['step']:>6}  {_fmt(test):>11}  "
-                     f"{_fmt(last.get('train_loss')):>10}  {_fmt(last.get('wall_s'), 1):>6}")
+        lines.append(
+            f"{label:<{width}}  {last['epoch']:>5}  {last['step']:>6}  {_fmt(test):>11}  "
+            f"{_fmt(last.get('train_loss')):>10}  {_fmt(last.get('wall_s'), 1):>6}"
+        )
         if test is not None:
             by_framework.setdefault(framework, []).append(test)
     for framework, values in by_framework.items():
         if len(values) > 1:
             sd = statistics.stdev(values)
-            lines.append(f"mean {framework}: test loss {statistics.fmean(values):.3f} +- {sd:.3f} "
-                         f"(sd over {len(values)} runs)")
+            lines.append(
+                f"mean {framework}: test loss {statistics.fmean(values):.3f} +- {sd:.3f} "
+                f"(sd over {len(values)} runs)"
+            )
     if len(by_framework) == 2:
         (fa, va), (fb, vb) = by_framework.items()
         lines.append(f"difference of means ({fa} - {fb}): {statistics.fmean(va) - statistics.fmean(vb):+.3f}")

@@ -3,6 +3,7 @@
 Both `jax_vae` and `torch_reference` read these configs; nothing here imports jax or torch.
 The named presets are in `jax_vae.common.presets`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,12 @@ Objective = Literal["elbo", "iwae"]
 ManifoldGrid = Literal["quantile", "linear"]
 
 # Which decoder output each likelihood consumes.
-_LIKELIHOOD_OUTPUT = {"bce_probs": "sigmoid", "bce_logits": "logits",
-                      "mse_sum": "identity", "mse_mean": "identity"}
+_LIKELIHOOD_OUTPUT = {
+    "bce_probs": "sigmoid",
+    "bce_logits": "logits",
+    "mse_sum": "identity",
+    "mse_mean": "identity",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,27 +45,27 @@ class VAEConfig:
     encoder_hidden: tuple[int, ...] = (400,)
     latent_dim: int = 20
     decoder_hidden: tuple[int, ...] = (400,)
-    activation: Activation = "relu"          # after every hidden layer (encoder and decoder)
-    encoder_head: EncoderHead = "separate"    # separate Dense heads, or one Dense of 2*latent split in two
-    scale_param: ScaleParam = "logvar"       # what the encoder's second output means: log sigma^2 or sigma
-    decoder_output: DecoderOutput = "sigmoid"   # sigmoid -> probabilities, logits, identity -> real outputs
-    init: Init = "torch"             # weight/bias initializer family (see jax_vae.models.init_fns)
+    activation: Activation = "relu"  # after every hidden layer (encoder and decoder)
+    encoder_head: EncoderHead = "separate"  # separate Dense heads, or one Dense of 2*latent split in two
+    scale_param: ScaleParam = "logvar"  # what the encoder's second output means: log sigma^2 or sigma
+    decoder_output: DecoderOutput = "sigmoid"  # sigmoid -> probabilities, logits, identity -> real outputs
+    init: Init = "torch"  # weight/bias initializer family (see jax_vae.models.init_fns)
     # --- objective
     likelihood: Likelihood = "bce_probs"
     kl: KLForm = "analytic"
-    reduction: Reduction = "sum"            # how per-example losses reduce over the batch
-    objective: Objective = "elbo"           # elbo (L-sample average) or iwae (log-mean-exp over samples)
-    num_samples: int = 1              # L samples of z per input
-    beta: float = 1.0                 # KL weight
-    kl_warmup_steps: int = 0          # beta ramps linearly from 0 over this many steps (0 = off)
-    eval_use_mean: bool = False       # evaluation decodes z = mu instead of a sample
+    reduction: Reduction = "sum"  # how per-example losses reduce over the batch
+    objective: Objective = "elbo"  # elbo (L-sample average) or iwae (log-mean-exp over samples)
+    num_samples: int = 1  # L samples of z per input
+    beta: float = 1.0  # KL weight
+    kl_warmup_steps: int = 0  # beta ramps linearly from 0 over this many steps (0 = off)
+    eval_use_mean: bool = False  # evaluation decodes z = mu instead of a sample
     manifold_grid: ManifoldGrid = "quantile"  # 2-D latent grid: prior quantiles, or vae.lua's -0.95:0.1:0.95
     # --- optimizer
     optimizer: Optimizer = "adam"
     lr: float = 1e-3
-    weight_decay: float = 0.0         # coupled L2, as torch.optim.Adam(weight_decay=...)
-    lr_decay: float = 0.0             # lua_adam: lr / (1 + t * lr_decay)
-    lr_schedule: LRSchedule = "constant"     # iwae: lr * 10**(-i/7) during stage i (3**i epochs each)
+    weight_decay: float = 0.0  # coupled L2, as torch.optim.Adam(weight_decay=...)
+    lr_decay: float = 0.0  # lua_adam: lr / (1 + t * lr_decay)
+    lr_schedule: LRSchedule = "constant"  # iwae: lr * 10**(-i/7) during stage i (3**i epochs each)
     b1: float = 0.9
     b2: float = 0.999
     adam_eps: float = 1e-8
@@ -68,10 +73,10 @@ class VAEConfig:
     dataset: DatasetName = "mnist"
     binarization: Binarization = "none"
     batch_size: int = 128
-    micro_batch: int = 0              # > 0: accumulate each batch's gradient over chunks of this many
-                                      # examples (same update up to summation order; see step.py)
+    micro_batch: int = 0  # > 0: accumulate each batch's gradient over chunks of this many
+    # examples (same update up to summation order; see step.py)
     epochs: int = 10
-    steps: int = 0                    # > 0: train for this many steps instead of epochs
+    steps: int = 0  # > 0: train for this many steps instead of epochs
     drop_last: bool = False
     seed: int = 0
 
@@ -80,20 +85,31 @@ class VAEConfig:
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{self.name}: {field}={getattr(self, field)!r}, expected one of {allowed}")
         if _LIKELIHOOD_OUTPUT[self.likelihood] != self.decoder_output:
-            raise ValueError(f"{self.name}: likelihood {self.likelihood} needs decoder_output "
-                             f"{_LIKELIHOOD_OUTPUT[self.likelihood]!r}, got {self.decoder_output!r}")
+            raise ValueError(
+                f"{self.name}: likelihood {self.likelihood} needs decoder_output "
+                f"{_LIKELIHOOD_OUTPUT[self.likelihood]!r}, got {self.decoder_output!r}"
+            )
         if self.kl == "day37" and self.scale_param != "sigma":
             raise ValueError(f"{self.name}: kl='day37' is defined on sigma, set scale_param='sigma'")
         for field in ("lr", "batch_size", "input_dim", "latent_dim", "num_samples"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"{self.name}: {field} must be positive, got {getattr(self, field)}")
-        for field in ("weight_decay", "lr_decay", "beta", "kl_warmup_steps", "epochs", "steps",
-                      "micro_batch"):
+        for field in (
+            "weight_decay",
+            "lr_decay",
+            "beta",
+            "kl_warmup_steps",
+            "epochs",
+            "steps",
+            "micro_batch",
+        ):
             if getattr(self, field) < 0:
                 raise ValueError(f"{self.name}: {field} must be >= 0, got {getattr(self, field)}")
         if self.objective == "iwae" and (self.kl != "analytic" or not self.likelihood.startswith("bce")):
-            raise ValueError(f"{self.name}: the iwae objective needs a Bernoulli likelihood and the "
-                             "analytic Gaussian KL (log-densities, not squared errors)")
+            raise ValueError(
+                f"{self.name}: the iwae objective needs a Bernoulli likelihood and the "
+                "analytic Gaussian KL (log-densities, not squared errors)"
+            )
 
 
 @functools.cache
@@ -105,8 +121,11 @@ def field_types() -> dict[str, Any]:
 @functools.cache
 def enum_fields() -> dict[str, tuple[str, ...]]:
     """Every Literal-typed field -> its allowed values (the one declaration of each enum)."""
-    return {name: typing.get_args(hint) for name, hint in field_types().items()
-            if typing.get_origin(hint) is Literal}
+    return {
+        name: typing.get_args(hint)
+        for name, hint in field_types().items()
+        if typing.get_origin(hint) is Literal
+    }
 
 
 def layer_specs(cfg: VAEConfig) -> list[tuple[str, str, int, int]]:
@@ -118,8 +137,10 @@ def layer_specs(cfg: VAEConfig) -> list[tuple[str, str, int, int]]:
     if cfg.encoder_head == "split":
         specs.append(("encoder", "head", width, 2 * cfg.latent_dim))
     else:
-        specs += [("encoder", "mean", width, cfg.latent_dim),
-                  ("encoder", cfg.scale_param, width, cfg.latent_dim)]
+        specs += [
+            ("encoder", "mean", width, cfg.latent_dim),
+            ("encoder", cfg.scale_param, width, cfg.latent_dim),
+        ]
     width = cfg.latent_dim
     for i, h in enumerate(cfg.decoder_hidden):
         specs.append(("decoder", f"hidden_{i}", width, h))
@@ -158,7 +179,9 @@ def apply_overrides(cfg: VAEConfig, overrides: dict[str, Any]) -> VAEConfig:
     for key, value in overrides.items():
         key = key.replace("-", "_")
         if key not in fields or key == "name":
-            raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(k for k in fields if k != 'name')}")
+            raise KeyError(
+                f"unknown config key {key!r}; valid keys: {', '.join(k for k in fields if k != 'name')}"
+            )
         if isinstance(value, str):
             value = _parse_value(fields[key], value)
         else:

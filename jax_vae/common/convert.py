@@ -4,9 +4,11 @@ torch  `encoder.hidden_0.weight` [out, in]  <->  flax params['encoder']['hidden_
 torch  `encoder.hidden_0.bias`   [out]      <->  flax params['encoder']['hidden_0']['bias']   [out]
 Both directions are shape-checked against the config's layer_specs and are exact (a transpose).
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +17,7 @@ from jax_vae.common.errors import ConversionError
 
 
 def _to_numpy(t: Any) -> np.ndarray:
-    if hasattr(t, "detach"):                      # torch.Tensor, without importing torch
+    if hasattr(t, "detach"):  # torch.Tensor, without importing torch
         t = t.detach().cpu().numpy()
     return np.asarray(t)
 
@@ -32,11 +34,15 @@ def expected_torch_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
 def _check_keys(got: set[str], want: set[str], what: str, preset: str) -> None:
     missing, unexpected = sorted(want - got), sorted(got - want)
     if missing:
-        raise ConversionError(f"{what} for preset {preset!r} is missing key {missing[0]!r}"
-                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise ConversionError(
+            f"{what} for preset {preset!r} is missing key {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     if unexpected:
-        raise ConversionError(f"{what} for preset {preset!r} has unexpected key {unexpected[0]!r}"
-                              + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+        raise ConversionError(
+            f"{what} for preset {preset!r} has unexpected key {unexpected[0]!r}"
+            + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+        )
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], cfg: VAEConfig) -> dict:
@@ -47,14 +53,15 @@ def torch_to_flax(state_dict: Mapping[str, Any], cfg: VAEConfig) -> dict:
     for key, shape in shapes.items():
         value = _to_numpy(state_dict[key])
         if value.shape != shape:
-            raise ConversionError(f"state_dict key {key!r} has shape {value.shape}, preset "
-                                  f"{cfg.name!r} expects {shape}")
+            raise ConversionError(
+                f"state_dict key {key!r} has shape {value.shape}, preset {cfg.name!r} expects {shape}"
+            )
         module, layer, kind = key.split(".")
         leaf = params.setdefault(module, {}).setdefault(layer, {})
         if kind == "weight":
-            leaf["kernel"] = np.ascontiguousarray(value.T)          # [out, in] -> [in, out]
+            leaf["kernel"] = np.ascontiguousarray(value.T)  # [out, in] -> [in, out]
         else:
-            leaf["bias"] = value.copy()                             # [out]
+            leaf["bias"] = value.copy()  # [out]
     return params
 
 
@@ -72,9 +79,11 @@ def flax_to_torch(params: Mapping[str, Any], cfg: VAEConfig) -> dict[str, np.nda
     for key, shape in shapes.items():
         flax_key = key.replace(".weight", ".kernel")
         value = flat[flax_key]
-        value = value.T if key.endswith(".weight") else value        # [in, out] -> [out, in]
+        value = value.T if key.endswith(".weight") else value  # [in, out] -> [out, in]
         if value.shape != shape:
-            raise ConversionError(f"Flax param {flax_key!r} has shape {flat[flax_key].shape}, "
-                                  f"preset {cfg.name!r} expects {shape[::-1] if len(shape) == 2 else shape}")
-        state[key] = np.array(value, order="C")                      # a writable copy
+            raise ConversionError(
+                f"Flax param {flax_key!r} has shape {flat[flax_key].shape}, "
+                f"preset {cfg.name!r} expects {shape[::-1] if len(shape) == 2 else shape}"
+            )
+        state[key] = np.array(value, order="C")  # a writable copy
     return state

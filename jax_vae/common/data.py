@@ -23,6 +23,7 @@ reference MT19937 seeded by init_genrand(seed), which is exactly numpy's legacy 
 consumed and ignored). The train split uses the source's seed 1, so it reproduces the source's 50,000 images;
 the test split (10,000) uses seed 2.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,23 +67,41 @@ class IDXFile:
 
 
 def _pair(prefix: str, n: int, images_sha: str, labels_sha: str) -> tuple[IDXFile, IDXFile]:
-    return (IDXFile(f"{prefix}-images-idx3-ubyte", (n, 28, 28), images_sha),
-            IDXFile(f"{prefix}-labels-idx1-ubyte", (n,), labels_sha))
+    return (
+        IDXFile(f"{prefix}-images-idx3-ubyte", (n, 28, 28), images_sha),
+        IDXFile(f"{prefix}-labels-idx1-ubyte", (n,), labels_sha),
+    )
 
 
 # dataset -> split -> (images, labels)
 FILES: dict[str, dict[str, tuple[IDXFile, IDXFile]]] = {
     "mnist": {
-        "train": _pair("train", 60_000, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                       "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-        "test": _pair("t10k", 10_000, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                      "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+        "train": _pair(
+            "train",
+            60_000,
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
+        "test": _pair(
+            "t10k",
+            10_000,
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
     },
     "fashion_mnist": {
-        "train": _pair("train", 60_000, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                       "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-        "test": _pair("t10k", 10_000, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                      "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+        "train": _pair(
+            "train",
+            60_000,
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        ),
+        "test": _pair(
+            "t10k",
+            10_000,
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ),
     },
 }
 # torchvision's mirror lists; each serves <file name>.gz.
@@ -92,8 +111,10 @@ MIRRORS: dict[str, tuple[str, ...]] = {
 }
 # Sub-folders of the data dir searched before the data dir itself; the first is where downloads go.
 # The second is torchvision's layout, so an existing torchvision cache can be reused.
-FOLDERS: dict[str, tuple[str, ...]] = {"mnist": ("mnist", "MNIST/raw"),
-                                       "fashion_mnist": ("fashion-mnist", "FashionMNIST/raw")}
+FOLDERS: dict[str, tuple[str, ...]] = {
+    "mnist": ("mnist", "MNIST/raw"),
+    "fashion_mnist": ("fashion-mnist", "FashionMNIST/raw"),
+}
 
 
 def default_data_dir() -> pathlib.Path:
@@ -113,33 +134,43 @@ def _identify(digest: str) -> str:
     return ""
 
 
-def _decode_idx(raw: bytes, where: str, expected_shape: tuple[int, ...] | None,
-                sha256: str | None) -> np.ndarray:
+def _decode_idx(
+    raw: bytes, where: str, expected_shape: tuple[int, ...] | None, sha256: str | None
+) -> np.ndarray:
     """Validate decompressed IDX bytes and view them as a uint8 array of their declared dims."""
     if len(raw) < 4:
-        raise DataError(f"{where}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
+        raise DataError(
+            f"{where}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number"
+        )
     magic = int.from_bytes(raw[:4], "big")
     ndim = raw[3]
     if _IDX_MAGIC.get(ndim) != magic:
-        raise DataError(f"{where}: bad magic number 0x{magic:08x}, expected 0x00000801 (labels) "
-                        "or 0x00000803 (images) of an unsigned-byte IDX file")
+        raise DataError(
+            f"{where}: bad magic number 0x{magic:08x}, expected 0x00000801 (labels) "
+            "or 0x00000803 (images) of an unsigned-byte IDX file"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{where}: truncated IDX file: {len(raw)} bytes, shorter than its {header}-byte header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+        raise DataError(
+            f"{where}: truncated IDX file: {len(raw)} bytes, shorter than its {header}-byte header"
+        )
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if expected_shape is not None and dims != tuple(expected_shape):
         raise DataError(f"{where}: dimensions {dims}, expected {tuple(expected_shape)}")
     size = header + int(np.prod(dims, dtype=np.int64))
     if len(raw) < size:
         raise DataError(f"{where}: truncated IDX file: {len(raw)} bytes, dimensions {dims} need {size}")
     if len(raw) > size:
-        raise DataError(f"{where}: {len(raw) - size} trailing bytes after the {size} bytes "
-                        f"that dimensions {dims} need")
+        raise DataError(
+            f"{where}: {len(raw) - size} trailing bytes after the {size} bytes that dimensions {dims} need"
+        )
     if sha256 is not None:
         digest = hashlib.sha256(raw).hexdigest()
         if digest != sha256.lower():
-            raise DataError(f"{where}: SHA-256 of the decompressed bytes is {digest}, "
-                            f"expected {sha256.lower()}{_identify(digest)}")
+            raise DataError(
+                f"{where}: SHA-256 of the decompressed bytes is {digest}, "
+                f"expected {sha256.lower()}{_identify(digest)}"
+            )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -153,8 +184,9 @@ def _decompress(raw: bytes, where: str) -> bytes:
         raise DataError(f"{where}: corrupt or truncated gzip data ({one_line(err)})") from None
 
 
-def read_idx(path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None,
-             sha256: str | None = None) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None, sha256: str | None = None
+) -> np.ndarray:
     """Read a raw or gzipped IDX file (sniffed by content) into a read-only uint8 array, fully validated."""
     path = pathlib.Path(path)
     try:
@@ -182,15 +214,21 @@ def _download(name: str, spec: IDXFile, folder: pathlib.Path) -> pathlib.Path:
             print(f"jax_vae: downloading {url}", file=sys.stderr)
             body = _fetch(url)
             _decode_idx(_decompress(body, url), url, spec.shape, spec.sha256)
-        except (OSError, ValueError, http.client.HTTPException) as err:  # URLError: OSError; DataError: ValueError
+        except (
+            OSError,
+            ValueError,
+            http.client.HTTPException,
+        ) as err:  # URLError: OSError; DataError: ValueError
             errors.append(f"{url}: {one_line(err)}")
             continue
         dest = folder / (spec.name + (".gz" if body[:2] == b"\x1f\x8b" else ""))
         _place(dest, body)
         return dest
-    raise DataError(f"{name}: could not download {spec.name}.gz into {folder} ({'; '.join(errors)}); "
-                    f"when offline, copy the file there or pass --data-dir (or JAX_VAE_DATA_DIR) "
-                    f"pointing at a folder that holds it")
+    raise DataError(
+        f"{name}: could not download {spec.name}.gz into {folder} ({'; '.join(errors)}); "
+        f"when offline, copy the file there or pass --data-dir (or JAX_VAE_DATA_DIR) "
+        f"pointing at a folder that holds it"
+    )
 
 
 def _place(dest: pathlib.Path, body: bytes) -> None:
@@ -211,8 +249,10 @@ def _locate(name: str, spec: IDXFile, data_dir: pathlib.Path, download: bool) ->
     if download:
         return _download(name, spec, folders[0])
     looked = ", ".join(str(f) for f in folders)
-    raise DataError(f"{name}: {spec.name}[.gz] not found (looked in {looked}) and downloading is off; "
-                    f"pass --data-dir (or set JAX_VAE_DATA_DIR) to a folder that holds it, or allow downloading")
+    raise DataError(
+        f"{name}: {spec.name}[.gz] not found (looked in {looked}) and downloading is off; "
+        f"pass --data-dir (or set JAX_VAE_DATA_DIR) to a folder that holds it, or allow downloading"
+    )
 
 
 def _check_name(name: str) -> str:
@@ -222,8 +262,9 @@ def _check_name(name: str) -> str:
     return canonical
 
 
-def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
-               download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    name: str, split: str, data_dir: str | os.PathLike | None = None, download: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(images float32 [N, D] in [0, 1], labels int64 [N]) of one split of a dataset."""
     name = _check_name(name)
     if split not in SPLITS:
@@ -246,20 +287,25 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     return x, labels.astype(np.int64)
 
 
-def make_rectangles(n: int = 50_000, seed: int = 0, size: int = 24,
-                    square: int = 9) -> tuple[np.ndarray, np.ndarray]:
-    """Stutz's rectangles: float32 [n, size*size] in {0, 1}, one filled square each; labels = top-left flat index."""
+def make_rectangles(
+    n: int = 50_000, seed: int = 0, size: int = 24, square: int = 9
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stutz's rectangles: float32 [n, size*size] in {0, 1}, one filled square each; labels: the
+    top-left corner's flat index."""
     if n < 0 or not 1 <= square <= size or not 0 <= seed < 2**32:
-        raise ValueError(f"make_rectangles: need n >= 0, 1 <= square <= size, 0 <= seed < 2**32; "
-                         f"got n={n}, size={size}, square={square}, seed={seed}")
+        raise ValueError(
+            f"make_rectangles: need n >= 0, 1 <= square <= size, 0 <= seed < 2**32; "
+            f"got n={n}, size={size}, square={square}, seed={seed}"
+        )
     positions = size - square + 1
-    # Lua: h, w, aH, aW = random(8,8), random(8,8), random(1, H-h), random(1, W-w), each genrand_int32 % range.
+    # Lua: h, w, aH, aW = random(8,8), random(8,8), random(1, H-h), random(1, W-w),
+    # each genrand_int32 % range.
     draws = np.random.RandomState(seed).randint(0, 2**32, size=(n, 4), dtype=np.uint32)  # [n, 4]
-    top = (draws[:, 2] % positions).astype(np.int64)   # [n] 0-based first filled row
+    top = (draws[:, 2] % positions).astype(np.int64)  # [n] 0-based first filled row
     left = (draws[:, 3] % positions).astype(np.int64)  # [n] 0-based first filled column
     idx = np.arange(size)
-    rows = (idx >= top[:, None]) & (idx < top[:, None] + square)     # [n, size]
-    cols = (idx >= left[:, None]) & (idx < left[:, None] + square)   # [n, size]
+    rows = (idx >= top[:, None]) & (idx < top[:, None] + square)  # [n, size]
+    cols = (idx >= left[:, None]) & (idx < left[:, None] + square)  # [n, size]
     images = (rows[:, :, None] & cols[:, None, :]).reshape(n, size * size).astype(np.float32)
     return images, top * size + left
 
@@ -270,7 +316,8 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 
 def binarize(x: np.ndarray, seed: int) -> np.ndarray:
-    """Bernoulli(x) draw as float32 {0, 1}, deterministic in `seed` (static binarization; per-epoch = dynamic)."""
+    """Bernoulli(x) draw as float32 {0, 1}, deterministic in `seed` (static binarization; one draw per
+    epoch = dynamic)."""
     x = np.asarray(x)
     if x.size and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
         raise DataError(f"binarize: values must lie in [0, 1], got [{float(x.min())}, {float(x.max())}]")
@@ -284,8 +331,13 @@ def binarize_for_evaluation(x: np.ndarray, seed: int = EVAL_BINARIZATION_SEED) -
     return binarize(x, derive_seed(seed, 1))
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, binarization: str = "none",
-                 seed: int = 0, download: bool = True) -> dict[str, np.ndarray]:
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    binarization: str = "none",
+    seed: int = 0,
+    download: bool = True,
+) -> dict[str, np.ndarray]:
     """{"train", "test": float32 [N, D], "train_labels", "test_labels": int64 [N]}, binarized if asked."""
     name = _check_name(name)
     if binarization not in BINARIZATIONS:

@@ -1,6 +1,7 @@
 """Framework-free parts of the evaluation, shared by jax_vae/evaluate.py and its torch twin:
 sample chunking, the evaluation data (with its binarization) and the per-image summary, in nats.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,20 +15,23 @@ from typing import Any
 import numpy as np
 
 from jax_vae.common import runs
-from jax_vae.common.errors import RunError
-from jax_vae.common.files import atomic_write_text
 from jax_vae.common.config import VAEConfig, from_dict
 from jax_vae.common.data import EVAL_BINARIZATION_SEED, binarize_for_evaluation, load_dataset, load_split
+from jax_vae.common.errors import RunError
+from jax_vae.common.files import atomic_write_text
 
-ROW_BUDGET = 32768        # images x samples decoded at once: 32768 x 784 float32 logits ~ 100 MB
-CPU_EAGER_ROW_BUDGET = 4096   # eager torch on CPU: fresh 100 MB temporaries cost page faults (measured
-                              # 1.6x slower than 4096 rows on iwae-paper); XLA reuses its buffers
-GREY_NOTE = ("Bernoulli likelihood of grey-level pixels is not a normalized density: the numbers are "
-             "what the objective reports, not a log-likelihood")
+ROW_BUDGET = 32768  # images x samples decoded at once: 32768 x 784 float32 logits ~ 100 MB
+CPU_EAGER_ROW_BUDGET = 4096  # eager torch on CPU: fresh 100 MB temporaries cost page faults (measured
+# 1.6x slower than 4096 rows on iwae-paper); XLA reuses its buffers
+GREY_NOTE = (
+    "Bernoulli likelihood of grey-level pixels is not a normalized density: the numbers are "
+    "what the objective reports, not a log-likelihood"
+)
 
 
-def chunking(k: int, batch_size: int, chunk: int | None = None, row_budget: int = ROW_BUDGET
-             ) -> tuple[int, int]:
+def chunking(
+    k: int, batch_size: int, chunk: int | None = None, row_budget: int = ROW_BUDGET
+) -> tuple[int, int]:
     """(n_chunks, chunk): near-equal chunks of at most `chunk` (default row_budget // batch) samples."""
     if k < 1 or batch_size < 1 or (chunk is not None and chunk < 1):
         raise ValueError(f"need k, batch_size, chunk >= 1; got k={k}, batch_size={batch_size}, chunk={chunk}")
@@ -39,12 +43,19 @@ def chunking(k: int, batch_size: int, chunk: int | None = None, row_budget: int 
 def check_evaluable(cfg: VAEConfig) -> None:
     """log p(x) needs log-densities: a Bernoulli likelihood and the Gaussian q with analytic KL."""
     if cfg.kl != "analytic" or not cfg.likelihood.startswith("bce"):
-        raise ValueError(f"{cfg.name}: log p(x) needs a Bernoulli likelihood and a Gaussian q "
-                         f"(likelihood={cfg.likelihood!r}, kl={cfg.kl!r} are not log-densities)")
+        raise ValueError(
+            f"{cfg.name}: log p(x) needs a Bernoulli likelihood and a Gaussian q "
+            f"(likelihood={cfg.likelihood!r}, kl={cfg.kl!r} are not log-densities)"
+        )
 
 
-def eval_data(cfg: VAEConfig, data_dir: str | os.PathLike | None = None, split: str = "test",
-              seed: int = EVAL_BINARIZATION_SEED, download: bool = True) -> tuple[np.ndarray, str]:
+def eval_data(
+    cfg: VAEConfig,
+    data_dir: str | os.PathLike | None = None,
+    split: str = "test",
+    seed: int = EVAL_BINARIZATION_SEED,
+    download: bool = True,
+) -> tuple[np.ndarray, str]:
     """(x float32 [N, D], description of its binarization) for evaluating `cfg`.
 
     dynamic: the split binarized ONCE, stochastically, with derive_seed(seed, 1), so every run is
@@ -60,18 +71,25 @@ def eval_data(cfg: VAEConfig, data_dir: str | os.PathLike | None = None, split: 
     return x, "none (grey values)"
 
 
-def summarize(stats: dict[str, np.ndarray], k: int, binarization: str, cfg: VAEConfig
-              ) -> dict[str, Any]:
+def summarize(stats: dict[str, np.ndarray], k: int, binarization: str, cfg: VAEConfig) -> dict[str, Any]:
     """Per-image means (and standard errors) of -ELBO = recon + KL and of -log p_k(x), in nats."""
     neg_elbo = stats["recon"] + stats["kl"]
     nll = -stats["log_px"]
     n = nll.shape[0]
     sem = lambda v: float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    result = {"neg_elbo": float(neg_elbo.mean()), "neg_elbo_sem": sem(neg_elbo),
-              "iwae_nll": float(nll.mean()), "iwae_nll_sem": sem(nll),
-              "recon": float(stats["recon"].mean()), "kl": float(stats["kl"].mean()),
-              "k": k, "num_images": n, "binarization": binarization, "units": "nats per image",
-              "preset": cfg.name}
+    result = {
+        "neg_elbo": float(neg_elbo.mean()),
+        "neg_elbo_sem": sem(neg_elbo),
+        "iwae_nll": float(nll.mean()),
+        "iwae_nll_sem": sem(nll),
+        "recon": float(stats["recon"].mean()),
+        "kl": float(stats["kl"].mean()),
+        "k": k,
+        "num_images": n,
+        "binarization": binarization,
+        "units": "nats per image",
+        "preset": cfg.name,
+    }
     if binarization.startswith("none"):
         result["note"] = GREY_NOTE
     return result
@@ -92,15 +110,34 @@ def run_config(meta: dict[str, Any], source: str | os.PathLike) -> VAEConfig:
     return cfg
 
 
-def finish(result: dict[str, Any], *, framework: str, source: str | os.PathLike, step: int | None,
-           seed: int, seconds: float, device: str, out: str | os.PathLike | None = None) -> dict[str, Any]:
+def finish(
+    result: dict[str, Any],
+    *,
+    framework: str,
+    source: str | os.PathLike,
+    step: int | None,
+    seed: int,
+    seconds: float,
+    device: str,
+    out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Add where/how the numbers came from; write them as JSON to `out`, or by default to
     <run>/evaluation-k<k>.json when `source` is a run folder. Returns the record."""
     source = Path(source)
-    record = {"framework": framework, "source": str(source), "step": step, "seed": seed,
-              "device": device, "eval_s": seconds, **result}
-    path = Path(out) if out else (source / f"evaluation-k{result['k']}.json"
-                                  if (source / runs.CONFIG_FILE).is_file() else None)
+    record = {
+        "framework": framework,
+        "source": str(source),
+        "step": step,
+        "seed": seed,
+        "device": device,
+        "eval_s": seconds,
+        **result,
+    }
+    path = (
+        Path(out)
+        if out
+        else (source / f"evaluation-k{result['k']}.json" if (source / runs.CONFIG_FILE).is_file() else None)
+    )
     if path is not None:
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
         record["report"] = str(path)
@@ -129,19 +166,29 @@ def evaluate_run(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> 
     params, meta = backend.load_params(Path(source), opts.step)
     cfg = run_config(meta, source)
     x, binarization = eval_data(cfg, opts.data_dir, download=opts.download)
-    x = x[:opts.num_images] if opts.num_images else x                       # [N, D]
+    x = x[: opts.num_images] if opts.num_images else x  # [N, D]
     t0 = time.perf_counter()
     result, device = backend.evaluate(params, x, cfg, binarization, opts)
-    return finish(result, framework=backend.framework, source=source, step=meta.get("step"), seed=opts.seed,
-                  seconds=time.perf_counter() - t0, out=opts.out, device=device)
+    return finish(
+        result,
+        framework=backend.framework,
+        source=source,
+        step=meta.get("step"),
+        seed=opts.seed,
+        seconds=time.perf_counter() - t0,
+        out=opts.out,
+        device=device,
+    )
 
 
 def report_line(r: dict[str, Any]) -> str:
     """One line per evaluation: -ELBO and IWAE-k NLL (+- standard error) in nats per image."""
-    line = (f"{r['framework']} {r['preset']} (step {r['step']}): test -ELBO {r['neg_elbo']:.2f} "
-            f"+- {r['neg_elbo_sem']:.2f}, IWAE-{r['k']} NLL {r['iwae_nll']:.2f} +- {r['iwae_nll_sem']:.2f} "
-            f"nats/image over {r['num_images']} images; binarization {r['binarization']}; "
-            f"{r['eval_s']:.1f} s on {r['device']}")
+    line = (
+        f"{r['framework']} {r['preset']} (step {r['step']}): test -ELBO {r['neg_elbo']:.2f} "
+        f"+- {r['neg_elbo_sem']:.2f}, IWAE-{r['k']} NLL {r['iwae_nll']:.2f} +- {r['iwae_nll_sem']:.2f} "
+        f"nats/image over {r['num_images']} images; binarization {r['binarization']}; "
+        f"{r['eval_s']:.1f} s on {r['device']}"
+    )
     if r.get("note"):
         line += f"\n  note: {r['note']}"
     if r.get("report"):

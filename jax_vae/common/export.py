@@ -7,6 +7,7 @@ holding the preset and config. To JAX (`--to-jax`): a state_dict file, a PyTorch
 run folder -> a params-only orbax checkpoint folder at OUT (readable by `evaluate` and `export`).
 Outputs are written atomically; an existing OUT is never overwritten.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,9 @@ def _config(meta: dict[str, Any], src: Path, preset: str | None) -> VAEConfig:
     """The config in `meta`, else the named preset's; a --preset that disagrees is an error."""
     if "config" not in meta:
         if preset is None:
-            raise RunError(f"{src} carries no config (no {src.name}.json beside it); pass --preset to name "
-                           "its preset")
+            raise RunError(
+                f"{src} carries no config (no {src.name}.json beside it); pass --preset to name its preset"
+            )
         try:
             return get_preset(preset)
         except KeyError as err:
@@ -64,6 +66,9 @@ def export(src: Path, out: Path, to: str, step: int | None = None, preset: str |
     params, meta = backends.get(source).load_params(src, step)
     cfg = _config(meta, src, preset)
     converted = torch_to_flax(params, cfg) if to == "jax" else flax_to_torch(params, cfg)
-    backends.get(to).save_params(out, converted, {"preset": cfg.name, "config": to_dict(cfg),
-                                                   "source": str(src.absolute()), "step": meta.get("step")})
+    backends.get(to).save_params(
+        out,
+        converted,
+        {"preset": cfg.name, "config": to_dict(cfg), "source": str(src.absolute()), "step": meta.get("step")},
+    )
     return out

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 
 def fsync_dir(directory: Path) -> None:
@@ -44,6 +45,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o6
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """atomic_write of a bytes payload."""
+
     def write(f: IO[bytes]) -> None:
         f.write(data)
 

@@ -5,6 +5,7 @@ run folder, the plan of chunks, the data order, metrics (one schema), checkpoint
 non-finite stop, the progress bar, images and the summary. A framework supplies a `Trainer` (the
 Protocol below) through its `Backend` (jax_vae.common.backends); the trainer owns its checkpoints.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,9 @@ import platform
 import sys
 import time
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -41,21 +43,33 @@ class TrainOptions:
     train flags are built from these fields (jax_vae.common.cli)."""
 
     device: str = option("auto", "auto (default), cpu, gpu or cuda")
-    jit: JitMode = option("scan", "JAX: one lax.scan per chunk of steps (default) or one jit call per "
-                                  "step; PyTorch runs eagerly either way")
+    jit: JitMode = option(
+        "scan",
+        "JAX: one lax.scan per chunk of steps (default) or one jit call per "
+        "step; PyTorch runs eagerly either way",
+    )
     checkpoint_every: int = option(0, "also checkpoint every N steps (default: epoch ends)")
     log_every: int = option(10, "write a step record every N steps (default 10)")
     chunk_steps: int = option(0, "at most N steps per jitted scan (default: an epoch)")
-    data_parallel: bool = option(False, "JAX: split each batch over every device (all processes with "
-                                        "--coordinator); parameters replicated; the batch size must be a "
-                                        "multiple of the device count")
+    data_parallel: bool = option(
+        False,
+        "JAX: split each batch over every device (all processes with "
+        "--coordinator); parameters replicated; the batch size must be a "
+        "multiple of the device count",
+    )
     resume: bool = option(False, "continue the run in --out from its last checkpoint", persist=False)
-    data_dir: str | None = option(None, "folder with the IDX files ($JAX_VAE_DATA_DIR or "
-                                        "~/.cache/jax_vae/datasets)", persist=False)
-    download: bool = option(True, "download missing data", persist=False,
-                            off="fail instead of downloading missing data")
-    progress: bool = option(True, "a progress bar on a terminal", persist=False,
-                            off="no progress bar (also off when not a terminal)")
+    data_dir: str | None = option(
+        None, "folder with the IDX files ($JAX_VAE_DATA_DIR or ~/.cache/jax_vae/datasets)", persist=False
+    )
+    download: bool = option(
+        True, "download missing data", persist=False, off="fail instead of downloading missing data"
+    )
+    progress: bool = option(
+        True,
+        "a progress bar on a terminal",
+        persist=False,
+        off="no progress bar (also off when not a terminal)",
+    )
     images: bool = option(True, "write the images and plots", persist=False, off="skip the images and plots")
 
     def check(self) -> None:
@@ -113,8 +127,10 @@ def check_data(cfg: VAEConfig, data: dict[str, np.ndarray]) -> int:
     if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
         raise RunError(f"dataset arrays must be [N, D] with one D, got {train.shape} and {test.shape}")
     if train.shape[1] != cfg.input_dim:
-        raise RunError(f"preset {cfg.name} expects {cfg.input_dim} pixels per image, {cfg.dataset} "
-                       f"images have {train.shape[1]}; pass --set input_dim={train.shape[1]}")
+        raise RunError(
+            f"preset {cfg.name} expects {cfg.input_dim} pixels per image, {cfg.dataset} "
+            f"images have {train.shape[1]}; pass --set input_dim={train.shape[1]}"
+        )
     n = train.shape[0]
     if cfg.batch_size > n:
         raise RunError(f"batch size {cfg.batch_size} is larger than the {n} training images of {cfg.dataset}")
@@ -148,14 +164,25 @@ class _Run:
 
     def meta(self, chunk: plan.Chunk) -> dict[str, Any]:
         """What a checkpoint records beside the state: config, position, running epoch sums."""
-        return {"preset": self.cfg.name, "config": to_dict(self.cfg), "step": chunk.end,
-                "order_epoch": chunk.epoch, "epoch_sums": dataclasses.asdict(self.sums),
-                "elapsed_s": self.wall_s()}
+        return {
+            "preset": self.cfg.name,
+            "config": to_dict(self.cfg),
+            "step": chunk.end,
+            "order_epoch": chunk.epoch,
+            "epoch_sums": dataclasses.asdict(self.sums),
+            "elapsed_s": self.wall_s(),
+        }
 
 
-def train(backend: Backend, cfg: VAEConfig, run_dir: str | Path, opts: TrainOptions, *,
-          data: dict[str, np.ndarray] | None = None, log: Callable[[str], None] | None = None
-          ) -> dict[str, Any]:
+def train(
+    backend: Backend,
+    cfg: VAEConfig,
+    run_dir: str | Path,
+    opts: TrainOptions,
+    *,
+    data: dict[str, np.ndarray] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (or continue it with opts.resume) with `backend`'s trainer and
     return the summary; `log` receives one line once the checks have passed (the CLI prints it)."""
     opts.check()
@@ -165,22 +192,34 @@ def train(backend: Backend, cfg: VAEConfig, run_dir: str | Path, opts: TrainOpti
     # Under jax.distributed every process runs this loop; process 0 alone writes the run folder
     # (checkpoints are written by all of them together, as orbax requires).
     primary = backend.process_index() == 0
-    saved = (runs.check_run_dir(run_dir, backend.framework, cfg, opts.resume) if primary
-             else runs.read_run(run_dir) if opts.resume else None)
+    saved = (
+        runs.check_run_dir(run_dir, backend.framework, cfg, opts.resume)
+        if primary
+        else runs.read_run(run_dir)
+        if opts.resume
+        else None
+    )
     data = prepare_data(cfg, opts.data_dir, opts.download) if data is None else data
     n = check_data(cfg, data)
     layout = plan.Layout(n, cfg.batch_size, cfg.drop_last)
     run = _Run(cfg, run_dir, layout, plan.total_steps(layout, cfg.epochs, cfg.steps))
     show_bar = opts.progress and sys.stderr.isatty() and primary
-    bar: Any = None                          # created once the checks have passed
+    bar: Any = None  # created once the checks have passed
     tick = (lambda step: bar is not None and bar.update(int(step) - bar.n)) if show_bar else None
     trainer = backend.trainer(cfg, data, opts, run_dir / runs.CHECKPOINT_DIR, tick)
     try:
         _open(run, trainer, saved)
         # ---- nothing was written before this line
         _write_record(run, trainer, opts, saved, primary, log)
-        bar = tqdm(total=run.total, initial=run.start, unit="step", desc=f"{backend.framework} {cfg.name}",
-                   dynamic_ncols=True, disable=not show_bar, leave=True)
+        bar = tqdm(
+            total=run.total,
+            initial=run.start,
+            unit="step",
+            desc=f"{backend.framework} {cfg.name}",
+            dynamic_ncols=True,
+            disable=not show_bar,
+            leave=True,
+        )
         writer = runs.MetricsWriter(run.run_dir / runs.METRICS_FILE) if primary else runs.NoWriter()
         try:
             _train_chunks(run, trainer, opts, writer, bar)
@@ -202,28 +241,42 @@ def _open(run: _Run, trainer: Trainer, saved: dict[str, Any] | None) -> None:
     run.order, meta = trainer.restore()
     run.start = run.step = int(meta["step"])
     if run.start > run.total:
-        raise RunError(f"the run in {run.run_dir} is at step {run.start}, past the {run.total} steps asked for")
+        raise RunError(
+            f"the run in {run.run_dir} is at step {run.start}, past the {run.total} steps asked for"
+        )
     run.resumed, run.order_epoch = True, meta.get("order_epoch", -1)
     run.sums = runs.EpochSums(**meta.get("epoch_sums", {}))
     run.elapsed0 = float(meta.get("elapsed_s", 0.0))
 
 
-def _write_record(run: _Run, trainer: Trainer, opts: TrainOptions, saved: dict[str, Any] | None,
-                  primary: bool, log: Callable[[str], None] | None) -> None:
+def _write_record(
+    run: _Run,
+    trainer: Trainer,
+    opts: TrainOptions,
+    saved: dict[str, Any] | None,
+    primary: bool,
+    log: Callable[[str], None] | None,
+) -> None:
     """config.json, the start line, and the metrics history cut back to the resumed step."""
     if not primary:
         return
-    record = runs.run_record(trainer.framework, run.cfg, opts.persisted(), {
-        **trainer.versions(), "numpy": np.__version__, "python": platform.python_version()})
+    record = runs.run_record(
+        trainer.framework,
+        run.cfg,
+        opts.persisted(),
+        {**trainer.versions(), "numpy": np.__version__, "python": platform.python_version()},
+    )
     if saved is not None:
         record["created"] = saved.get("created", record["created"])
     runs.write_run(run.run_dir, record)
     spe, cfg = run.layout.steps_per_epoch, run.cfg
     if log is not None:
         what = f"resuming at step {run.start}" if run.resumed else "training"
-        log(f"{trainer.framework}: {what} {cfg.name} on {cfg.dataset} for {run.total} steps "
+        log(
+            f"{trainer.framework}: {what} {cfg.name} on {cfg.dataset} for {run.total} steps "
             f"({run.total / spe:g} epochs of {spe}, batch {cfg.batch_size}, seed {cfg.seed}) on "
-            f"{trainer.device_name()} -> {run.run_dir}")
+            f"{trainer.device_name()} -> {run.run_dir}"
+        )
     runs.truncate_metrics(run.run_dir / runs.METRICS_FILE, run.start, mid_epoch=run.start % spe != 0)
 
 
@@ -234,7 +287,10 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
     try:
         for chunk in plan.chunks(run.layout, run.start, run.total, opts.checkpoint_every, opts.chunk_steps):
             if chunk.epoch != run.order_epoch:
-                run.order, run.order_epoch = plan.epoch_order(run.cfg.seed, chunk.epoch, run.layout.n), chunk.epoch
+                run.order, run.order_epoch = (
+                    plan.epoch_order(run.cfg.seed, chunk.epoch, run.layout.n),
+                    chunk.epoch,
+                )
                 run.sums = runs.EpochSums()
             if chunk.epoch != trainer_epoch:
                 trainer.set_epoch(chunk.epoch)
@@ -242,7 +298,7 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
             run.compile_s += trainer.compile(chunk.num_steps, chunk.batch_size)
             assert run.order is not None
             t0 = time.perf_counter()
-            m = trainer.run_chunk(plan.chunk_indices(run.order, chunk))         # numpy [S] per field
+            m = trainer.run_chunk(plan.chunk_indices(run.order, chunk))  # numpy [S] per field
             dt = time.perf_counter() - t0
             _write_steps(chunk, m, dt, opts.log_every, writer)
             _stop_if_not_finite(chunk, m, trainer)
@@ -259,19 +315,32 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
             if chunk.checkpoint:
                 trainer.save(run.step, run.order, run.meta(chunk))
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted at step {run.step}; the last checkpoint is step "
-                          f"{trainer.latest_checkpoint()}; continue with --resume --out {run.run_dir}") from None
+        raise Interrupted(
+            f"interrupted at step {run.step}; the last checkpoint is step "
+            f"{trainer.latest_checkpoint()}; continue with --resume --out {run.run_dir}"
+        ) from None
 
 
-def _write_steps(chunk: plan.Chunk, m: StepMetrics[np.ndarray], seconds: float, log_every: int,
-                 writer: Any) -> None:
+def _write_steps(
+    chunk: plan.Chunk, m: StepMetrics[np.ndarray], seconds: float, log_every: int, writer: Any
+) -> None:
     """A "step" record every `log_every` steps, up to the first non-finite one."""
     ok = np.asarray(m.finite, bool)
     good = chunk.num_steps if ok.all() else int(np.argmin(ok))
     ips = chunk.num_steps * chunk.batch_size / max(seconds, 1e-9)
-    writer.write({"kind": "step", "step": chunk.start + i + 1, "epoch": chunk.epoch + 1, "loss": m.loss[i],
-                  "recon": m.recon[i], "kl": m.kl[i], "images_per_s": ips}
-                 for i in range(good) if (chunk.start + i + 1) % log_every == 0)
+    writer.write(
+        {
+            "kind": "step",
+            "step": chunk.start + i + 1,
+            "epoch": chunk.epoch + 1,
+            "loss": m.loss[i],
+            "recon": m.recon[i],
+            "kl": m.kl[i],
+            "images_per_s": ips,
+        }
+        for i in range(good)
+        if (chunk.start + i + 1) % log_every == 0
+    )
 
 
 def _stop_if_not_finite(chunk: plan.Chunk, m: StepMetrics[np.ndarray], trainer: Trainer) -> None:
@@ -280,30 +349,60 @@ def _stop_if_not_finite(chunk: plan.Chunk, m: StepMetrics[np.ndarray], trainer: 
         return
     good = int(np.argmin(ok))
     last = trainer.latest_checkpoint()
-    where = (f"last good checkpoint: step {last} in {trainer.checkpoint_dir}" if last is not None
-             else "no checkpoint was saved before it")
-    raise NonFiniteLossError(f"non-finite loss ({m.loss[good]}) at step {chunk.start + good + 1} (epoch "
-                             f"{chunk.epoch + 1}); training stopped; {where}")
+    where = (
+        f"last good checkpoint: step {last} in {trainer.checkpoint_dir}"
+        if last is not None
+        else "no checkpoint was saved before it"
+    )
+    raise NonFiniteLossError(
+        f"non-finite loss ({m.loss[good]}) at step {chunk.start + good + 1} (epoch "
+        f"{chunk.epoch + 1}); training stopped; {where}"
+    )
 
 
-def _finish(run: _Run, trainer: Trainer, opts: TrainOptions, data: dict[str, np.ndarray],
-            primary: bool) -> dict[str, Any]:
+def _finish(
+    run: _Run, trainer: Trainer, opts: TrainOptions, data: dict[str, np.ndarray], primary: bool
+) -> dict[str, Any]:
     """Images, summary.json and the summary dict."""
-    if not run.last_eval:                      # resumed a finished run: score it again
+    if not run.last_eval:  # resumed a finished run: score it again
         run.last_eval = trainer.evaluate()
     cfg, framework, spe = run.cfg, trainer.framework, run.layout.steps_per_epoch
     image_dir = run.run_dir / runs.IMAGE_DIR
     title = f"{framework} {cfg.name} ({cfg.dataset}), step {run.step}"
-    images = plots.write_images(image_dir, cfg, trainer.decode, trainer.reconstruct, data["test"],
-                                runs.read_metrics(run.run_dir), title) if opts.images and primary else []
-    summary = {"framework": framework, "preset": cfg.name, "dataset": cfg.dataset, "run_dir": str(run.run_dir),
-               "device": trainer.device_name(), "steps": run.step, "epochs": run.step / spe,
-               "resumed_from": run.start if run.resumed else None, "train_loss": run.last_train,
-               **run.last_eval, "loss_unit": loss_unit(cfg), "train_s": run.session_s,
-               "compile_s": run.compile_s, "images_per_s": run.session_images / max(run.session_s, 1e-9),
-               "wall_s": run.wall_s(), "metrics": str(run.run_dir / runs.METRICS_FILE),
-               "image_dir": str(image_dir), "images": [str(p) for p in images],
-               "checkpoint": str(run.run_dir / runs.CHECKPOINT_DIR)}
+    images = (
+        plots.write_images(
+            image_dir,
+            cfg,
+            trainer.decode,
+            trainer.reconstruct,
+            data["test"],
+            runs.read_metrics(run.run_dir),
+            title,
+        )
+        if opts.images and primary
+        else []
+    )
+    summary = {
+        "framework": framework,
+        "preset": cfg.name,
+        "dataset": cfg.dataset,
+        "run_dir": str(run.run_dir),
+        "device": trainer.device_name(),
+        "steps": run.step,
+        "epochs": run.step / spe,
+        "resumed_from": run.start if run.resumed else None,
+        "train_loss": run.last_train,
+        **run.last_eval,
+        "loss_unit": loss_unit(cfg),
+        "train_s": run.session_s,
+        "compile_s": run.compile_s,
+        "images_per_s": run.session_images / max(run.session_s, 1e-9),
+        "wall_s": run.wall_s(),
+        "metrics": str(run.run_dir / runs.METRICS_FILE),
+        "image_dir": str(image_dir),
+        "images": [str(p) for p in images],
+        "checkpoint": str(run.run_dir / runs.CHECKPOINT_DIR),
+    }
     if primary:
         runs.write_summary(run.run_dir, summary)
     return summary

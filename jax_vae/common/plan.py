@@ -14,24 +14,25 @@ Chunks: the steps of a run are cut at every epoch end, every `checkpoint_every` 
 every `chunk_steps` steps (global), before the epoch's last, smaller batch (it has its own shape),
 and at the last step; a chunk is one jitted `lax.scan` on the JAX side.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-DATA_ORDER_KEY = 0x0DA7A   # domain separation for the data-order seed sequence
+DATA_ORDER_KEY = 0x0DA7A  # domain separation for the data-order seed sequence
 
 
 class Stream(enum.IntEnum):
     """The run's independent random streams, numbered the same in both frameworks."""
 
-    INIT = 0       # parameter initialization (JAX; PyTorch seeds its init with the run seed itself)
-    EPS = 1        # the reparameterization noise of every training step
-    EVAL = 2       # the noise of the per-epoch test loss
-    BINARIZE = 3   # dynamic binarization, one draw per epoch
+    INIT = 0  # parameter initialization (JAX; PyTorch seeds its init with the run seed itself)
+    EPS = 1  # the reparameterization noise of every training step
+    EVAL = 2  # the noise of the per-epoch test loss
+    BINARIZE = 3  # dynamic binarization, one draw per epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +64,14 @@ class Layout:
 class Chunk:
     """Steps [start, start + num_steps) of the run, all inside one epoch and of one batch size."""
 
-    epoch: int            # 0-based
-    start: int            # global step count before the chunk's first update
-    first_batch: int      # index of the first batch within the epoch
-    offset: int           # position in the epoch's order of the chunk's first example
+    epoch: int  # 0-based
+    start: int  # global step count before the chunk's first update
+    first_batch: int  # index of the first batch within the epoch
+    offset: int  # position in the epoch's order of the chunk's first example
     num_steps: int
     batch_size: int
-    epoch_end: bool       # the chunk ends an epoch (or the run): evaluate after it
-    checkpoint: bool      # save a checkpoint after it
+    epoch_end: bool  # the chunk ends an epoch (or the run): evaluate after it
+    checkpoint: bool  # save a checkpoint after it
 
     @property
     def end(self) -> int:
@@ -101,11 +102,12 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 def chunk_indices(order: np.ndarray, chunk: Chunk) -> np.ndarray:
     """Example indices of the chunk's batches: int32 [num_steps, batch_size]."""
     lo = chunk.offset
-    return order[lo:lo + chunk.num_steps * chunk.batch_size].reshape(chunk.num_steps, chunk.batch_size)
+    return order[lo : lo + chunk.num_steps * chunk.batch_size].reshape(chunk.num_steps, chunk.batch_size)
 
 
-def chunks(layout: Layout, start: int, total: int, checkpoint_every: int = 0,
-         chunk_steps: int = 0) -> Iterator[Chunk]:
+def chunks(
+    layout: Layout, start: int, total: int, checkpoint_every: int = 0, chunk_steps: int = 0
+) -> Iterator[Chunk]:
     """The chunks that take the run from global step `start` to `total`."""
     if layout.steps_per_epoch <= 0:
         raise ValueError(f"no full batch: {layout.n} examples, batch size {layout.batch_size}, drop_last")

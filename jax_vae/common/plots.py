@@ -5,25 +5,27 @@ Both frameworks pass a `decode(z [N, Z]) -> outputs [N, D]` and a `reconstruct(x
 [N, D]` (numpy in, numpy out); codes and inputs are drawn here, so JAX and PyTorch runs of the same
 preset are drawn from the same codes and test images.
 """
+
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from jax_vae.common.config import VAEConfig  # noqa: E402
 
 Decode = Callable[[np.ndarray], np.ndarray]
 FRAMEWORK_COLORS = {"jax": "tab:blue", "torch": "tab:orange"}
-STUTZ_GRID = (np.arange(20) - 9.5) * 0.1     # -0.95, -0.85, ..., 0.95 (vae.lua's manifold)
+STUTZ_GRID = (np.arange(20) - 9.5) * 0.1  # -0.95, -0.85, ..., 0.95 (vae.lua's manifold)
 
 
 def image_shape(cfg: VAEConfig) -> tuple[int, int]:
@@ -63,10 +65,11 @@ def tile(images: np.ndarray, rows: int, cols: int, shape: tuple[int, int], pad: 
     """[rows*cols, H*W] -> one [rows*(H+pad)+pad, cols*(W+pad)+pad] canvas (padding = 0.5 grey)."""
     h, w = shape
     canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)
-    for k, img in enumerate(images[:rows * cols]):
+    for k, img in enumerate(images[: rows * cols]):
         r, c = divmod(k, cols)
-        canvas[pad + r * (h + pad):pad + r * (h + pad) + h,
-               pad + c * (w + pad):pad + c * (w + pad) + w] = img.reshape(h, w)
+        canvas[
+            pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w
+        ] = img.reshape(h, w)
     return canvas
 
 
@@ -91,28 +94,49 @@ def _save_canvas(path: Path, canvas: np.ndarray, title: str, extent=None, labels
     return path
 
 
-def write_images(image_dir: Path, cfg: VAEConfig, decode: Decode, reconstruct: Decode,
-                 test_x: np.ndarray, records: Sequence[dict[str, Any]], title: str) -> list[Path]:
+def write_images(
+    image_dir: Path,
+    cfg: VAEConfig,
+    decode: Decode,
+    reconstruct: Decode,
+    test_x: np.ndarray,
+    records: Sequence[dict[str, Any]],
+    title: str,
+) -> list[Path]:
     """reconstructions.png, samples.png, manifold.png (2-D latents) and curves.png; returns the paths."""
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     shape, paths = image_shape(cfg), []
-    x = np.asarray(test_x[:16], np.float32)                                    # [16, D]
-    rec = to_pixels(reconstruct(x), cfg)                                        # [16, D]
-    pairs = np.concatenate([x[:8], rec[:8], x[8:16], rec[8:16]])                # rows: in, out, in, out
-    paths.append(_save_canvas(image_dir / "reconstructions.png", tile(pairs, 4, 8, shape),
-                              f"{title}\ntest inputs (rows 1, 3), reconstructions at z = mean (rows 2, 4)"))
-    samples = to_pixels(decode(prior_codes(cfg)), cfg)                          # [64, D]
-    paths.append(_save_canvas(image_dir / "samples.png", tile(samples, 8, 8, shape),
-                              f"{title}\ndecoded samples z ~ N(0, I)"))
+    x = np.asarray(test_x[:16], np.float32)  # [16, D]
+    rec = to_pixels(reconstruct(x), cfg)  # [16, D]
+    pairs = np.concatenate([x[:8], rec[:8], x[8:16], rec[8:16]])  # rows: in, out, in, out
+    paths.append(
+        _save_canvas(
+            image_dir / "reconstructions.png",
+            tile(pairs, 4, 8, shape),
+            f"{title}\ntest inputs (rows 1, 3), reconstructions at z = mean (rows 2, 4)",
+        )
+    )
+    samples = to_pixels(decode(prior_codes(cfg)), cfg)  # [64, D]
+    paths.append(
+        _save_canvas(
+            image_dir / "samples.png", tile(samples, 8, 8, shape), f"{title}\ndecoded samples z ~ N(0, I)"
+        )
+    )
     if cfg.latent_dim == 2:
         axis = manifold_axis(cfg)
-        grid = to_pixels(decode(manifold_codes(axis)), cfg)                     # [R*C, D]
+        grid = to_pixels(decode(manifold_codes(axis)), cfg)  # [R*C, D]
         step = axis[1] - axis[0]
         extent = (axis[0] - step / 2, axis[-1] + step / 2, axis[0] - step / 2, axis[-1] + step / 2)
-        paths.append(_save_canvas(image_dir / "manifold.png", tile(grid, len(axis), len(axis), shape),
-                                  f"{title}\ndecoder over a {len(axis)}x{len(axis)} grid of codes",
-                                  extent=extent, labels=("z1", "z2")))
+        paths.append(
+            _save_canvas(
+                image_dir / "manifold.png",
+                tile(grid, len(axis), len(axis), shape),
+                f"{title}\ndecoder over a {len(axis)}x{len(axis)} grid of codes",
+                extent=extent,
+                labels=("z1", "z2"),
+            )
+        )
     if records:
         paths.append(save_curves(image_dir / "curves.png", records, title))
     return paths
@@ -120,12 +144,20 @@ def write_images(image_dir: Path, cfg: VAEConfig, decode: Decode, reconstruct: D
 
 def _steps(records: Sequence[dict[str, Any]], kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
     rows = [(r["step"], r[key]) for r in records if r.get("kind") == kind and r.get(key) is not None]
-    return (np.array([s for s, _ in rows]), np.array([v for _, v in rows], float)) if rows else (np.array([]),) * 2
+    return (
+        (np.array([s for s, _ in rows]), np.array([v for _, v in rows], float))
+        if rows
+        else (np.array([]),) * 2
+    )
 
 
 def _epochs(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
     rows = [(r["epoch"], r[key]) for r in records if r.get("kind") == "epoch" and r.get(key) is not None]
-    return (np.array([e for e, _ in rows]), np.array([v for _, v in rows], float)) if rows else (np.array([]),) * 2
+    return (
+        (np.array([e for e, _ in rows]), np.array([v for _, v in rows], float))
+        if rows
+        else (np.array([]),) * 2
+    )
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -140,7 +172,7 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def _focus(ax, series: Sequence[np.ndarray]) -> None:
     """y-limits that show the part of training curves after the first 5% of points (not the spike)."""
-    tails = [v[len(v) // 20:] for v in series if len(v) > 20]
+    tails = [v[len(v) // 20 :] for v in series if len(v) > 20]
     if tails:
         lo, hi = min(float(t.min()) for t in tails), max(float(t.max()) for t in tails)
         pad = 0.08 * (hi - lo) or 1.0
@@ -173,8 +205,9 @@ def save_curves(path: Path, records: Sequence[dict[str, Any]], title: str) -> Pa
     return Path(path)
 
 
-def save_compare(path: Path, runs: Sequence[tuple[str, str, Sequence[dict[str, Any]]]],
-                 title: str = "") -> Path:
+def save_compare(
+    path: Path, runs: Sequence[tuple[str, str, Sequence[dict[str, Any]]]], title: str = ""
+) -> Path:
     """Overlay runs given as (label, framework, records): test loss per epoch, smoothed train loss
     per step. Runs of one framework share a colour and differ by line style."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))

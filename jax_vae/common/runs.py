@@ -9,14 +9,16 @@ A run folder (both frameworks, same layout and schema):
 Losses are per image: nats for Bernoulli presets; for MSE presets the same sums/means of squared
 error (+ KL) the preset optimizes, which are not nats.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Generic, Iterable, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -26,7 +28,7 @@ from jax_vae.common.files import atomic_write_text
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.jsonl", "summary.json"
 CHECKPOINT_DIR, IMAGE_DIR = "checkpoints", "images"
-RESUMABLE_FIELDS = ("epochs", "steps")   # config fields a resumed run may change (its length)
+RESUMABLE_FIELDS = ("epochs", "steps")  # config fields a resumed run may change (its length)
 STEP_KEYS = ("kind", "step", "epoch", "loss", "recon", "kl", "images_per_s")
 T = TypeVar("T")
 
@@ -45,16 +47,34 @@ class StepMetrics(NamedTuple, Generic[T]):
     finite: T
 
 
-EPOCH_KEYS = ("kind", "epoch", "step", "train_loss", "recon", "kl", "test_loss", "test_recon",
-              "test_kl", "images_per_s", "train_s", "wall_s")
+EPOCH_KEYS = (
+    "kind",
+    "epoch",
+    "step",
+    "train_loss",
+    "recon",
+    "kl",
+    "test_loss",
+    "test_recon",
+    "test_kl",
+    "images_per_s",
+    "train_s",
+    "wall_s",
+)
 
 
-def run_record(framework: str, cfg: VAEConfig, options: dict[str, Any],
-               versions: dict[str, str]) -> dict[str, Any]:
+def run_record(
+    framework: str, cfg: VAEConfig, options: dict[str, Any], versions: dict[str, str]
+) -> dict[str, Any]:
     """The content of config.json: everything needed to resume or reproduce the run."""
-    return {"framework": framework, "preset": cfg.name,
-            "config": to_dict(cfg), "options": options, "versions": versions,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "framework": framework,
+        "preset": cfg.name,
+        "config": to_dict(cfg),
+        "options": options,
+        "versions": versions,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def read_run(run_dir: Path) -> dict[str, Any] | None:
@@ -71,12 +91,12 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
         raise RunError(f"{path} is not a run config ({err})") from None
 
 
-def config_diff(saved: dict[str, Any], cfg: VAEConfig,
-                ignore: Iterable[str] = RESUMABLE_FIELDS) -> list[str]:
+def config_diff(saved: dict[str, Any], cfg: VAEConfig, ignore: Iterable[str] = RESUMABLE_FIELDS) -> list[str]:
     """'field: saved -> new' for every config field that differs (order of VAEConfig)."""
     new = to_dict(cfg)
-    return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in new.items()
-            if k not in ignore and saved.get(k) != v]
+    return [
+        f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in new.items() if k not in ignore and saved.get(k) != v
+    ]
 
 
 def check_compatible(saved: dict[str, Any], cfg: VAEConfig, what: str) -> None:
@@ -85,8 +105,10 @@ def check_compatible(saved: dict[str, Any], cfg: VAEConfig, what: str) -> None:
         raise RunError(f"{what} is of preset {saved.get('name')!r}, not {cfg.name!r}")
     diff = config_diff(saved, cfg)
     if diff:
-        raise RunError(f"{what} was trained with another config ({'; '.join(diff[:3])}"
-                       f"{'; ...' if len(diff) > 3 else ''}); only epochs/steps may change on --resume")
+        raise RunError(
+            f"{what} was trained with another config ({'; '.join(diff[:3])}"
+            f"{'; ...' if len(diff) > 3 else ''}); only epochs/steps may change on --resume"
+        )
 
 
 def check_run_dir(run_dir: Path, framework: str, cfg: VAEConfig, resume: bool) -> dict | None:
@@ -101,11 +123,15 @@ def check_run_dir(run_dir: Path, framework: str, cfg: VAEConfig, resume: bool) -
             raise RunError(f"out dir {run_dir} is not empty and holds no run; choose another --out")
         return None
     if not resume:
-        raise RunError(f"out dir {run_dir} already holds a run ({record['framework']}, preset "
-                       f"{record.get('preset')!r}); pass --resume to continue it or choose another --out")
+        raise RunError(
+            f"out dir {run_dir} already holds a run ({record['framework']}, preset "
+            f"{record.get('preset')!r}); pass --resume to continue it or choose another --out"
+        )
     if record["framework"] != framework:
-        raise RunError(f"out dir {run_dir} holds a {record['framework']} run; resume it with "
-                       f"python -m {'jax_vae' if record['framework'] == 'jax' else 'torch_reference'}")
+        raise RunError(
+            f"out dir {run_dir} holds a {record['framework']} run; resume it with "
+            f"python -m {'jax_vae' if record['framework'] == 'jax' else 'torch_reference'}"
+        )
     check_compatible(record["config"], cfg, f"the run in {run_dir}")
     return record
 
@@ -163,10 +189,18 @@ class EpochSums:
 
     def record(self, epoch: int, step: int, test: dict[str, float], wall_s: float) -> dict[str, Any]:
         """The metrics.jsonl "epoch" record."""
-        return {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": self.loss / self.images,
-                "recon": self.recon / self.images, "kl": self.kl / self.images, **test,
-                "images_per_s": self.images / max(self.train_s, 1e-9), "train_s": self.train_s,
-                "wall_s": wall_s}
+        return {
+            "kind": "epoch",
+            "epoch": epoch,
+            "step": step,
+            "train_loss": self.loss / self.images,
+            "recon": self.recon / self.images,
+            "kl": self.kl / self.images,
+            **test,
+            "images_per_s": self.images / max(self.train_s, 1e-9),
+            "train_s": self.train_s,
+            "wall_s": wall_s,
+        }
 
 
 class NoWriter:
@@ -189,7 +223,7 @@ def truncate_metrics(path: Path, step: int, mid_epoch: bool = False) -> None:
     for line in path.read_text().splitlines(keepends=True):
         try:
             record = json.loads(line)
-        except ValueError:       # a line torn by a kill mid-write
+        except ValueError:  # a line torn by a kill mid-write
             continue
         s = int(record.get("step", 0))
         if s < step or (s == step and not (mid_epoch and record.get("kind") == "epoch")):
@@ -212,17 +246,20 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(Path(run_dir) / SUMMARY_FILE,
-                      json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
+    atomic_write_text(
+        Path(run_dir) / SUMMARY_FILE, json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n"
+    )
 
 
 def summary_line(s: dict[str, Any]) -> str:
     """One line: what ran, how long, how fast, the final test loss and where the outputs are."""
     test = "n/a" if s.get("test_loss") is None else f"{s['test_loss']:.3f}"
     epochs = s["epochs"]
-    line = (f"done: {s['framework']} {s['preset']} on {s['dataset']}: {epochs:g} epoch"
-            f"{'' if epochs == 1 else 's'} ({s['steps']} steps) in {s['train_s']:.1f} s "
-            f"({s['images_per_s']:,.0f} images/s); test loss {test} {s['loss_unit']}")
+    line = (
+        f"done: {s['framework']} {s['preset']} on {s['dataset']}: {epochs:g} epoch"
+        f"{'' if epochs == 1 else 's'} ({s['steps']} steps) in {s['train_s']:.1f} s "
+        f"({s['images_per_s']:,.0f} images/s); test loss {test} {s['loss_unit']}"
+    )
     line += f"\n  run: {s['run_dir']}  metrics: {s['metrics']}"
     if s.get("images"):
         line += f"  images: {s['image_dir']} ({', '.join(Path(p).name for p in s['images'])})"
