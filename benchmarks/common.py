@@ -1,37 +1,74 @@
-"""Framework-free benchmark plumbing: grids, mode names, the timing loop, statistics, peak RSS.
+"""Framework-free benchmark plumbing: grids, mode names, the timing loop, statistics, the benchmark
+data, and the one runner both benchmark processes share (host facts: benchmarks/host.py).
 
-Both benchmark processes (bench_jax, bench_torch) time their modes with `time_unit`, so both sides
-share one method: first call (compile + one step), warm-up, windows of >= window_s, sync at the
-end of every window, median / min / max / IQR over the windows.
+A benchmark process is `python -m benchmarks.jax_modes` or `python -m benchmarks.torch_modes`: the
+mode module is a `Side` (the same functions on both sides) and `bench_main` runs it. Both sides time
+their modes with `time_unit`, so both share one method: first call (compile + one call), warm-up,
+windows of >= window_s, sync at the end of every window, median / min / max / IQR over the windows.
 """
+
 from __future__ import annotations
 
+import dataclasses
+import gc
+import json
 import math
-import os
-import platform
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from benchmarks.host import current_rss_bytes, reset_peak_rss
+from jax_vae.common import plan
+from jax_vae.common.config import VAEConfig
+from jax_vae.common.presets import get_preset
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 PRESETS = ["pytorch-examples", "minimalist", "stutz-rectangles"]
 PRECISIONS = ["fp32", "tf32", "bf16"]
-MODES = {"jax": ["jax-jit", "jax-scan", "jax-scan-mb"],
-         "torch": ["torch-eager", "torch-compile", "torch-compile-mb", "torch-compile-ro", "torch-cuda-graph"]}
+MODES = {
+    "jax": ["jax-jit", "jax-scan", "jax-scan-mb"],
+    "torch": ["torch-eager", "torch-compile", "torch-compile-mb", "torch-compile-ro", "torch-cuda-graph"],
+}
 # The *-mb modes accumulate each batch's gradient over chunks of `micro_batch` examples (same update;
 # cfg.micro_batch): they run only at batch sizes above it, where they differ from their base mode.
 MICRO_MODES = {"jax-scan-mb": "jax-scan", "torch-compile-mb": "torch-compile"}
+SCAN_MODES = ("jax-scan", "jax-scan-mb")  # one call = a chunk of steps; every other mode: one step
+COMPILE_MODES = ("torch-compile", "torch-compile-mb", "torch-compile-ro")  # compile every batch size
 MICRO_BATCH = 512
-EPOCH_IMAGES = 60_000   # a Fashion-MNIST training epoch: the jax-scan mode scans at most this many images
+EPOCH_IMAGES = 60_000  # a Fashion-MNIST training epoch: the benchmark's device dataset
 
 # Named grids: `cpu` is the committed CPU run (fp32 only: TF32 and bf16 are GPU modes), `full` the GPU run.
 GRIDS: dict[str, dict[str, Any]] = {
-    "tiny": {"presets": ["pytorch-examples"], "batch_sizes": [16, 64], "precisions": ["fp32"],
-             "repeats": 2, "window_s": 0.05, "warmup_s": 0.05, "micro_batch": 8},
-    "cpu": {"presets": PRESETS, "batch_sizes": BATCH_SIZES, "precisions": ["fp32"],
-            "repeats": 5, "window_s": 0.2, "warmup_s": 0.2, "micro_batch": MICRO_BATCH},
-    "full": {"presets": PRESETS, "batch_sizes": BATCH_SIZES, "precisions": PRECISIONS,
-             "repeats": 7, "window_s": 0.25, "warmup_s": 0.5, "micro_batch": MICRO_BATCH},
+    "tiny": {
+        "presets": ["pytorch-examples"],
+        "batch_sizes": [16, 64],
+        "precisions": ["fp32"],
+        "repeats": 2,
+        "window_s": 0.05,
+        "warmup_s": 0.05,
+        "micro_batch": 8,
+    },
+    "cpu": {
+        "presets": PRESETS,
+        "batch_sizes": BATCH_SIZES,
+        "precisions": ["fp32"],
+        "repeats": 5,
+        "window_s": 0.2,
+        "warmup_s": 0.2,
+        "micro_batch": MICRO_BATCH,
+    },
+    "full": {
+        "presets": PRESETS,
+        "batch_sizes": BATCH_SIZES,
+        "precisions": PRECISIONS,
+        "repeats": 7,
+        "window_s": 0.25,
+        "warmup_s": 0.5,
+        "micro_batch": MICRO_BATCH,
+    },
 }
 
 
@@ -45,9 +82,17 @@ def summarize(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(v), "min": v[0], "max": v[-1], "q1": q1, "q3": q3, "n": len(v)}
 
 
-def time_unit(run: Callable[[], None], sync: Callable[[], None], steps_per_call: int, batch: int,
-              repeats: int, window_s: float, warmup_s: float, min_warmup: int = 2,
-              max_warmup: int = 50) -> dict[str, Any]:
+def time_unit(
+    run: Callable[[], None],
+    sync: Callable[[], None],
+    steps_per_call: int,
+    batch: int,
+    repeats: int,
+    window_s: float,
+    warmup_s: float,
+    min_warmup: int = 2,
+    max_warmup: int = 50,
+) -> dict[str, Any]:
     """Time `run` (one call = steps_per_call train steps of `batch` images, async allowed).
 
     1. first call, synced: compile + one call; 2. warm-up calls (>= min_warmup and >= warmup_s);
@@ -78,134 +123,153 @@ def time_unit(run: Callable[[], None], sync: Callable[[], None], steps_per_call:
     return {
         "images_per_s": summarize([steps * batch / w for w in windows]),
         "step_ms": summarize([1e3 * w / steps for w in windows]),
-        "window_s": windows, "calls_per_window": calls, "steps_per_call": steps_per_call,
-        "steps_per_window": steps, "repeats": repeats, "first_call_s": first,
-        "compile_s": max(0.0, first - steady), "warmup_calls": len(warm), "warmup_call_s": warm,
+        "window_s": windows,
+        "calls_per_window": calls,
+        "steps_per_call": steps_per_call,
+        "steps_per_window": steps,
+        "repeats": repeats,
+        "first_call_s": first,
+        "compile_s": max(0.0, first - steady),
+        "warmup_calls": len(warm),
+        "warmup_call_s": warm,
     }
 
 
-def cpu_threads() -> int:
-    """Cores this process may run on (sched affinity), the thread count both frameworks get."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+def synthetic_data(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Benchmark data: [n, dim] float32 U[0, 1) (numpy), identical on both sides."""
+    return np.random.default_rng(seed).random((n, dim), dtype=np.float32)  # [N, D]
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU-seconds all processes on the host have used since boot (/proc/stat), None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+def epoch_rows(seed: int, epoch: int, n: int, batch: int) -> np.ndarray:
+    """The trainers' batches of one epoch: plan.epoch_order cut into [S, B] rows (last partial dropped)."""
+    steps = n // batch
+    return plan.epoch_order(seed, epoch, n)[: steps * batch].reshape(steps, batch)
 
 
-def children_cpu_seconds() -> float:
-    """CPU-seconds used by this process's finished children (user + system)."""
-    import resource
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+Run = Callable[[Any, Any, Any], tuple[Any, Any]]  # (state, data [N, D], rows [S, B]) -> (state, metrics)
 
 
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+class Side(Protocol):
+    """What benchmarks.jax_modes and benchmarks.torch_modes both provide (module-level functions)."""
+
+    def device_info(self) -> dict[str, Any]: ...
+
+    def availability(self, info: dict[str, Any]) -> dict[str, Any]: ...
+
+    def set_precision(self, precision: str) -> dict[str, Any]: ...
+
+    def put(self, a: np.ndarray) -> Any: ...
+
+    def build_step(
+        self, cfg: VAEConfig, mode: str, precision: str, batch_size: int, steps_per_epoch: int
+    ) -> tuple[Run, Any, dict[str, Any]]: ...
+
+    def sync(self, state: Any) -> None: ...
+
+    def begin_batch(self) -> None: ...
+
+    def end_batch(self, state: Any) -> dict[str, Any]: ...
+
+    def make_eval(self, cfg: VAEConfig, test: Any) -> Callable[[Any], float]: ...
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set size since the last reset (VmHWM), else since process start (getrusage)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-    scale = 1 if platform.system() == "Darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+def run_batch(
+    side: Side, cfg: VAEConfig, mode: str, precision: str, batch: int, timing: dict[str, Any]
+) -> dict[str, Any]:
+    """Time one batch size: the mode's step on an epoch of device data, batches in the trainers' order.
+
+    One call runs one step (rows [1, B]), or for SCAN_MODES a chunk of S steps: an epoch, or fewer
+    when fewer already fill a timing window (S from a probe of 1-step chunks)."""
+    side.begin_batch()
+    data = side.put(synthetic_data(EPOCH_IMAGES, cfg.input_dim))  # [N, D] on the device
+    order = epoch_rows(cfg.seed, 0, EPOCH_IMAGES, batch)  # [S_epoch, B]
+    run, state, details = side.build_step(cfg, mode, precision, batch, len(order))
+    box: dict[str, Any] = {"state": state, "i": 0}
+
+    def calls(steps: int) -> Callable[[], None]:
+        chunks = [side.put(order[i : i + steps]) for i in range(0, len(order) - steps + 1, steps)]
+
+        def call() -> None:
+            box["state"], _ = run(box["state"], data, chunks[box["i"] % len(chunks)])
+            box["i"] += 1
+
+        return call
+
+    sync = lambda: side.sync(box["state"])
+    steps = 1
+    extra: dict[str, Any] = {}
+    if mode in SCAN_MODES:
+        probe = time_unit(calls(1), sync, 1, batch, repeats=1, window_s=0.0, warmup_s=0.0)
+        step_s = probe["step_ms"]["median"] / 1e3
+        steps = max(1, min(len(order), math.ceil(timing["window_s"] / step_s)))
+        extra = {"scan_length": steps, "epoch_steps": len(order), "probe_step_ms": 1e3 * step_s}
+    call = calls(steps)
+    gc.collect()
+    rss_reset = reset_peak_rss()  # peak RSS from here: compile + timed steps of this mode
+    rss_before = current_rss_bytes()
+    result = time_unit(call, sync, steps, batch, **timing)
+    result.update(
+        details | extra | side.end_batch(box["state"]),
+        micro_batch=cfg.micro_batch,
+        rss_before_bytes=rss_before if rss_reset else None,
+    )
+    return result
 
 
-def current_rss_bytes() -> int:
-    """Resident set size now (VmRSS), 0 where /proc is missing."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+def run_cells(
+    side: Side,
+    framework: str,
+    preset: str,
+    mode: str,
+    precision: str,
+    batch_sizes: list[int],
+    timing: dict[str, Any],
+    micro_batch: int = MICRO_BATCH,
+) -> dict[str, Any]:
+    """Time every batch size (ascending); errors are recorded per batch size, not raised, and after an
+    out-of-memory error the larger batch sizes are skipped."""
+    flags = side.set_precision(precision)
+    cfg = get_preset(preset)
+    if mode in MICRO_MODES:
+        cfg = dataclasses.replace(cfg, micro_batch=micro_batch)
+    records, oom = [], False
+    for batch in sorted(batch_sizes):
+        rec: dict[str, Any] = {
+            "framework": framework,
+            "mode": mode,
+            "preset": preset,
+            "precision": precision,
+            "batch_size": batch,
+        }
+        if oom:
+            rec.update(status="skipped", reason="out of memory at a smaller batch size")
+        else:
+            try:
+                rec.update(run_batch(side, cfg, mode, precision, batch, timing), status="ok")
+            except Exception as e:  # e.g. a compile failure or OOM, recorded for this batch size
+                oom = "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
+                rec.update(status="error", reason=f"{type(e).__name__}: {str(e)[:400]}")
+        print(
+            json.dumps(
+                {k: rec.get(k) for k in ("mode", "preset", "precision", "batch_size", "status")}
+                | {"img_s": rec.get("images_per_s", {}).get("median")}
+            ),
+            flush=True,
+        )
+        records.append(rec)
+    return {"info": side.device_info(), "flags": flags, "records": records}
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or platform.processor())."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def host_info() -> dict[str, Any]:
-    """Host facts recorded with every run."""
-    mem = 0
-    try:
-        with open("/proc/meminfo") as f:
-            mem = int(f.readline().split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return {"cpu_model": cpu_model(), "cpu_threads": cpu_threads(), "cpu_count": os.cpu_count(),
-            "memory_bytes": mem, "platform": platform.platform(), "python": platform.python_version(),
-            "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-
-
-def slug(text: str) -> str:
-    """Lower-case file-system-safe slug: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
-    out = "".join(c.lower() if c.isalnum() else "-" for c in text)
-    while "--" in out:
-        out = out.replace("--", "-")
-    return out.strip("-")
-
-
-def synthetic_pool(n_batches: int, batch: int, dim: int, seed: int = 0):
-    """Benchmark data: n_batches x [batch, dim] float32 U[0, 1) (numpy), identical on both sides."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    return rng.random((n_batches, batch, dim), dtype=np.float32)   # [K, B, D]
-
-
-def pool_batches(batch: int, epoch_images: int = EPOCH_IMAGES, max_bytes: float = 256e6,
-                 dim: int = 784) -> int:
-    """How many distinct batches the per-step modes cycle through: an epoch, capped by memory."""
-    epoch_steps = max(1, epoch_images // batch)
-    return max(1, min(epoch_steps, int(max_bytes // (4 * batch * dim)), 64))
-
-
-def bench_main(argv: list[str] | None, description: str, modes: list[str],
-               device_info: Callable[[], dict[str, Any]],
-               availability: Callable[[dict[str, Any]], dict[str, Any]],
-               run: Callable[..., dict[str, Any]]) -> None:
-    """The CLI both benchmark processes share: --probe prints device info and availability; else
-    run(preset, mode, precision, batch_sizes, timing, micro_batch) and write its JSON."""
+def bench_main(argv: list[str] | None, side: Side, framework: str, description: str) -> None:
+    """The CLI of both benchmark processes: --probe prints device info and availability; else time
+    one (preset, mode, precision) over the batch sizes and write its JSON."""
     import argparse
-    import json
     import sys
+
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--probe", action="store_true", help="print device info and availability, then exit")
     p.add_argument("--preset")
-    p.add_argument("--mode", choices=modes)
+    p.add_argument("--mode", choices=MODES[framework])
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch-sizes", default="16,64")
     p.add_argument("--repeats", type=int, default=5)
@@ -215,12 +279,20 @@ def bench_main(argv: list[str] | None, description: str, modes: list[str],
     p.add_argument("--json", help="write the result here (default: stdout)")
     a = p.parse_args(argv)
     if a.probe:
-        info = device_info()
-        out = {"info": info, "availability": availability(info)}
+        info = side.device_info()
+        out = {"info": info, "availability": side.availability(info)}
     else:
         timing = {"repeats": a.repeats, "window_s": a.window_s, "warmup_s": a.warmup_s}
-        out = run(a.preset, a.mode, a.precision, [int(b) for b in a.batch_sizes.split(",")], timing,
-                  a.micro_batch)
+        out = run_cells(
+            side,
+            framework,
+            a.preset,
+            a.mode,
+            a.precision,
+            [int(b) for b in a.batch_sizes.split(",")],
+            timing,
+            a.micro_batch,
+        )
     text = json.dumps(out, indent=1)
     if a.json:
         with open(a.json, "w") as f:

@@ -10,6 +10,7 @@ Train-step FLOPs (one multiply-add = 2 FLOPs), B = batch, L = samples of z per i
   optimizer:   Adam / Lua Adam ~12 FLOPs per parameter per step (+2 with coupled weight decay).
 The roofline column divides achieved FLOP/s (total FLOPs per step x steps/s) by the device peak.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,7 +44,7 @@ def train_step_flops(cfg: VAEConfig, batch: int) -> dict[str, float]:
     for k, (module, layer, fan_in, fan_out) in enumerate(specs):
         rows = batch * (L if module == "decoder" else 1)
         fwd = 2.0 * rows * fan_in * fan_out
-        matmul += fwd + fwd + (fwd if k > 0 else 0.0)       # forward, dW, dX (not for the data)
+        matmul += fwd + fwd + (fwd if k > 0 else 0.0)  # forward, dW, dX (not for the data)
         elementwise += ELEMENTWISE_PER_UNIT["bias"] * rows * fan_out
         if layer.startswith("hidden"):
             elementwise += ELEMENTWISE_PER_UNIT["activation"] * rows * fan_out
@@ -51,21 +52,29 @@ def train_step_flops(cfg: VAEConfig, batch: int) -> dict[str, float]:
     elementwise += ELEMENTWISE_PER_UNIT["output"] * L * batch * cfg.input_dim
     per_param = OPTIMIZER_PER_PARAM + (2 if cfg.weight_decay > 0 else 0)
     optimizer = float(per_param * param_count(cfg))
-    return {"matmul": matmul, "elementwise": elementwise, "optimizer": optimizer,
-            "total": matmul + elementwise + optimizer}
+    return {
+        "matmul": matmul,
+        "elementwise": elementwise,
+        "optimizer": optimizer,
+        "total": matmul + elementwise + optimizer,
+    }
 
 
 def gpu_peak(device_name: str, precision: str) -> dict[str, Any] | None:
     """Datasheet peak for a GPU name ('NVIDIA H100 80GB HBM3' -> H100 SXM), None if unknown."""
     name = device_name.lower()
+    key: str | None
     if "h100" in name:
         key = "h100 pcie" if "pcie" in name else "h100 nvl" if "nvl" in name else "h100 sxm"
     else:
         key = next((k for k in GPU_PEAKS if k in name), None)
     if key is None:
         return None
-    return {"flops": GPU_PEAKS[key][precision], "source": f"NVIDIA datasheet, {key.upper()} dense {precision}",
-            "kind": "datasheet"}
+    return {
+        "flops": GPU_PEAKS[key][precision],
+        "kind": "datasheet",
+        "source": f"NVIDIA datasheet, {key.upper()} dense {precision}",
+    }
 
 
 def cpu_flags() -> set[str]:
@@ -102,14 +111,18 @@ def cpu_peak(cores: int) -> dict[str, Any]:
     per_cycle = 2 * lanes * (2 if "fma" in flags else 1)
     if mhz is None:
         return {"flops": None, "source": "unknown clock", "kind": "estimate"}
-    return {"flops": cores * mhz * 1e6 * per_cycle, "kind": "estimate",
-            "source": f"{cores} cores x {mhz:.0f} MHz x {per_cycle} FP32 FLOPs/cycle "
-                      f"(2 FMA pipes x {lanes} lanes x 2)"}
+    return {
+        "flops": cores * mhz * 1e6 * per_cycle,
+        "kind": "estimate",
+        "source": f"{cores} cores x {mhz:.0f} MHz x {per_cycle} FP32 FLOPs/cycle "
+        f"(2 FMA pipes x {lanes} lanes x 2)",
+    }
 
 
 def measure_sgemm(n: int = 2048, repeats: int = 5) -> dict[str, Any]:
     """Attainable FP32 matmul FLOP/s on this host: numpy float32 [n, n] @ [n, n], best of repeats."""
     import numpy as np
+
     rng = np.random.default_rng(0)
     a = rng.random((n, n), dtype=np.float32)
     b = rng.random((n, n), dtype=np.float32)
@@ -119,5 +132,8 @@ def measure_sgemm(n: int = 2048, repeats: int = 5) -> dict[str, Any]:
         t = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t)
-    return {"flops": 2.0 * n ** 3 / best, "kind": "measured",
-            "source": f"numpy float32 matmul {n}x{n}x{n}, best of {repeats}"}
+    return {
+        "flops": 2.0 * n**3 / best,
+        "kind": "measured",
+        "source": f"numpy float32 matmul {n}x{n}x{n}, best of {repeats}",
+    }

@@ -1,11 +1,12 @@
 """Train-step throughput, JAX vs PyTorch, side by side: one command, one JSON, one report.
 
-Each (framework, preset, mode, precision) runs in its own subprocess (benchmarks.bench_jax /
-benchmarks.bench_torch) over the batch sizes in ascending order; this driver imports neither
+Each (framework, preset, mode, precision) runs in its own subprocess (benchmarks.jax_modes /
+benchmarks.torch_modes) over the batch sizes in ascending order; this driver imports neither
 framework. It merges the records, adds FLOPs per step and the roofline fraction, and writes
 <out>/results.json, results.md and plots.
 Run: python -m benchmarks.throughput --grid cpu   (or tiny | full; see --help for overrides)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common, flops
+from benchmarks import common, flops, host
 from jax_vae.common.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = {"jax": "benchmarks.bench_jax", "torch": "benchmarks.bench_torch"}
-COMPILE_MODES = ("torch-compile", "torch-compile-mb", "torch-compile-ro")
+SCRIPT = {"jax": "benchmarks.jax_modes", "torch": "benchmarks.torch_modes"}
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -37,44 +37,83 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def probe(framework: str, env: dict[str, str]) -> dict[str, Any]:
     """Device info and mode/precision availability from a fresh framework process."""
-    proc = subprocess.run([sys.executable, "-m", SCRIPT[framework], "--probe"], capture_output=True,
-                          text=True, env=env, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", SCRIPT[framework], "--probe"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip()[-800:] or f"exit code {proc.returncode}"}
     return json.loads(proc.stdout)
 
 
-def run_process(framework: str, preset: str, mode: str, precision: str, batch_sizes: list[int],
-                timing: dict[str, Any], env: dict[str, str], timeout_s: float,
-                micro_batch: int = common.MICRO_BATCH) -> dict[str, Any]:
+def run_process(
+    framework: str,
+    preset: str,
+    mode: str,
+    precision: str,
+    batch_sizes: list[int],
+    timing: dict[str, Any],
+    env: dict[str, str],
+    timeout_s: float,
+    micro_batch: int = common.MICRO_BATCH,
+) -> dict[str, Any]:
     """Run one benchmark subprocess; a crash or timeout becomes error records, never an exception."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
-        cmd = [sys.executable, "-m", SCRIPT[framework], "--preset", preset, "--mode", mode,
-               "--precision", precision, "--batch-sizes", ",".join(map(str, batch_sizes)),
-               "--repeats", str(timing["repeats"]), "--window-s", str(timing["window_s"]),
-               "--warmup-s", str(timing["warmup_s"]), "--micro-batch", str(micro_batch), "--json", str(out)]
-        t0, busy0, ours0 = time.perf_counter(), common.busy_cpu_seconds(), common.children_cpu_seconds()
+        cmd = [
+            sys.executable,
+            "-m",
+            SCRIPT[framework],
+            "--preset",
+            preset,
+            "--mode",
+            mode,
+            "--precision",
+            precision,
+            "--batch-sizes",
+            ",".join(map(str, batch_sizes)),
+            "--repeats",
+            str(timing["repeats"]),
+            "--window-s",
+            str(timing["window_s"]),
+            "--warmup-s",
+            str(timing["warmup_s"]),
+            "--micro-batch",
+            str(micro_batch),
+            "--json",
+            str(out),
+        ]
+        t0, busy0, ours0 = time.perf_counter(), host.busy_cpu_seconds(), host.children_cpu_seconds()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout_s)
-            sys.stderr.write(proc.stdout)          # progress lines; stdout stays machine-readable
+            sys.stderr.write(proc.stdout)  # progress lines; stdout stays machine-readable
             reason = proc.stderr.strip()[-800:] or f"exit code {proc.returncode}"
             ok = proc.returncode == 0 and out.exists()
         except subprocess.TimeoutExpired:
             ok, reason = False, f"process timed out after {timeout_s:.0f} s"
         wall = time.perf_counter() - t0
-        busy1, ours1 = common.busy_cpu_seconds(), common.children_cpu_seconds()
+        busy1, ours1 = host.busy_cpu_seconds(), host.children_cpu_seconds()
         # CPU the rest of the host used meanwhile, in cores: > ~0.1 means the timings were disturbed.
-        foreign = (max(0.0, (busy1 - busy0) - (ours1 - ours0)) / wall) if busy0 is not None else None
+        foreign = (
+            max(0.0, (busy1 - busy0) - (ours1 - ours0)) / wall
+            if busy0 is not None and busy1 is not None
+            else None
+        )
         if ok:
             result = json.loads(out.read_text())
             result["process_wall_s"] = wall
             for r in result["records"]:
                 r["foreign_cpu_cores"] = foreign
             return result
-    base = {"framework": framework, "mode": mode, "preset": preset, "precision": precision}
-    return {"records": [base | {"batch_size": b, "status": "error", "reason": reason, "foreign_cpu_cores": foreign}
-                        for b in batch_sizes], "process_wall_s": wall}
+    base: dict[str, Any] = {"framework": framework, "mode": mode, "preset": preset, "precision": precision}
+    errors = [
+        base | {"batch_size": b, "status": "error", "reason": reason, "foreign_cpu_cores": foreign}
+        for b in batch_sizes
+    ]
+    return {"records": errors, "process_wall_s": wall}
 
 
 def device_slug(probes: dict[str, Any]) -> str:
@@ -82,8 +121,8 @@ def device_slug(probes: dict[str, Any]) -> str:
     for fw in ("jax", "torch"):
         info = probes.get(fw, {}).get("info")
         if info and info["platform"] in ("gpu", "cuda"):
-            return common.slug(info["device_kind"])
-    return f"cpu-{common.slug(common.cpu_model())}-{common.cpu_threads()}t"
+            return host.slug(info["device_kind"])
+    return f"cpu-{host.slug(host.cpu_model())}-{host.cpu_threads()}t"
 
 
 def device_peaks(probes: dict[str, Any], precisions: list[str]) -> dict[str, Any]:
@@ -93,11 +132,16 @@ def device_peaks(probes: dict[str, Any], precisions: list[str]) -> dict[str, Any
         info = probes.get(fw, {}).get("info")
         if info and info["platform"] in ("gpu", "cuda"):
             return {p: flops.gpu_peak(info["device_kind"], p) for p in precisions}
-    est, meas = flops.cpu_peak(common.cpu_threads()), flops.measure_sgemm()
+    est, meas = flops.cpu_peak(host.cpu_threads()), flops.measure_sgemm()
     use_meas = est["flops"] is None or meas["flops"] > est["flops"]
     ref = meas if use_meas else est
-    cpu = {"flops": ref["flops"], "kind": ref["kind"], "source": ref["source"], "estimate": est,
-           "measured_sgemm": meas}
+    cpu = {
+        "flops": ref["flops"],
+        "kind": ref["kind"],
+        "source": ref["source"],
+        "estimate": est,
+        "measured_sgemm": meas,
+    }
     return {p: cpu if p == "fp32" else None for p in precisions}
 
 
@@ -116,20 +160,51 @@ def enrich(rec: dict[str, Any], peaks: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def skipped(framework: str, preset: str, mode: str, precision: str, batch_sizes: list[int],
-            reason: str) -> list[dict[str, Any]]:
-    return [{"framework": framework, "mode": mode, "preset": preset, "precision": precision,
-             "batch_size": b, "status": "skipped", "reason": reason} for b in batch_sizes]
+def unavailable(pr: dict[str, Any], fw: str, mode: str, precision: str) -> str | None:
+    """Why a framework's probe rules out (mode, precision), else None."""
+    if "error" in pr:
+        return f"{fw} unavailable: {pr['error'][-300:]}"
+    avail = pr["availability"]
+    return (
+        avail["modes"].get(mode)
+        or avail["precisions"].get(precision)
+        or avail.get("pairs", {}).get(f"{mode}/{precision}")
+    )
 
 
-def run_grid(presets: list[str], batch_sizes: list[int], precisions: list[str], modes: list[str],
-             timing: dict[str, Any], out_dir: Path | None = None, xla_flags: str | None = None,
-             timeout_s: float = 3600.0, report: bool = True, grid_name: str = "custom",
-             write: bool = True, compile_batch_sizes: list[int] | None = None,
-             micro_batch: int = common.MICRO_BATCH) -> dict[str, Any]:
+def batch_skips(
+    mode: str, batch_sizes: list[int], micro_batch: int, compile_batch_sizes: list[int] | None
+) -> dict[int, str]:
+    """batch size -> why `mode` skips it: *-mb modes at or below the micro batch (the base mode's
+    program), compiled modes outside --compile-batch-sizes."""
+    skips = {}
+    compiled = compile_batch_sizes if mode in common.COMPILE_MODES else None
+    for b in batch_sizes:
+        if mode in common.MICRO_MODES and b <= micro_batch:
+            skips[b] = f"batch <= micro batch {micro_batch}: the same program as {common.MICRO_MODES[mode]}"
+        elif compiled is not None and b not in compiled:
+            skips[b] = "not in --compile-batch-sizes (each shape costs a cold compile)"
+    return skips
+
+
+def run_grid(
+    presets: list[str],
+    batch_sizes: list[int],
+    precisions: list[str],
+    modes: list[str],
+    timing: dict[str, Any],
+    out_dir: Path | None = None,
+    xla_flags: str | None = None,
+    timeout_s: float = 3600.0,
+    report: bool = True,
+    grid_name: str = "custom",
+    write: bool = True,
+    compile_batch_sizes: list[int] | None = None,
+    micro_batch: int = common.MICRO_BATCH,
+) -> dict[str, Any]:
     """Run the grid; if write, save <out_dir or results/<device>>/results.json (+ report)."""
     t_start = time.perf_counter()
-    host = common.host_info()          # before any work: its load average says how busy the host was
+    host_facts = host.host_info()  # before any work: its load average says how busy the host was
     envs = {"jax": _env({"XLA_FLAGS": xla_flags} if xla_flags is not None else None), "torch": _env()}
     probes = {fw: probe(fw, envs[fw]) for fw in ("jax", "torch")}
     peaks = device_peaks(probes, precisions)
@@ -138,40 +213,53 @@ def run_grid(presets: list[str], batch_sizes: list[int], precisions: list[str], 
         for precision in precisions:
             for mode in modes:
                 fw = "jax" if mode.startswith("jax") else "torch"
-                pr = probes[fw]
-                reason = (f"{fw} unavailable: {pr['error'][-300:]}" if "error" in pr else
-                          pr["availability"]["modes"].get(mode) or pr["availability"]["precisions"].get(precision))
-                if reason:
-                    records += skipped(fw, preset, mode, precision, batch_sizes, reason)
-                    continue
-                sizes = batch_sizes
-                if mode in common.MICRO_MODES:
-                    sizes = [b for b in batch_sizes if b > micro_batch]
-                    records += skipped(fw, preset, mode, precision, [b for b in batch_sizes if b <= micro_batch],
-                                       f"batch <= micro batch {micro_batch}: the same program as "
-                                       f"{common.MICRO_MODES[mode]}")
-                    if not sizes:
-                        continue
-                if compile_batch_sizes is not None and mode in COMPILE_MODES:
-                    sizes = [b for b in batch_sizes if b in compile_batch_sizes]
-                    records += skipped(fw, preset, mode, precision, [b for b in batch_sizes if b not in sizes],
-                                       "not in --compile-batch-sizes (each shape costs a cold compile)")
-                    if not sizes:
-                        continue
-                res = run_process(fw, preset, mode, precision, sizes, timing, envs[fw], timeout_s, micro_batch)
-                records += res["records"]
-                procs.append({"framework": fw, "preset": preset, "mode": mode, "precision": precision,
-                              "flags": res.get("flags"), "wall_s": res.get("process_wall_s"),
-                              "foreign_cpu_cores": res["records"][0].get("foreign_cpu_cores")})
-    results = {
-        "schema": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                reason = unavailable(probes[fw], fw, mode, precision)
+                skips = (
+                    {b: reason for b in batch_sizes}
+                    if reason
+                    else batch_skips(mode, batch_sizes, micro_batch, compile_batch_sizes)
+                )
+                cell = {"framework": fw, "mode": mode, "preset": preset, "precision": precision}
+                records += [
+                    cell | {"batch_size": b, "status": "skipped", "reason": why} for b, why in skips.items()
+                ]
+                sizes = [b for b in batch_sizes if b not in skips]
+                if sizes:
+                    res = run_process(
+                        fw, preset, mode, precision, sizes, timing, envs[fw], timeout_s, micro_batch
+                    )
+                    records += res["records"]
+                    procs.append(
+                        cell
+                        | {
+                            "flags": res.get("flags"),
+                            "wall_s": res.get("process_wall_s"),
+                            "foreign_cpu_cores": res["records"][0].get("foreign_cpu_cores"),
+                        }
+                    )
+    results: dict[str, Any] = {
+        "schema": 1,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.throughput"] + sys.argv[1:]),
-        "grid": {"name": grid_name, "presets": presets, "batch_sizes": batch_sizes, "precisions": precisions,
-                 "modes": modes, "compile_batch_sizes": compile_batch_sizes, "micro_batch": micro_batch,
-                 **timing},
-        "device": device_slug(probes), "host": host, "frameworks": probes, "peaks": peaks,
-        "data": "synthetic U[0,1) float32, generated once and placed on the device before timing",
-        "processes": procs, "records": [enrich(r, peaks) for r in records],
+        "grid": {
+            "name": grid_name,
+            "presets": presets,
+            "batch_sizes": batch_sizes,
+            "precisions": precisions,
+            "modes": modes,
+            "compile_batch_sizes": compile_batch_sizes,
+            "micro_batch": micro_batch,
+            **timing,
+        },
+        "device": device_slug(probes),
+        "host": host_facts,
+        "frameworks": probes,
+        "peaks": peaks,
+        "data": f"synthetic U[0,1) float32, an epoch of {common.EPOCH_IMAGES:,} images generated once and "
+        "placed on the device before timing; each step gathers its batch as the trainers do, in "
+        "plan.epoch_order",
+        "processes": procs,
+        "records": [enrich(r, peaks) for r in records],
         "wall_s": time.perf_counter() - t_start,
         "load_avg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -182,6 +270,7 @@ def run_grid(presets: list[str], batch_sizes: list[int], precisions: list[str], 
         (out_dir / "results.json").write_text(json.dumps(results, indent=1))
         if report:
             from benchmarks.report import write_report
+
             write_report(results, out_dir)
     return results
 
@@ -214,12 +303,25 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(modes) - set(sum(common.MODES.values(), [])) | set(precisions) - set(common.PRECISIONS)
     if unknown:
         p.error(f"unknown modes/precisions: {sorted(unknown)}")
-    timing = {"repeats": a.repeats or g["repeats"], "window_s": a.window_s or g["window_s"],
-              "warmup_s": a.warmup_s if a.warmup_s is not None else g["warmup_s"]}
-    res = run_grid(presets, batch_sizes, precisions, modes, timing, Path(a.out) if a.out else None,
-                   a.xla_flags, a.timeout_s, not a.no_report, a.grid,
-                   compile_batch_sizes=split(a.compile_batch_sizes, int) if a.compile_batch_sizes else None,
-                   micro_batch=a.micro_batch or g["micro_batch"])
+    timing = {
+        "repeats": a.repeats or g["repeats"],
+        "window_s": a.window_s or g["window_s"],
+        "warmup_s": a.warmup_s if a.warmup_s is not None else g["warmup_s"],
+    }
+    res = run_grid(
+        presets,
+        batch_sizes,
+        precisions,
+        modes,
+        timing,
+        Path(a.out) if a.out else None,
+        a.xla_flags,
+        a.timeout_s,
+        not a.no_report,
+        a.grid,
+        compile_batch_sizes=split(a.compile_batch_sizes, int) if a.compile_batch_sizes else None,
+        micro_batch=a.micro_batch or g["micro_batch"],
+    )
     print(f"wrote {res['out_dir']}/results.json ({len(res['records'])} records, {res['wall_s']:.0f} s)")
 
 

@@ -1,5 +1,7 @@
-"""Benchmarks: every CPU mode runs on a tiny grid and reports sane numbers; FLOPs, stats and the
-benchmark-only optimizer/loss twins are exact. No test asserts a speed."""
+"""Benchmarks: every CPU mode runs on a tiny grid and reports sane numbers; each mode runs the trainers'
+shipped step (same state as the trainer after the same rows); FLOPs, stats, the foreach LuaAdam the
+benchmark times and the benchmark-only bf16 steps are exact. No test asserts a speed."""
+
 from __future__ import annotations
 
 import json
@@ -9,16 +11,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from benchmarks import common, flops
 from benchmarks.throughput import run_grid
+from jax_vae.common.loop import JitMode, TrainOptions
 from jax_vae.common.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"repeats": 2, "window_s": 0.02, "warmup_s": 0.0}
+SHIPPED_STEP = {
+    "jax-jit": "jax_vae.step.make_train_step",
+    "jax-scan": "jax_vae.train.make_chunk_fn",
+    "jax-scan-mb": "jax_vae.train.make_chunk_fn",
+} | {m: "torch_reference.step.train_step" for m in common.MODES["torch"]}
 
 
 def _check_ok_fields(rec: dict) -> None:
@@ -34,7 +43,7 @@ def _check_ok_fields(rec: dict) -> None:
     assert rec["compile_s"] >= 0 and rec["first_call_s"] > 0
     assert rec["params_finite"] is True
     assert rec["steps_done"] >= 1 + rec["warmup_calls"] + TINY["repeats"]
-    assert rec["peak_memory_bytes"] > 50 * 2**20       # a framework process holds at least this much
+    assert rec["peak_memory_bytes"] > 50 * 2**20  # a framework process holds at least this much
 
 
 def _check_ok(rec: dict) -> None:
@@ -42,14 +51,23 @@ def _check_ok(rec: dict) -> None:
     _check_ok_fields(rec)
     f = flops.train_step_flops(get_preset(rec["preset"]), rec["batch_size"])
     assert rec["flops_per_step"] == f
-    assert rec["achieved_flops"] == pytest.approx(f["total"] * rec["images_per_s"]["median"] / rec["batch_size"])
+    achieved = f["total"] * rec["images_per_s"]["median"] / rec["batch_size"]
+    assert rec["achieved_flops"] == pytest.approx(achieved)
     assert 0 < rec["roofline_fraction"] < 1
 
 
 def test_tiny_grid_runs_every_cpu_mode_and_records_skips(tmp_path: Path) -> None:
     modes = ["jax-jit", "jax-scan", "jax-scan-mb", "torch-eager", "torch-cuda-graph"]
-    res = run_grid(["pytorch-examples"], [16, 64], ["fp32", "tf32", "bf16"], modes, TINY, tmp_path,
-                   grid_name="test", micro_batch=16)
+    res = run_grid(
+        ["pytorch-examples"],
+        [16, 64],
+        ["fp32", "tf32", "bf16"],
+        modes,
+        TINY,
+        tmp_path,
+        grid_name="test",
+        micro_batch=16,
+    )
     recs = {(r["mode"], r["precision"], r["batch_size"]): r for r in res["records"]}
     assert len(recs) == len(modes) * 3 * 2
     gpu = res["frameworks"]["torch"]["info"]["platform"] == "cuda"
@@ -58,7 +76,8 @@ def test_tiny_grid_runs_every_cpu_mode_and_records_skips(tmp_path: Path) -> None
             assert rec["status"] == "skipped" and "same program as jax-scan" in rec["reason"]
         elif gpu or (precision == "fp32" and mode != "torch-cuda-graph"):
             _check_ok(rec)
-            assert rec.get("micro_batch", 16 if mode.endswith("-mb") else 0) == (16 if mode.endswith("-mb") else 0)
+            assert rec["micro_batch"] == (16 if mode.endswith("-mb") else 0)
+            assert rec["step"] == SHIPPED_STEP[mode]
         else:
             assert rec["status"] == "skipped" and len(rec["reason"]) > 20
     scan = recs[("jax-scan", "fp32", 16)]
@@ -74,20 +93,31 @@ def test_tiny_grid_runs_every_cpu_mode_and_records_skips(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_tiny_grid_torch_compile_modes(tmp_path: Path) -> None:
     """torch.compile default and reduce-overhead compile (C++ inductor on CPU) and run."""
-    res = run_grid(["pytorch-examples"], [16], ["fp32"], ["torch-compile", "torch-compile-mb", "torch-compile-ro"],
-                   TINY, tmp_path, report=False, grid_name="test", micro_batch=8)
+    res = run_grid(
+        ["pytorch-examples"],
+        [16],
+        ["fp32"],
+        list(common.COMPILE_MODES),
+        TINY,
+        tmp_path,
+        report=False,
+        grid_name="test",
+        micro_batch=8,
+    )
     assert [r["mode"] for r in res["records"]] == ["torch-compile", "torch-compile-mb", "torch-compile-ro"]
     for rec in res["records"]:
         _check_ok(rec)
-        assert rec.get("micro_batch") == (8 if rec["mode"] == "torch-compile-mb" else None)
+        assert rec["micro_batch"] == (8 if rec["mode"] == "torch-compile-mb" else 0)
         assert rec["compile_mode"] == ("reduce-overhead" if rec["mode"] == "torch-compile-ro" else "default")
+        assert rec["step"] == "torch_reference.step.train_step"
+        assert rec["compiled"] == ["torch_reference.step.train_step"]
 
 
 def test_flops_count_by_hand() -> None:
-    cfg = get_preset("pytorch-examples")   # 784-400-(20, 20) | 20-400-784
+    cfg = get_preset("pytorch-examples")  # 784-400-(20, 20) | 20-400-784
     fwd = 2 * (784 * 400 + 400 * 20 + 400 * 20 + 20 * 400 + 400 * 784)
     f1, f64 = flops.train_step_flops(cfg, 1), flops.train_step_flops(cfg, 64)
-    assert f1["matmul"] == 3 * fwd - 2 * 784 * 400            # no dX for the data layer
+    assert f1["matmul"] == 3 * fwd - 2 * 784 * 400  # no dX for the data layer
     assert f64["matmul"] == 64 * f1["matmul"]
     assert flops.param_count(cfg) == 652_824
     assert f1["optimizer"] == f64["optimizer"] == 12 * 652_824
@@ -97,9 +127,10 @@ def test_flops_count_by_hand() -> None:
 
 
 def test_peaks() -> None:
-    assert flops.gpu_peak("NVIDIA H100 80GB HBM3", "bf16")["flops"] == 989.4e12
-    assert flops.gpu_peak("NVIDIA H100 PCIe", "fp32")["flops"] == 51.2e12
-    assert flops.gpu_peak("NVIDIA H200", "tf32")["flops"] == 494.7e12
+    peak = lambda name, precision: (flops.gpu_peak(name, precision) or {}).get("flops")
+    assert peak("NVIDIA H100 80GB HBM3", "bf16") == 989.4e12
+    assert peak("NVIDIA H100 PCIe", "fp32") == 51.2e12
+    assert peak("NVIDIA H200", "tf32") == 494.7e12
     assert flops.gpu_peak("Some Other GPU", "fp32") is None
     est = flops.cpu_peak(2)
     if est["flops"] is not None:
@@ -109,9 +140,15 @@ def test_peaks() -> None:
 def test_summarize_and_timing_loop() -> None:
     s = common.summarize([4.0, 1.0, 3.0, 2.0, 5.0])
     assert (s["median"], s["min"], s["max"], s["q1"], s["q3"], s["n"]) == (3.0, 1.0, 5.0, 2.0, 4.0, 5)
-    calls = []
-    res = common.time_unit(lambda: (calls.append(1), time.sleep(0.002)), lambda: None, steps_per_call=3,
-                           batch=8, repeats=3, window_s=0.01, warmup_s=0.0)
+    calls: list[int] = []
+
+    def call() -> None:
+        calls.append(1)
+        time.sleep(0.002)
+
+    res = common.time_unit(
+        call, lambda: None, steps_per_call=3, batch=8, repeats=3, window_s=0.01, warmup_s=0.0
+    )
     assert res["calls_per_window"] >= 2 and res["steps_per_window"] == 3 * res["calls_per_window"]
     assert len(calls) == 1 + res["warmup_calls"] + 3 * res["calls_per_window"]
     assert 0.002 * 1e3 / 3 <= res["step_ms"]["min"] < 1e3
@@ -119,64 +156,132 @@ def test_summarize_and_timing_loop() -> None:
 
 
 def test_foreach_lua_adam_matches_lua_adam() -> None:
+    """The multi-tensor LuaAdam every torch mode times on Lua-Adam presets (parity_tests checks it
+    against JAX's lua_adam too)."""
     torch = pytest.importorskip("torch")
-    from benchmarks.torch_steps import ForeachLuaAdam
     from torch_reference.optim import LuaAdam
+
     torch.manual_seed(0)
     p_ref = [torch.randn(5, 3), torch.randn(3)]
     p_new = [p.clone() for p in p_ref]
     start = [p.clone() for p in p_ref]
-    kw = dict(lr=1e-2, lr_decay=1e-2, b1=0.9, b2=0.99, eps=1e-8, weight_decay=1e-3)
-    ref, new = LuaAdam(p_ref, **kw), ForeachLuaAdam(p_new, **kw)
-    for t in range(20):
+    kw: dict[str, Any] = dict(lr=1e-2, lr_decay=1e-2, b1=0.9, b2=0.99, eps=1e-8, weight_decay=1e-3)
+    ref, new = LuaAdam(p_ref, **kw), LuaAdam(p_new, **kw, foreach=True)
+    for _ in range(20):
         grads = [torch.randn_like(p) for p in p_ref]
         for ps, opt in ((p_ref, ref), (p_new, new)):
             for p, g in zip(ps, grads):
                 p.grad = g.clone()
             opt.step()
-    assert new.param_groups[0]["step"].item() == 20
+    assert [new.state[p]["t"].item() for p in p_new] == [20, 20]
     for a, b, a0 in zip(p_ref, p_new, start):
         torch.testing.assert_close(b, a, rtol=2e-6, atol=1e-7)
         assert (a - a0).abs().max() > 1e-3
 
 
-def test_benchmark_losses_equal_library_losses() -> None:
+def test_benchmark_only_bf16_steps() -> None:
+    """The bf16 rows' steps: JAX's mixed_train_step at compute dtype fp32 is the shipped train_step
+    (same state and metrics), in bf16 it differs by under 2%; torch's Autocast wrapper feeds the
+    shipped loss_fn fp32 outputs within 2% of the fp32 loss, gradients in fp32."""
     torch = pytest.importorskip("torch")
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.bench_jax import mixed_loss_fn
-    from benchmarks.torch_steps import loss_from_eps
-    from jax_vae.losses import loss_fn as jax_loss
-    from jax_vae.models import init_params as jax_init
+    from benchmarks.jax_modes import initial_state, mixed_train_step
+    from benchmarks.torch_modes import Autocast
+    from jax_vae.optim import make_optimizer
+    from jax_vae.step import train_step
     from torch_reference.losses import loss_fn as torch_loss
     from torch_reference.models import init_params as torch_init
+
     # One preset per loss branch: BCE-probs + analytic KL (sum), IWAE with logits, MSE + day37 KL (mean).
     for name in ("pytorch-examples", "iwae-paper", "day37"):
         cfg = get_preset(name)
         x = np.random.default_rng(0).random((6, cfg.input_dim), dtype=np.float32)
-        eps = np.random.default_rng(1).standard_normal((cfg.num_samples, 6, cfg.latent_dim)).astype(np.float32)
+        tx = make_optimizer(cfg, steps_per_epoch=10)
+        key = jax.random.key(3)
+        shipped = jax.jit(lambda s, b: train_step(s, b, key, cfg, tx))
+        mixed = jax.jit(lambda s, b, dt: mixed_train_step(s, b, key, cfg, tx, dt), static_argnums=2)
+        (s1, m1), (s2, m2) = shipped(initial_state(cfg, tx), x), mixed(initial_state(cfg, tx), x, jnp.float32)
+        assert int(s2.step) == int(s1.step) == 1 and float(m2.batch_loss) == float(m1.batch_loss)
+        for a, b in zip(jax.tree_util.tree_leaves(s1), jax.tree_util.tree_leaves(s2)):
+            np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+        bf16 = float(mixed(initial_state(cfg, tx), x, jnp.bfloat16)[1].batch_loss)
+        fp32 = float(m1.batch_loss)
+        assert bf16 != fp32 and abs(bf16 - fp32) < 0.02 * abs(fp32)
+        eps = np.random.default_rng(1).standard_normal((cfg.num_samples, 6, cfg.latent_dim), dtype=np.float32)
         model = torch_init(0, cfg)
-        want, aux = torch_loss(model, torch.from_numpy(x), torch.from_numpy(eps), cfg)
-        got, aux2 = loss_from_eps(model, torch.from_numpy(x), torch.from_numpy(eps), cfg, cfg.beta)
-        assert got.item() == want.item()
-        torch.testing.assert_close(aux2["per_example"], aux["per_example"], rtol=0, atol=0)
-        params = jax.jit(jax_init, static_argnums=1)(jax.random.PRNGKey(0), cfg)
-        ref = jax.jit(lambda p, x, e: jax_loss(p, x, e, cfg)[0])
-        mixed = jax.jit(lambda p, x, e, dt: mixed_loss_fn(p, x, e, cfg, cfg.beta, dt)[0], static_argnums=3)
-        want_j = float(ref(params, jnp.asarray(x), jnp.asarray(eps)))
-        assert float(mixed(params, jnp.asarray(x), jnp.asarray(eps), jnp.float32)) == want_j
-        bf16 = float(mixed(params, jnp.asarray(x), jnp.asarray(eps), jnp.bfloat16))
-        assert bf16 != want_j and abs(bf16 - want_j) < 0.02 * abs(want_j)
+        want = torch_loss(model, torch.from_numpy(x), torch.from_numpy(eps), cfg)[0]
+        got = torch_loss(cast(Any, Autocast(model)), torch.from_numpy(x), torch.from_numpy(eps), cfg)[0]
+        assert got.dtype == torch.float32 and got.item() != want.item()
+        assert abs(got.item() - want.item()) < 0.02 * abs(want.item())
+        got.backward()
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "framework, mode, jit",
+    [("jax", "jax-jit", "step"), ("jax", "jax-scan", "scan"), ("torch", "torch-eager", "scan")],
+)
+def test_a_mode_runs_the_trainers_step(tmp_path: Path, framework: str, mode: str, jit: JitMode) -> None:
+    """A mode's run on rows [S, B] leaves, bit for bit, the state the trainer's run_chunk leaves on the
+    same rows: same init, eps stream, gather, programs and (torch on CPU, Lua Adam) optimizer."""
+    if framework == "torch" and pytest.importorskip("torch").cuda.is_available():
+        pytest.skip("on CUDA torch-eager takes LuaAdam(foreach=True), not the trainer's for-loop LuaAdam")
+    import importlib
+
+    side = importlib.import_module(f"benchmarks.{framework}_modes")
+    package = {"jax": "jax_vae", "torch": "torch_reference"}[framework]
+    trainer_cls = importlib.import_module(f"{package}.train").Trainer
+    cfg = get_preset("stutz-rectangles")  # Lua Adam, two hidden layers
+    data = common.synthetic_data(96, cfg.input_dim)
+    idx = common.epoch_rows(cfg.seed, 0, 96, 16)[:4]  # [4, 16]
+    opts = TrainOptions(device="auto", jit=jit)  # the device the modes use
+    trainer = trainer_cls(cfg, {"train": data, "test": data[:16]}, opts, tmp_path)
+    trainer.init_state()
+    trainer.compile(*idx.shape)
+    want = trainer.run_chunk(idx)
+    run, state, details = side.build_step(cfg, mode, "fp32", 16, 96 // cfg.batch_size)
+    state, got = run(state, side.put(data), side.put(idx))
+    side.sync(state)
+    assert int(state.step) == int(trainer.state.step) == 4
+    assert float(np.asarray(got.batch_loss).reshape(-1)[-1]) == float(want.batch_loss[-1])
+    if framework == "jax":
+        import jax
+
+        want_p, got_p = (jax.tree_util.tree_leaves(s.params) for s in (trainer.state, state))
+    else:
+        want_p, got_p = ([p.detach().numpy() for p in s.model.parameters()] for s in (trainer.state, state))
+        assert details["optimizer"] == "LuaAdam()"
+    for a, b in zip(want_p, got_p):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
 
 
 def test_time_to_quality_tiny(tmp_path: Path) -> None:
     data_dir = os.environ.get("JAX_VAE_DATA_DIR")
     if not data_dir or not (Path(data_dir) / "fashion-mnist").is_dir():
         pytest.skip("Fashion-MNIST not available (set JAX_VAE_DATA_DIR)")
-    cmd = [sys.executable, "-m", "benchmarks.time_to_quality", "--data-dir", data_dir, "--target", "400",
-           "--max-epochs", "2", "--evals-per-epoch", "2", "--train-limit", "1024", "--jax-mode", "jax-scan",
-           "--torch-mode", "torch-eager", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.time_to_quality",
+        "--data-dir",
+        data_dir,
+        "--target",
+        "400",
+        "--max-epochs",
+        "2",
+        "--evals-per-epoch",
+        "2",
+        "--train-limit",
+        "1024",
+        "--jax-mode",
+        "jax-scan",
+        "--torch-mode",
+        "torch-eager",
+        "--out",
+        str(tmp_path),
+    ]
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     res = json.loads((tmp_path / "time_to_quality.json").read_text())
     assert [r["framework"] for r in res["runs"]] == ["jax", "torch"]
@@ -191,48 +296,55 @@ def test_time_to_quality_tiny(tmp_path: Path) -> None:
 
 
 def test_lua_adam_preset_runs_in_process() -> None:
-    """stutz-rectangles (Lua Adam, two hidden layers) through both benchmark processes' entry points."""
+    """stutz-rectangles (Lua Adam, two hidden layers) through both benchmark processes' runner."""
     pytest.importorskip("torch")
-    from benchmarks import bench_jax, bench_torch
-    for module, mode in ((bench_jax, "jax-jit"), (bench_torch, "torch-eager")):
-        out = module.run("stutz-rectangles", mode, "fp32", [16], TINY)
+    from benchmarks import jax_modes, torch_modes
+
+    for side, framework, mode in ((jax_modes, "jax", "jax-jit"), (torch_modes, "torch", "torch-eager")):
+        out = common.run_cells(side, framework, "stutz-rectangles", mode, "fp32", [16], TINY)
         (rec,) = out["records"]
         _check_ok_fields(rec)
-    assert out["records"][0]["optimizer"].startswith("ForeachLuaAdam")
+    import torch
+
+    want = "LuaAdam(foreach=True)" if torch.cuda.is_available() else "LuaAdam()"  # the trainer's on CPU
+    assert out["records"][0]["optimizer"] == want
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["pytorch-examples", "wiseodd"])   # sum and mean reduction
+@pytest.mark.parametrize("preset", ["pytorch-examples", "wiseodd"])  # sum and mean reduction
 def test_torch_compile_mb_step_is_the_library_micro_batch_update(preset: str) -> None:
-    """The benchmark's compiled accumulation step = torch_reference.step.update with cfg.micro_batch
-    (same weights; with L = 1 the per-chunk eps draws are the full-batch draw's rows, and
-    fallback_random makes inductor draw them with eager torch's generator)."""
+    """torch-compile-mb (torch.compile of the shipped train_step with cfg.micro_batch) = the eager
+    shipped step, from the same init and the same global-RNG eps (fallback_random makes inductor draw
+    them with eager torch's generator)."""
     torch = pytest.importorskip("torch")
     import dataclasses
 
     import torch._inductor.config as inductor_config
 
-    from benchmarks.torch_steps import build_step
+    from benchmarks.torch_modes import begin_batch, build_step
+    from jax_vae.common import plan
+    from jax_vae.common.data import derive_seed
     from torch_reference.models import init_params
+    from torch_reference.optim import make_optimizer
     from torch_reference.step import create_state, make_train_step
+
     cfg = dataclasses.replace(get_preset(preset), micro_batch=8)
     x = torch.from_numpy(np.random.default_rng(0).random((32, cfg.input_dim), dtype=np.float32))
-    models, metrics = [init_params(0, cfg) for _ in range(2)], []
-    opts = [torch.optim.Adam(m.parameters(), lr=cfg.lr, foreach=False) for m in models]
-    step, details = build_step(cfg, "torch-compile-mb", "fp32", models[0], opts[0], 32, torch.device("cpu"), 8)
-    library = make_train_step(cfg)
-    state = create_state(models[1], opts[1])
+    begin_batch()  # fresh dynamo caches, as every benchmark cell
     with inductor_config.patch(fallback_random=True):
-        for run in (lambda: step(x), lambda: library(state, x, None)[1]):
-            torch.manual_seed(7)
-            metrics.append(run())
-    assert details["micro_batch"] == 8
-    assert metrics[0]["loss"].item() == pytest.approx(metrics[1]["loss"].item(), rel=1e-5)
-    for a, b in zip(models[0].parameters(), models[1].parameters()):   # accumulated gradients, then Adam
+        run, state, details = build_step(cfg, "torch-compile-mb", "fp32", 32, 10)  # seeds the global RNG
+        state, metrics = run(state, x, torch.arange(32)[None])
+    library = create_state(init_params(cfg.seed, cfg), make_optimizer(cfg, foreach=False))
+    torch.manual_seed(derive_seed(cfg.seed, plan.Stream.EPS))
+    library, want = make_train_step(cfg)(library, x, None)
+    assert details["compiled"] == ["torch_reference.step.train_step"] and state.step == library.step == 1
+    assert metrics.batch_loss.item() == pytest.approx(want.batch_loss.item(), rel=1e-5)
+    for a, b in zip(state.model.parameters(), library.model.parameters()):  # accumulated grads, then Adam
+        assert a.grad is not None and b.grad is not None
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5 * b.grad.abs().max().item())
-        torch.testing.assert_close(a, b, rtol=0, atol=2 * cfg.lr)       # one step moves each by <= ~lr
+        torch.testing.assert_close(a, b, rtol=0, atol=2 * cfg.lr)  # one step moves each by <= ~lr
         far = ((a - b).abs() > 1e-3 * cfg.lr).float().mean()
-        assert far < 1e-3, f"{far:.2%} of elements moved differently"   # only those with |g| ~ adam_eps
+        assert far < 1e-3, f"{far:.2%} of elements moved differently"  # only those with |g| ~ adam_eps
 
 
 def test_report_merge_keeps_ok_records_and_one_roofline() -> None:
@@ -240,13 +352,26 @@ def test_report_merge_keeps_ok_records_and_one_roofline() -> None:
     from benchmarks.report import merge
 
     def part(peak: float, preset: str, status: str = "ok") -> dict:
-        rec = {"framework": "jax", "mode": "jax-scan", "preset": preset, "precision": "fp32", "batch_size": 16,
-               "status": status}
+        rec = {
+            "framework": "jax",
+            "mode": "jax-scan",
+            "preset": preset,
+            "precision": "fp32",
+            "batch_size": 16,
+            "status": status,
+        }
         if status == "ok":
             rec.update(achieved_flops=50e9, roofline_fraction=50e9 / peak)
         grid = {"presets": [preset], "batch_sizes": [16], "precisions": ["fp32"], "modes": ["jax-scan"]}
-        return {"device": "cpu-x", "peaks": {"fp32": {"flops": peak}}, "records": [rec], "processes": [],
-                "command": f"run {preset}", "wall_s": 1.0, "grid": grid}
+        return {
+            "device": "cpu-x",
+            "peaks": {"fp32": {"flops": peak}},
+            "records": [rec],
+            "processes": [],
+            "command": f"run {preset}",
+            "wall_s": 1.0,
+            "grid": grid,
+        }
 
     out = merge([part(100e9, "a"), part(200e9, "b"), part(150e9, "a", status="error")])
     assert out["peaks"]["fp32"]["flops"] == 200e9

@@ -1,10 +1,14 @@
 """Profile the JAX train step: kernels per step from the compiled HLO, donation, XLA's FLOP count,
 memory, and a sweep of XLA_FLAGS (each flag set in a fresh benchmark process).
 
-hlo:   python -m benchmarks.profile_jax hlo --preset pytorch-examples --batch 128 [--mode jax-scan]
-flags: python -m benchmarks.profile_jax flags --preset pytorch-examples --batch-sizes 16,1024 \
+The program profiled is the one each benchmark mode calls (benchmarks.jax_modes.program: the shipped
+jax_vae.step.make_train_step for jax-jit, jax_vae.train.make_chunk_fn for jax-scan).
+hlo:   python -m benchmarks.investigations.profile_jax hlo --preset pytorch-examples --batch 128 \
+           [--mode jax-scan]
+flags: python -m benchmarks.investigations.profile_jax flags --preset pytorch-examples --batch-sizes 16,1024 \
            --set default= --set xnnpack=--xla_cpu_use_xnnpack=true
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,14 +19,25 @@ import sys
 from typing import Any
 
 # Instructions that move no data or only name buffers: not kernels/thunks.
-FREE_OPS = {"parameter", "tuple", "get-tuple-element", "bitcast", "constant", "after-all", "partition-id",
-            "replica-id", "opt-barrier"}
+FREE_OPS = {
+    "parameter",
+    "tuple",
+    "get-tuple-element",
+    "bitcast",
+    "constant",
+    "after-all",
+    "partition-id",
+    "replica-id",
+    "opt-barrier",
+}
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*\S.*?\s([a-z][\w\-]*)\(")
 
 
 def computations(hlo_text: str) -> dict[str, list[str]]:
     """Computation name -> its instruction lines, from an HLO module's text ('ENTRY' keyed as ENTRY)."""
-    comps, name, body = {}, None, []
+    comps: dict[str, list[str]] = {}
+    name: str | None = None
+    body: list[str] = []
     for line in hlo_text.splitlines():
         head = re.match(r"^(ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
         if head and not line.startswith(" "):
@@ -35,9 +50,9 @@ def computations(hlo_text: str) -> dict[str, list[str]]:
     return comps
 
 
-def op_counts(lines: list[str]) -> collections.Counter:
+def op_counts(lines: list[str]) -> collections.Counter[str]:
     """Opcode histogram of a computation's instruction lines (FREE_OPS excluded)."""
-    ops = collections.Counter()
+    ops: collections.Counter[str] = collections.Counter()
     for line in lines:
         m = _INSTR.match(line)
         if m and m.group(1) not in FREE_OPS:
@@ -45,10 +60,18 @@ def op_counts(lines: list[str]) -> collections.Counter:
     return ops
 
 
-def kernel_launches(comps: dict[str, list[str]], name: str = "ENTRY") -> tuple[int, collections.Counter]:
+def _callee(pattern: str, line: str) -> str:
+    """The computation an instruction line names with `pattern` (condition=, body=, to_apply=)."""
+    m = re.search(pattern + r"=%?([\w.\-]+)", line)
+    if m is None:
+        raise ValueError(f"no {pattern}= in {line[:120]!r}")
+    return m.group(1)
+
+
+def kernel_launches(comps: dict[str, list[str]], name: str = "ENTRY") -> tuple[int, collections.Counter[str]]:
     """(kernels one execution of computation `name` runs, opcode histogram): while bodies count
     known_trip_count times, called computations inline; fused computations count as one kernel."""
-    total, hist = 0, collections.Counter()
+    total, hist = 0, collections.Counter[str]()
     for line in comps.get(name, []):
         m = _INSTR.match(line)
         if not m or m.group(1) in FREE_OPS:
@@ -58,11 +81,11 @@ def kernel_launches(comps: dict[str, list[str]], name: str = "ENTRY") -> tuple[i
             trips = re.search(r'known_trip_count":\{"n":"(\d+)"', line)
             n = int(trips.group(1)) if trips else 1
             for key in ("condition", "body"):
-                k, h = kernel_launches(comps, re.search(key + r"=%?([\w.\-]+)", line).group(1))
+                k, h = kernel_launches(comps, _callee(key, line))
                 total += n * k
                 hist.update({o: n * c for o, c in h.items()})
         elif op == "call":
-            k, h = kernel_launches(comps, re.search(r"to_apply=%?([\w.\-]+)", line).group(1))
+            k, h = kernel_launches(comps, _callee("to_apply", line))
             total, hist = total + k, hist + h
         else:
             total += 1
@@ -74,67 +97,100 @@ def step_kernels(hlo_text: str, steps: int = 1) -> dict[str, Any]:
     """Kernels (thunks) per train step of a compiled module that runs `steps` steps, and donation."""
     comps = computations(hlo_text)
     total, hist = kernel_launches(comps)
-    return {"kernels_per_step": total / steps, "ops_per_step": {k: v / steps for k, v in hist.most_common()},
-            "entry_ops": dict(op_counts(comps.get("ENTRY", []))),
-            "donated_outputs": hlo_text.splitlines()[0].count("may-alias") + hlo_text.splitlines()[0].count("must-alias")}
+    return {
+        "kernels_per_step": total / steps,
+        "ops_per_step": {k: v / steps for k, v in hist.most_common()},
+        "entry_ops": dict(op_counts(comps.get("ENTRY", []))),
+        "donated_outputs": sum(hlo_text.splitlines()[0].count(k) for k in ("may-alias", "must-alias")),
+    }
 
 
 def hlo_report(preset: str, batch: int, mode: str, precision: str = "fp32") -> dict[str, Any]:
-    """Compile the benchmark step (or a scan of 8 steps) and report kernels, donation, FLOPs, memory."""
+    """Compile the mode's program (the step, or a chunk of 8 steps) and report kernels, donation,
+    FLOPs and memory."""
     import jax
     import numpy as np
 
-    from benchmarks import flops
-    from benchmarks.bench_jax import MATMUL_PRECISION, device_info, fresh_state, make_scan, make_step
+    from benchmarks import flops, jax_modes
     from jax_vae.common.presets import get_preset
     from jax_vae.optim import make_optimizer
 
-    jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION[precision])
+    jax_modes.set_precision(precision)
     cfg = get_preset(preset)
     tx = make_optimizer(cfg)
-    state = fresh_state(jax.random.PRNGKey(0), cfg, tx)
-    key = jax.random.PRNGKey(1)
-    step = make_step(cfg, tx, precision)
+    state = jax_modes.initial_state(cfg, tx)
+    key = jax.random.key(1)
+    fn = jax_modes.program(cfg, mode, precision, tx)
     scan_len = 8 if mode == "jax-scan" else 1
-    if mode == "jax-scan":
-        fn, x = make_scan(step), np.zeros((scan_len, batch, cfg.input_dim), np.float32)
-    else:
-        fn, x = step, np.zeros((batch, cfg.input_dim), np.float32)
-    compiled = jax.jit(fn, donate_argnums=0).lower(state, x, key).compile()
+    if mode == "jax-scan":  # chunk(state, data [S*B, D], idx [S, B], key)
+        data = np.zeros((scan_len * batch, cfg.input_dim), np.float32)
+        args: tuple = (data, np.arange(scan_len * batch, dtype=np.int32).reshape(scan_len, batch), key)
+    else:  # step(state, batch [B, D], key)
+        args = (np.zeros((batch, cfg.input_dim), np.float32), key)
+    compiled = fn.lower(state, *args).compile()
     text = compiled.as_text()
-    out = {"preset": preset, "batch": batch, "mode": mode, "precision": precision, "info": device_info()}
+    out = {
+        "preset": preset,
+        "batch": batch,
+        "mode": mode,
+        "precision": precision,
+        "info": jax_modes.device_info(),
+    }
     out.update(step_kernels(text, scan_len))
     out["state_leaves"] = len(jax.tree_util.tree_leaves(state))
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    if cost and "flops" in cost and mode == "jax-jit":   # cost_analysis counts a while body once
-        ours = flops.train_step_flops(cfg, batch)
+    if cost and "flops" in cost and mode == "jax-jit":  # cost_analysis counts a while body once
         out["xla_flops_per_step"] = cost["flops"]
-        out["flops_py_per_step"] = ours
+        out["flops_py_per_step"] = flops.train_step_flops(cfg, batch)
     mem = compiled.memory_analysis()
     if mem is not None:
-        out["memory"] = {k: getattr(mem, k) for k in ("argument_size_in_bytes", "output_size_in_bytes",
-                                                       "alias_size_in_bytes", "temp_size_in_bytes")
-                         if hasattr(mem, k)}
-    new_state, _ = jax.jit(fn, donate_argnums=0)(state, x, key)
+        out["memory"] = {
+            k: getattr(mem, k)
+            for k in (
+                "argument_size_in_bytes",
+                "output_size_in_bytes",
+                "alias_size_in_bytes",
+                "temp_size_in_bytes",
+            )
+            if hasattr(mem, k)
+        }
+    fn(state, *args)
     out["donation_effective"] = all(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(state.params))
     return out
 
 
-def flag_sweep(preset: str, mode: str, batch_sizes: list[int], sets: dict[str, str],
-               timing: dict[str, Any], rounds: int = 1) -> list[dict[str, Any]]:
+def flag_sweep(
+    preset: str,
+    mode: str,
+    batch_sizes: list[int],
+    sets: dict[str, str],
+    timing: dict[str, Any],
+    rounds: int = 1,
+) -> list[dict[str, Any]]:
     """images/s per (flag set, batch) for one preset/mode; each flag set in a fresh JAX process,
     the sets interleaved over `rounds` (a busy host then disturbs every set alike)."""
     from benchmarks.throughput import _env, run_process
+
     rows = []
     for rnd in range(rounds):
         for name, xla_flags in sets.items():
-            res = run_process("jax", preset, mode, "fp32", batch_sizes, timing,
-                              _env({"XLA_FLAGS": xla_flags}), 3600)
+            res = run_process(
+                "jax", preset, mode, "fp32", batch_sizes, timing, _env({"XLA_FLAGS": xla_flags}), 3600
+            )
             for r in res["records"]:
-                rows.append({"round": rnd, "flags": name, "xla_flags": xla_flags, "batch_size": r["batch_size"],
-                             "status": r["status"], "reason": r.get("reason"),
-                             "images_per_s": r.get("images_per_s"), "compile_s": r.get("compile_s")})
+                rows.append(
+                    {
+                        "round": rnd,
+                        "flags": name,
+                        "xla_flags": xla_flags,
+                        "batch_size": r["batch_size"],
+                        "status": r["status"],
+                        "reason": r.get("reason"),
+                        "images_per_s": r.get("images_per_s"),
+                        "compile_s": r.get("compile_s"),
+                    }
+                )
     return rows
 
 
@@ -142,6 +198,7 @@ def sweep_table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown: per flag set and batch, the median over rounds of the median images/s, and its ratio
     to the first flag set."""
     import statistics
+
     cell: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
     for r in rows:
         if r["status"] == "ok":
@@ -153,8 +210,12 @@ def sweep_table(rows: list[dict[str, Any]]) -> list[str]:
         row = []
         for b in batches:
             v, base = cell.get((n, b)), cell.get((names[0], b))
-            row.append("error" if not v else f"{statistics.median(v):,.0f}" +
-                       (f" ({statistics.median(v) / statistics.median(base):.2f}x)" if base and n != names[0] else ""))
+            ratio = (
+                f" ({statistics.median(v) / statistics.median(base):.2f}x)"
+                if v and base and n != names[0]
+                else ""
+            )
+            row.append(f"{statistics.median(v):,.0f}{ratio}" if v else "error")
         lines.append(f"| {n} | " + " | ".join(row) + " |")
     return lines
 

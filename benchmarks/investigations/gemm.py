@@ -4,22 +4,24 @@ For every Linear of the preset at batch B it times the three GEMMs of a train st
 [B, in] x [in, out], dX [B, out] x [out, in]^T (not for the data layer) and dW [in, B] x [B, out]
 (x^T g), each as one jitted JAX dot and one torch matmul, best of `repeats`, interleaved. Run it
 twice, once with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= to see XLA's Eigen path.
-Run: python -m benchmarks.gemm --preset stutz-rectangles --batch 8192
+Run: python -m benchmarks.investigations.gemm --preset stutz-rectangles --batch 8192
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 
-from benchmarks.common import cpu_threads
+from benchmarks.host import cpu_threads
 from jax_vae.common.config import layer_specs
 from jax_vae.common.presets import get_preset
 
@@ -62,17 +64,26 @@ def compare(preset: str, batch: int, repeats: int = 10) -> list[dict[str, Any]]:
         k = sa[0] if kind == "tn" else sa[1]
         n = sb[0] if kind == "nt" else sb[1]
         t_torch = t_jax = float("inf")
-        for _ in range(2):   # interleaved, best of both rounds
+        for _ in range(2):  # interleaved, best of both rounds
             t_torch = min(t_torch, _best(texpr, repeats))
             t_jax = min(t_jax, _best(lambda: jf(ja, jb).block_until_ready(), repeats))
         flops = 2.0 * m * k * n
-        rows.append({"gemm": name, "m": m, "k": k, "n": n, "torch_gflops": flops / t_torch / 1e9,
-                     "xla_gflops": flops / t_jax / 1e9})
+        rows.append(
+            {
+                "gemm": name,
+                "m": m,
+                "k": k,
+                "n": n,
+                "torch_gflops": flops / t_torch / 1e9,
+                "xla_gflops": flops / t_jax / 1e9,
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     import os
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="stutz-rectangles")
     p.add_argument("--batch", type=int, default=8192)
@@ -81,10 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     rows = compare(a.preset, a.batch, a.repeats)
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", file=sys.stderr)
     for r in rows:
-        print(f"{r['gemm']:>24} [{r['m']}x{r['k']}]x[{r['k']}x{r['n']}]: torch {r['torch_gflops']:6.1f}  "
-              f"xla {r['xla_gflops']:6.1f} GFLOP/s", file=sys.stderr)
-    json.dump({"preset": a.preset, "batch": a.batch, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-               "rows": rows}, sys.stdout, indent=1)
+        print(
+            f"{r['gemm']:>24} [{r['m']}x{r['k']}]x[{r['k']}x{r['n']}]: torch {r['torch_gflops']:6.1f}  "
+            f"xla {r['xla_gflops']:6.1f} GFLOP/s",
+            file=sys.stderr,
+        )
+    json.dump(
+        {"preset": a.preset, "batch": a.batch, "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows": rows},
+        sys.stdout,
+        indent=1,
+    )
 
 
 if __name__ == "__main__":
