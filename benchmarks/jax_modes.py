@@ -173,8 +173,9 @@ def build_step(
         gather = jax.jit(lambda data, rows: data[rows])  # the trainer's --jit step gather
 
         def run(state: TrainState, data: jax.Array, rows: jax.Array) -> tuple[TrainState, StepMetrics]:
-            for s in range(rows.shape[0]):
-                state, metrics = fn(state, gather(data, rows[s]), eps_key)
+            idx = np.asarray(rows)  # the trainer holds the chunk's rows on the host and gathers idx[s]
+            for s in range(idx.shape[0]):
+                state, metrics = fn(state, gather(data, idx[s]), eps_key)
             return state, metrics
 
         return run, initial_state(cfg, tx), details

@@ -250,14 +250,13 @@ class Trainer:
 
     def run_chunk(self, idx: np.ndarray) -> StepMetrics[np.ndarray]:
         """Train on batches idx [S, B] (scan or per-step jit); per-step metrics as numpy [S]."""
-        rows = self._put(idx)
         if self.jit == "scan":
             exe = self.p.compiled[(*idx.shape, self.train_x.shape, self.device)]
-            self.state, metrics = exe(self.state, self.train_x, rows, self.eps_key)
-        else:
+            self.state, metrics = exe(self.state, self.train_x, self._put(idx), self.eps_key)
+        else:  # the host row idx[s] goes straight into the gather (a device slice is one more dispatch)
             out = []
             for s in range(idx.shape[0]):
-                self.state, m = self.p.step(self.state, self._gather(self.train_x, rows[s]), self.eps_key)
+                self.state, m = self.p.step(self.state, self._gather(self.train_x, idx[s]), self.eps_key)
                 out.append(m)
             metrics = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *out)
         m = parallel.to_host(metrics)
