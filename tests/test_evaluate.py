@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 from typing import Any
 
 import jax
@@ -202,7 +203,13 @@ def test_eval_data_rectangles_is_binary_as_is():
     assert how.startswith("none")
 
 
-@pytest.mark.skipif(not os.environ.get("JAX_VAE_DATA_DIR"), reason="JAX_VAE_DATA_DIR not set (real data)")
+_FASHION_TEST = pathlib.Path(os.environ.get("JAX_VAE_DATA_DIR", "/nonexistent")) / "fashion-mnist"
+
+
+@pytest.mark.skipif(
+    not any((_FASHION_TEST / f"t10k-images-idx3-ubyte{gz}").is_file() for gz in ("", ".gz")),
+    reason="the Fashion-MNIST test images are not under $JAX_VAE_DATA_DIR/fashion-mnist (real data)",
+)
 def test_eval_data_dynamic_binarization_is_fixed_once():
     """iwae-paper (dynamic): the Fashion-MNIST test split binarized once with a fixed seed."""
     cfg = get_preset("iwae-paper")
