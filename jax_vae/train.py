@@ -30,7 +30,7 @@ from jax_vae.checkpoint import Checkpoints
 from jax_vae.common import plan
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.errors import RunError
-from jax_vae.common.loop import Tick, TrainOptions
+from jax_vae.common.options import Tick, TrainOptions
 from jax_vae.common.runs import StepMetrics
 from jax_vae.losses import loss_fn
 from jax_vae.models import VAE, init_params, sample_eps

@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks import common, flops
 from benchmarks.throughput import run_grid
-from jax_vae.common.loop import JitMode, TrainOptions
+from jax_vae.common.options import JitMode, TrainOptions
 from jax_vae.common.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,6 +17,7 @@ import pytest
 
 from jax_vae.common import backends, loop
 from jax_vae.common.config import VAEConfig
+from jax_vae.common.options import TrainOptions
 from jax_vae.common.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def train_fn(framework: str) -> Callable[..., dict[str, Any]]:
         log: Callable[[str], None] | None = None,
         **options: Any,
     ) -> dict[str, Any]:
-        return loop.train(backend, cfg, run_dir, loop.TrainOptions(**options), data=data, log=log)
+        return loop.train(backend, cfg, run_dir, TrainOptions(**options), data=data, log=log)
 
     return train
 

@@ -19,7 +19,7 @@ from jax_vae.common import plan
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.data import derive_seed
 from jax_vae.common.errors import RunError
-from jax_vae.common.loop import Tick, TrainOptions
+from jax_vae.common.options import Tick, TrainOptions
 from jax_vae.common.runs import StepMetrics
 from torch_reference.checkpoint import Checkpoints
 from torch_reference.losses import loss_fn

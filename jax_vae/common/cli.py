@@ -2,7 +2,7 @@
 
 Subcommands: train, evaluate, export, compare; each is an `add_<name>_command(subparsers, framework)` function
 in COMMANDS that registers its flags and a handler `(args, framework) -> exit code`; add one there to
-extend the CLI. The train flags of the run options are built from loop.TrainOptions. User errors
+extend the CLI. The train flags of the run options are built from options.TrainOptions. User errors
 (jax_vae.common.errors) print one line `error: ...` on stderr and exit with their code, before
 writing anything.
 """
@@ -25,7 +25,8 @@ from jax_vae.common.data import INPUT_DIMS
 from jax_vae.common.errors import RunError, UserError, one_line
 from jax_vae.common.evaluation import EvalOptions, evaluate_run, report_line
 from jax_vae.common.export import export
-from jax_vae.common.loop import TrainOptions, train
+from jax_vae.common.loop import train
+from jax_vae.common.options import TrainOptions
 from jax_vae.common.presets import PRESETS, get_preset
 
 DEFAULT_PRESET = "stutz-rectangles"

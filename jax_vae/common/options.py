@@ -1,0 +1,72 @@
+"""The run options: how a run executes, not what it learns (that is VAEConfig).
+
+`TrainOptions` is the one declaration; the CLI's train flags are built from its fields
+(jax_vae.common.cli) and config.json records the persisted ones, which a resumed run restores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from typing import Any, Literal
+
+from jax_vae.common.errors import RunError
+
+JitMode = Literal["scan", "step"]
+Tick = Callable[[Any], None]
+
+
+def option(default: Any, help: str, *, persist: bool = True, off: str = "") -> Any:
+    """A TrainOptions field: its help, whether a resumed run restores it from config.json, and for a
+    bool that defaults to True the help of its --no-<name> flag."""
+    return dataclasses.field(default=default, metadata={"help": help, "persist": persist, "off": off})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """How a run executes (not what it learns): the one declaration of the run options; the CLI's
+    train flags are built from these fields (jax_vae.common.cli)."""
+
+    device: str = option("auto", "auto (default), cpu, gpu or cuda")
+    jit: JitMode = option(
+        "scan",
+        "JAX: one lax.scan per chunk of steps (default) or one jit call per "
+        "step; PyTorch runs eagerly either way",
+    )
+    checkpoint_every: int = option(0, "also checkpoint every N steps (default: epoch ends)")
+    log_every: int = option(10, "write a step record every N steps (default 10)")
+    chunk_steps: int = option(0, "at most N steps per jitted scan (default: an epoch)")
+    data_parallel: bool = option(
+        False,
+        "JAX: split each batch over every device (all processes with "
+        "--coordinator); parameters replicated; the batch size must be a "
+        "multiple of the device count",
+    )
+    resume: bool = option(False, "continue the run in --out from its last checkpoint", persist=False)
+    data_dir: str | None = option(
+        None, "folder with the IDX files ($JAX_VAE_DATA_DIR or ~/.cache/jax_vae/datasets)", persist=False
+    )
+    download: bool = option(
+        True, "download missing data", persist=False, off="fail instead of downloading missing data"
+    )
+    progress: bool = option(
+        True,
+        "a progress bar on a terminal",
+        persist=False,
+        off="no progress bar (also off when not a terminal)",
+    )
+    images: bool = option(True, "write the images and plots", persist=False, off="skip the images and plots")
+
+    def check(self) -> None:
+        if self.jit not in typing.get_args(JitMode):
+            raise RunError(f"unknown jit mode {self.jit!r}; valid: {', '.join(typing.get_args(JitMode))}")
+        for name in ("checkpoint_every", "chunk_steps"):
+            if getattr(self, name) < 0:
+                raise RunError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.log_every < 1:
+            raise RunError(f"log-every must be >= 1, got {self.log_every}")
+
+    def persisted(self) -> dict[str, Any]:
+        """The options config.json records and a resumed run restores."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["persist"]}
