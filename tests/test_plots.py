@@ -1,19 +1,15 @@
-"""Figures and `compare`: the manifold grids, pixel mapping, tiling, and the overlay of run folders."""
+"""Figures: manifold grids, pixel mapping, tiling, loss curves and their labels (compare: test_compare.py)."""
 
 from __future__ import annotations
 
-import json
-import math
 import statistics
 
 import numpy as np
 import pytest
 
-from jax_vae.common import cli as cli_module
-from jax_vae.common import plots
-from jax_vae.common.compare import compare
+from jax_vae.common import loop, plots
 from jax_vae.common.config import to_dict
-from jax_vae.common.presets import get_preset
+from jax_vae.common.presets import PRESETS, get_preset
 
 from train_helpers import tiny_config
 
@@ -79,46 +75,111 @@ def test_write_images_draws_what_the_decoder_returns(tmp_path):
     np.testing.assert_array_equal(seen["codes"][0], plots.prior_codes(cfg))  # same codes for every run
 
 
-def _fake_run(path, framework, seed, losses):
-    path.mkdir()
-    cfg = tiny_config(seed=seed)
-    (path / "config.json").write_text(
-        json.dumps({"framework": framework, "preset": cfg.name, "config": to_dict(cfg)})
-    )
-    records = [
-        {"kind": "step", "step": e * 10 + 5, "epoch": e + 1, "loss": v + 1} for e, v in enumerate(losses)
-    ]
-    records += [
-        {
-            "kind": "epoch",
-            "epoch": e + 1,
-            "step": (e + 1) * 10,
-            "train_loss": v + 1,
-            "test_loss": v,
-            "wall_s": e + 1.0,
-        }
-        for e, v in enumerate(losses)
-    ]
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def test_compare_overlays_runs_and_reports_means(tmp_path, capsys):
-    runs = [
-        _fake_run(tmp_path / "j0", "jax", 0, [110, 105]),
-        _fake_run(tmp_path / "j1", "jax", 1, [111, 106]),
-        _fake_run(tmp_path / "t0", "torch", 0, [112, 107]),
-        _fake_run(tmp_path / "t1", "torch", 1, [113, 108]),
-    ]
-    text = compare(runs, tmp_path / "c.png")
-    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
-    assert "mean jax: test loss 105.500 +- 0.707" in text and "mean torch: test loss 107.500 +- 0.707" in text
-    assert "difference of means (jax - torch): -2.000" in text
-    assert (
-        cli_module.main(
-            ["compare", *map(str, runs[::2]), "--labels", "JAX", "PyTorch", "--out", str(tmp_path / "d.png")]
+def _records(epochs: int, steps_per_epoch: int = 100, log_every: int = 5) -> list[dict]:
+    """Step records every `log_every` steps and one epoch record per epoch (test = train - 1)."""
+    records: list[dict] = []
+    for e in range(1, epochs + 1):
+        for step in range((e - 1) * steps_per_epoch + log_every, e * steps_per_epoch + 1, log_every):
+            records.append({"kind": "step", "step": step, "epoch": e, "loss": 50.0 + 100.0 / step})
+        records.append(
+            {
+                "kind": "epoch",
+                "epoch": e,
+                "step": e * steps_per_epoch,
+                "train_loss": 20.0 - e,
+                "test_loss": 19.0 - e,
+                "test_recon": 7.5,
+                "test_kl": 10.5 - e,
+            }
         )
-        == 0
+    return records
+
+
+def _texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+def _xy(line) -> tuple[list[float], list[float]]:
+    """A drawn line's points as lists."""
+    return np.asarray(line.get_xdata()).tolist(), np.asarray(line.get_ydata()).tolist()
+
+
+def test_one_epoch_curves_label_their_values(tmp_path):
+    cfg = to_dict(get_preset("stutz-rectangles"))
+    fig = plots.curves_figure(_records(1), "t", cfg)
+    steps, epochs = fig.axes
+    assert steps.get_ylabel() == "train -ELBO (nats/image)" and epochs.get_ylabel() == "-ELBO (nats/image)"
+    lines = {line.get_label(): line for line in steps.lines}
+    train = lines["train (logged steps)"]
+    assert len(_xy(train)[0]) == 20 and train.get_marker() == "o"  # few points: marked
+    assert _xy(lines["test (epoch end)"]) == ([100], [18.0])
+    lo, hi = steps.get_ylim()
+    assert lo < 18.0 < hi  # the test point is in view
+    per_epoch = {line.get_label(): _xy(line)[1] for line in epochs.lines}
+    assert per_epoch == {"train loss": [19.0], "test loss": [18.0]}
+    texts = _texts(epochs)
+    assert "19.00" in texts and "18.00" in texts  # each point carries its value
+    note = next(t for t in texts if t.startswith("one epoch"))
+    assert "step 100" in note and "test recon 7.50, test KL 9.50" in note
+    assert epochs.get_xlim() == (0.5, 1.5) and list(epochs.get_xticks()) == [1]
+    lo, hi = epochs.get_ylim()
+    assert lo < 18.0 and hi > 19.0
+    plots.plt.close(fig)
+    path = plots.save_curves(tmp_path / "curves.png", _records(1), "t", cfg)
+    assert path.read_bytes()[:4] == b"\x89PNG" and [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_many_epoch_curves_join_their_points():
+    fig = plots.curves_figure(
+        _records(4, steps_per_epoch=2000, log_every=10), "t", to_dict(get_preset("deep-mse"))
     )
-    out = capsys.readouterr().out
-    assert "JAX" in out and "105.000" in out and math.isfinite(float(out.split("PyTorch")[1].split()[2]))
+    steps, epochs = fig.axes
+    assert {line.get_label() for line in steps.lines} == {
+        "train (logged steps)",
+        "smoothed (16 points)",
+        "test (epoch end)",
+    }
+    for line in epochs.lines:
+        assert (
+            _xy(line)[0] == [1, 2, 3, 4] and line.get_linestyle() == "-" and line.get_marker() in ("o", "s")
+        )
+    assert epochs.get_ylabel() == "mse_sum+KL (per image, not nats)"
+    assert not any(t.startswith("one epoch") for t in _texts(epochs)) and "15.00" in _texts(epochs)
+    plots.plt.close(fig)
+
+
+def test_curves_before_the_first_epoch():
+    fig = plots.curves_figure([{"kind": "step", "step": s, "loss": 3.0 - s} for s in (1, 2)], "t")
+    steps, epochs = fig.axes
+    assert not epochs.lines and _texts(epochs) == ["no finished epoch yet"]
+    assert _xy(steps.lines[0])[0] == [1, 2] and len(steps.lines) == 1  # no 1-point "smoothing"
+    plots.plt.close(fig)
+
+
+def test_loss_labels_follow_the_config_fields():
+    assert plots.loss_label(to_dict(get_preset("iwae-paper"))) == ("-IWAE-5 bound", "nats/image")
+    assert plots.loss_label({"objective": "iwae", "num_samples": 50, "likelihood": "bce_logits"})[0] == (
+        "-IWAE-50 bound"
+    )
+    assert plots.loss_label({"objective": "elbo", "likelihood": "mse_mean"}) == (
+        "mse_mean+KL",
+        "per image, not nats",
+    )
+    assert plots.train_loss_label({"likelihood": "bce_probs", "beta": 4.0}) == (
+        "train -ELBO, KL weight 4 (nats/image)"
+    )
+    assert plots.train_loss_label({"likelihood": "bce_probs", "kl_warmup_steps": 100}) == (
+        "train -ELBO, KL weight 1 after 100-step warm-up (nats/image)"
+    )
+    for name in PRESETS:  # the unit agrees with the one the trainer reports
+        cfg = get_preset(name)
+        unit = plots.loss_label(to_dict(cfg))[1]
+        assert (unit == "nats/image") == (loop.loss_unit(cfg) == "nats/image"), name
+
+
+@pytest.mark.parametrize("suffix", ["png", "pdf", "svg"])
+def test_figures_are_written_in_the_format_of_their_extension(tmp_path, suffix):
+    path = plots.save_curves(tmp_path / f"c.{suffix}", _records(2), "t")
+    magic = {"png": b"\x89PNG", "pdf": b"%PDF", "svg": b"<?xm"}[suffix]
+    assert path.read_bytes()[:4] == magic
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"c.{suffix}"]  # no temp file left

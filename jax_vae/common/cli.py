@@ -267,14 +267,16 @@ def cmd_export(args: argparse.Namespace, framework: str) -> int:
 def add_compare_command(sub: Any, framework: str) -> None:
     p = sub.add_parser("compare", help="overlay the loss curves of run folders (e.g. JAX vs PyTorch)")
     p.add_argument("runs", nargs="+", help="run folders")
-    p.add_argument("--out", default="compare.png", help="PNG to write (default compare.png)")
+    p.add_argument("--out", default="compare.png", help="figure: .png, .pdf, .svg ... (default compare.png)")
     p.add_argument("--labels", nargs="+", help="one label per run (default: framework, preset, seed)")
     p.add_argument("--title", default="", help="figure title")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.set_defaults(handler=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace, framework: str) -> int:
-    print(compare([Path(r) for r in args.runs], Path(args.out), labels=args.labels, title=args.title))
+    run_dirs = [Path(r) for r in args.runs]
+    print(compare(run_dirs, Path(args.out), labels=args.labels, title=args.title, force=args.force))
     return 0
 
 

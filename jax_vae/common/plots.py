@@ -1,5 +1,6 @@
 """Framework-free figures for run folders (matplotlib, Agg backend): reconstructions, prior samples,
-the latent manifold grid of 2-D latents, loss curves, and the overlay of several runs (`compare`).
+the latent manifold grid of 2-D latents and loss curves (axes named by the run's objective and unit),
+each written atomically; `compare` overlays several runs with the helpers here.
 
 Both frameworks pass a `decode(z [N, Z]) -> outputs [N, D]` and a `reconstruct(x [N, D]) -> outputs
 [N, D]` (numpy in, numpy out); codes and inputs are drawn here, so JAX and PyTorch runs of the same
@@ -10,22 +11,66 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from jax_vae.common.config import VAEConfig  # noqa: E402
+from jax_vae.common.config import VAEConfig, to_dict  # noqa: E402
+from jax_vae.common.files import atomic_write  # noqa: E402
 
 Decode = Callable[[np.ndarray], np.ndarray]
 FRAMEWORK_COLORS = {"jax": "tab:blue", "torch": "tab:orange"}
 STUTZ_GRID = (np.arange(20) - 9.5) * 0.1  # -0.95, -0.85, ..., 0.95 (vae.lua's manifold)
+
+
+def figure_formats() -> list[str]:
+    """The file extensions matplotlib's Agg canvas writes (png, pdf, svg, jpg, ...), sorted."""
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 80) -> Path:
+    """Write `fig` atomically (files.atomic_write) in the format its extension names; close it."""
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"
+
+    def write(f: IO[bytes]) -> None:
+        fig.savefig(f, format=fmt, dpi=dpi)
+
+    try:
+        atomic_write(path, write)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def loss_label(cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """(name, unit) of a run's test loss from its config fields: '-IWAE-k bound' (objective iwae),
+    '-ELBO' (Bernoulli likelihood) or '<likelihood>+KL' (MSE objective); 'nats/image' or
+    'per image, not nats'."""
+    likelihood = str(cfg.get("likelihood", "bce_probs"))
+    bernoulli = likelihood.startswith("bce")
+    if cfg.get("objective") == "iwae":
+        name = f"-IWAE-{cfg.get('num_samples', 1)} bound"
+    else:
+        name = "-ELBO" if bernoulli else f"{likelihood}+KL"
+    return name, "nats/image" if bernoulli else "per image, not nats"
+
+
+def train_loss_label(cfg: Mapping[str, Any]) -> str:
+    """The training loss's axis label: the test loss's name, noting a KL weight other than 1."""
+    name, unit = loss_label(cfg)
+    beta, warmup = cfg.get("beta", 1.0), cfg.get("kl_warmup_steps", 0)
+    weight = f", KL weight {beta:g}" + (f" after {warmup}-step warm-up" if warmup else "")
+    return f"train {name}{weight if beta != 1 or warmup else ''} ({unit})"
 
 
 def image_shape(cfg: VAEConfig) -> tuple[int, int]:
@@ -89,9 +134,7 @@ def _save_canvas(path: Path, canvas: np.ndarray, title: str, extent=None, labels
         ax.set_xlabel(labels[0], fontsize=9)
         ax.set_ylabel(labels[1], fontsize=9)
         ax.tick_params(labelsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def write_images(
@@ -138,26 +181,14 @@ def write_images(
             )
         )
     if records:
-        paths.append(save_curves(image_dir / "curves.png", records, title))
+        paths.append(save_curves(image_dir / "curves.png", records, title, to_dict(cfg)))
     return paths
 
 
-def _steps(records: Sequence[dict[str, Any]], kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = [(r["step"], r[key]) for r in records if r.get("kind") == kind and r.get(key) is not None]
-    return (
-        (np.array([s for s, _ in rows]), np.array([v for _, v in rows], float))
-        if rows
-        else (np.array([]),) * 2
-    )
-
-
-def _epochs(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = [(r["epoch"], r[key]) for r in records if r.get("kind") == "epoch" and r.get(key) is not None]
-    return (
-        (np.array([e for e, _ in rows]), np.array([v for _, v in rows], float))
-        if rows
-        else (np.array([]),) * 2
-    )
+def series(records: Sequence[dict[str, Any]], kind: str, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the records of `kind` that hold a value for `y`, e.g. ("step", "step", "loss")."""
+    rows = [(r[x], r[y]) for r in records if r.get("kind") == kind and r.get(y) is not None]
+    return np.array([p for p, _ in rows]), np.array([v for _, v in rows], float)
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -170,70 +201,93 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def _focus(ax, series: Sequence[np.ndarray]) -> None:
-    """y-limits that show the part of training curves after the first 5% of points (not the spike)."""
-    tails = [v[len(v) // 20 :] for v in series if len(v) > 20]
+def focus(ax, curves: Sequence[np.ndarray], also: np.ndarray | None = None) -> None:
+    """y-limits that show the part of training curves after the first 5% of points (not the spike),
+    widened to keep the values `also` (e.g. test losses drawn on the same axes) in view."""
+    tails = [v[len(v) // 20 :] for v in curves if len(v) > 20]
     if tails:
-        lo, hi = min(float(t.min()) for t in tails), max(float(t.max()) for t in tails)
+        kept = [*tails, also] if also is not None and len(also) else tails
+        lo, hi = min(float(t.min()) for t in kept), max(float(t.max()) for t in kept)
         pad = 0.08 * (hi - lo) or 1.0
         ax.set_ylim(lo - pad, hi + pad)
 
 
-def save_curves(path: Path, records: Sequence[dict[str, Any]], title: str) -> Path:
-    """Train loss per logged step (raw and smoothed) and train/test loss per epoch."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    s, v = _steps(records, "step", "loss")
-    if len(s):
-        a.plot(s, v, color="0.75", lw=0.6, label="train (logged steps)")
-        a.plot(s, smooth(v, max(1, len(v) // 50)), color="tab:blue", lw=1.2, label="smoothed")
-        _focus(a, [v])
-    a.set(xlabel="step", ylabel="loss per image", title="training loss")
-    for key, style in (("train_loss", "-o"), ("test_loss", "-s")):
-        e, v = _epochs(records, key)
-        if len(e):
-            b.plot(e, v, style, ms=3, label=key.replace("_", " "))
-    b.set(xlabel="epoch", ylabel="loss per image", title="per epoch")
-    b.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return Path(path)
-
-
-def save_compare(
-    path: Path, runs: Sequence[tuple[str, str, Sequence[dict[str, Any]]]], title: str = ""
-) -> Path:
-    """Overlay runs given as (label, framework, records): test loss per epoch, smoothed train loss
-    per step. Runs of one framework share a colour and differ by line style."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    styles, seen, curves = ["-", "--", ":", "-."], dict[str, int](), []
-    for label, framework, records in runs:
-        color = FRAMEWORK_COLORS.get(framework)
-        ls = styles[seen.get(framework, 0) % len(styles)]
-        seen[framework] = seen.get(framework, 0) + 1
-        e, v = _epochs(records, "test_loss")
-        if len(e):
-            a.plot(e, v, ls, marker="o", ms=3, color=color, label=label)
-        s, v = _steps(records, "step", "loss")
-        if len(s):
-            curves.append(smooth(v, max(1, len(v) // 50)))
-            b.plot(s, curves[-1], ls, color=color, lw=1.0, label=label)
-    _focus(b, curves)
-    a.set(xlabel="epoch", ylabel="test loss per image", title="test loss (-ELBO)")
-    a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    b.set(xlabel="step", ylabel="train loss per image", title="training loss (smoothed)")
-    for ax in (a, b):
+def finish(fig: Figure, axes: Sequence[Any], title: str) -> Figure:
+    for ax in axes:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return Path(path)
+    return fig
+
+
+FEW_POINTS = 30  # curves with at most this many points are drawn with markers (short runs)
+
+
+def curves_figure(
+    records: Sequence[dict[str, Any]], title: str, cfg: Mapping[str, Any] | None = None
+) -> Figure:
+    """Train loss per logged step (raw, smoothed, test loss at each epoch end) and train/test loss per
+    epoch, axes labelled by the objective of `cfg` (config fields); a short run's points are marked."""
+    cfg = cfg or {}
+    name, unit = loss_label(cfg)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    s, v = series(records, "step", "step", "loss")
+    if len(s):
+        few = len(s) <= FEW_POINTS
+        a.plot(s, v, "-o" if few else "-", color="0.6", ms=3, lw=0.6, label="train (logged steps)")
+        window = len(v) // 50
+        if window > 1:
+            a.plot(s, smooth(v, window), color="tab:blue", lw=1.2, label=f"smoothed ({window} points)")
+    ts, tv = series(records, "epoch", "step", "test_loss")
+    if len(ts):
+        a.plot(ts, tv, "s", color="tab:orange", ms=4, label="test (epoch end)")
+    focus(a, [v] if len(s) else [], tv)
+    a.set(xlabel="step", title="training loss")
+    a.set_ylabel(train_loss_label(cfg), fontsize=8)
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_panel(b, records, f"{name} ({unit})")
+    return finish(fig, (a, b), title)
+
+
+def save_curves(
+    path: Path, records: Sequence[dict[str, Any]], title: str, cfg: Mapping[str, Any] | None = None
+) -> Path:
+    """curves_figure written atomically at `path`."""
+    return save_figure(curves_figure(records, title, cfg), path)
+
+
+def _epoch_panel(ax, records: Sequence[dict[str, Any]], ylabel: str) -> None:
+    """Train and test loss per epoch, markers joined by lines, the last values written beside their
+    points; one epoch: its two labelled points under a note with the test recon and KL."""
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    values = []
+    for key, style, color in (("train_loss", "-o", "tab:blue"), ("test_loss", "-s", "tab:orange")):
+        e, v = series(records, "epoch", "epoch", key)
+        values += list(v)
+        if len(e):
+            ax.plot(e, v, style, ms=4, color=color, label=key.replace("_", " "))
+            ax.annotate(
+                f"{v[-1]:.2f}", (e[-1], v[-1]), xytext=(6, -3), textcoords="offset points", fontsize=7
+            )
+    ax.set(xlabel="epoch", title="per epoch")
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not epochs:
+        ax.text(0.5, 0.5, "no finished epoch yet", transform=ax.transAxes, ha="center", fontsize=8)
+    elif len(epochs) == 1 and values:
+        last = epochs[0]
+        text = f"one epoch (step {last.get('step')}); the step curve is on the left"
+        if last.get("test_recon") is not None and last.get("test_kl") is not None:
+            text += f"\ntest recon {last['test_recon']:.2f}, test KL {last['test_kl']:.2f}"
+        ax.text(0.5, 0.95, text, transform=ax.transAxes, ha="center", va="top", fontsize=7)
+        lo, hi = min(values), max(values)
+        span = max(hi - lo, 0.02 * abs(hi), 1e-3)
+        ax.set_ylim(lo - 0.8 * span, hi + 1.8 * span)  # room for the text line above the points
+        ax.set_xlim(0.5, 1.5)
+        ax.set_xticks([last["epoch"]])
+
+
+EPOCH_TEXT = ("train_loss", "test_loss", "test_recon", "test_kl")  # written out for a one-epoch run
