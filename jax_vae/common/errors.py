@@ -38,8 +38,20 @@ class ConversionError(UserError, ValueError):
     """A state_dict or param tree that does not fit the config; the message names the key."""
 
 
+def os_error_text(err: OSError) -> str:
+    """'<path>: <cause>' (both paths of a rename) for an OSError, e.g. 'runs/x/config.json: No space
+    left on device'; the cause alone when the error names no path."""
+    cause = err.strerror or str(err) or type(err).__name__
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {cause}" if paths else cause
+
+
 def one_line(err: BaseException, limit: int | None = None) -> str:
-    """The error's text (or its `reason`, for URL errors) with all whitespace collapsed."""
-    text = str(getattr(err, "reason", None) or err) or type(err).__name__
+    """The error's text (or its `reason`, for URL errors; path and cause for OS errors) with all
+    whitespace collapsed."""
+    if isinstance(err, OSError) and not hasattr(err, "reason"):
+        text = os_error_text(err)
+    else:
+        text = str(getattr(err, "reason", None) or err) or type(err).__name__
     text = " ".join(text.split())
     return text if limit is None else text[:limit]
