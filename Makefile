@@ -45,9 +45,12 @@ format: install
 parity-report: install
 	$(PY) -m parity_tests.report
 
+# The CPU grid into the committed results, named explicitly (BENCH_OUT=DIR to write elsewhere).
+BENCH_OUT ?= benchmarks/results/cpu-amd-epyc-2t
 bench: install
-	$(PY) -m benchmarks.throughput --grid cpu
+	$(PY) -m benchmarks.throughput --grid cpu --out $(BENCH_OUT)
 
+# Smoke run of every CPU mode: writes only the git-ignored runs/bench/tiny-<device>/ (printed).
 bench-tiny: install
 	$(PY) -m benchmarks.throughput --grid tiny
 

@@ -3,8 +3,10 @@
 Each (framework, preset, mode, precision) runs in its own subprocess (benchmarks.jax_modes /
 benchmarks.torch_modes) over the batch sizes in ascending order; this driver imports neither
 framework. It merges the records, adds FLOPs per step and the roofline fraction, and writes
-<out>/results.json, results.md and plots.
-Run: python -m benchmarks.throughput --grid cpu   (or tiny | full; see --help for overrides)
+<out>/results.json, results.md and plots. Without --out it writes to a git-ignored scratch folder,
+runs/bench/<grid>-<device>/ (printed); committed results change only when named:
+--out benchmarks/results/<device>. The tiny grid is a smoke run and never writes there.
+Run: python -m benchmarks.throughput --grid cpu --out benchmarks/results/<device>   (see --help)
 """
 
 from __future__ import annotations
@@ -25,6 +27,19 @@ from jax_vae.common.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = {"jax": "benchmarks.jax_modes", "torch": "benchmarks.torch_modes"}
+COMMITTED = ROOT / "benchmarks" / "results"  # the committed results: written only by an explicit --out
+SCRATCH = ROOT / "runs" / "bench"  # git-ignored (/runs/ in .gitignore)
+SMOKE_GRIDS = ("tiny",)
+
+
+def default_out(name: str, device: str) -> Path:
+    """Where a run without --out writes: runs/bench/<name>-<device>, never under benchmarks/results."""
+    return SCRATCH / f"{name}-{device}"
+
+
+def is_committed(out: Path) -> bool:
+    """Whether `out` is (under) benchmarks/results, the committed results."""
+    return Path(out).resolve().is_relative_to(COMMITTED.resolve())
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -202,7 +217,7 @@ def run_grid(
     compile_batch_sizes: list[int] | None = None,
     micro_batch: int = common.MICRO_BATCH,
 ) -> dict[str, Any]:
-    """Run the grid; if write, save <out_dir or results/<device>>/results.json (+ report)."""
+    """Run the grid; if write, save <out_dir or default_out(grid_name, device)>/results.json (+ report)."""
     t_start = time.perf_counter()
     host_facts = host.host_info()  # before any work: its load average says how busy the host was
     envs = {"jax": _env({"XLA_FLAGS": xla_flags} if xla_flags is not None else None), "torch": _env()}
@@ -264,7 +279,7 @@ def run_grid(
         "load_avg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if write:
-        out_dir = out_dir or ROOT / "benchmarks" / "results" / results["device"]
+        out_dir = out_dir or default_out(grid_name, results["device"])
         results["out_dir"] = str(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "results.json").write_text(json.dumps(results, indent=1))
@@ -289,9 +304,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--micro-batch", type=int, help="chunk size of the *-mb modes (default: the grid's)")
     p.add_argument("--xla-flags", help="XLA_FLAGS for the JAX processes (default: inherited)")
     p.add_argument("--timeout-s", type=float, default=3600.0, help="per benchmark process")
-    p.add_argument("--out", help="output folder (default: benchmarks/results/<device>)")
+    p.add_argument(
+        "--out",
+        help="output folder (default: the git-ignored runs/bench/<grid>-<device>); committed results: "
+        "--out benchmarks/results/<device>",
+    )
     p.add_argument("--no-report", action="store_true")
     a = p.parse_args(argv)
+    if a.out and a.grid in SMOKE_GRIDS and is_committed(Path(a.out)):
+        p.error(f"--grid {a.grid} is a smoke run: it never writes the committed results ({a.out})")
     g = common.GRIDS[a.grid]
     split = lambda s, conv=str: [conv(v) for v in s.split(",") if v]
     presets = split(a.presets) if a.presets else g["presets"]
@@ -322,7 +343,10 @@ def main(argv: list[str] | None = None) -> None:
         compile_batch_sizes=split(a.compile_batch_sizes, int) if a.compile_batch_sizes else None,
         micro_batch=a.micro_batch or g["micro_batch"],
     )
-    print(f"wrote {res['out_dir']}/results.json ({len(res['records'])} records, {res['wall_s']:.0f} s)")
+    where = "committed results" if is_committed(Path(res["out_dir"])) else "scratch, git-ignored"
+    print(
+        f"wrote {res['out_dir']}/results.json ({where}; {len(res['records'])} records, {res['wall_s']:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ sample per image, the same noise each time) is evaluated, `--evals-per-epoch` ti
 clock counts training only (compile included, synced), evaluation time is reported beside it. Each
 framework runs in its own process.
 Run: python -m benchmarks.time_to_quality [--data-dir DIR] [--target 250] [--out DIR]
+Without --out it writes to the git-ignored runs/bench/time-to-quality-<device>/ (printed); committed
+results change only when named: --out benchmarks/results/<device>.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.report import best_by_batch
-from benchmarks.throughput import ROOT, _env, device_slug, probe
+from benchmarks.throughput import COMMITTED, ROOT, _env, default_out, device_slug, is_committed, probe
 from jax_vae.common.config import VAEConfig, apply_overrides
 from jax_vae.common.presets import get_preset
 
@@ -163,7 +165,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jax-mode", default="auto")
     p.add_argument("--torch-mode", default="auto")
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N images (tests)")
-    p.add_argument("--out", help="folder for time_to_quality.json/.md (default: results/<device>)")
+    p.add_argument(
+        "--out",
+        help="folder for time_to_quality.json/.md (default: the git-ignored "
+        "runs/bench/time-to-quality-<device>); committed results: --out benchmarks/results/<device>",
+    )
+    p.add_argument(
+        "--results",
+        help="throughput results.json whose fastest modes 'auto' picks (default: <out>/results.json, "
+        "else benchmarks/results/<device>/results.json; only read)",
+    )
     p.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -178,9 +189,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"time_to_quality: skipped, {a.dataset} not available offline: {e}")
         return
     device = device_slug({"jax": probe("jax", _env())})
-    out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / device
+    out = Path(a.out) if a.out else default_out("time-to-quality", device)
     cfg = get_preset(a.preset)
-    auto = fastest_modes(out / "results.json", a.preset, cfg.batch_size)
+    results = Path(a.results) if a.results else out / "results.json"
+    if not a.results and not results.exists():
+        results = COMMITTED / device / "results.json"
+    auto = fastest_modes(results, a.preset, cfg.batch_size)
     a.jax_mode = auto["jax"] if a.jax_mode == "auto" else a.jax_mode
     a.torch_mode = auto["torch"] if a.torch_mode == "auto" else a.torch_mode
     runs = []
@@ -232,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     (out / "time_to_quality.json").write_text(json.dumps(res, indent=1))
     (out / "time_to_quality.md").write_text(markdown(res))
     print(markdown(res))
+    where = "committed results" if is_committed(out) else "scratch, git-ignored"
+    print(f"wrote {out}/time_to_quality.json and .md ({where})")
 
 
 if __name__ == "__main__":

@@ -380,3 +380,25 @@ def test_report_merge_keeps_ok_records_and_one_roofline() -> None:
     assert out["wall_s"] == 3.0 and out["grid"]["presets"] == ["a", "b"]
     with pytest.raises(ValueError, match="different devices"):
         merge([part(1e9, "a"), dict(part(1e9, "a"), device="gpu-y")])
+
+
+def test_default_output_is_scratch_not_the_committed_results(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Without --out a grid writes to the git-ignored runs/bench/<grid>-<device>/, never under
+    benchmarks/results; the tiny grid refuses an --out there."""
+    from benchmarks import throughput
+
+    out = throughput.default_out("tiny", "cpu-x-2t")
+    assert not throughput.is_committed(out) and throughput.is_committed(ROOT / "benchmarks/results/x/y")
+    assert out.is_relative_to(ROOT / "runs") and (ROOT / "runs/bench") == throughput.SCRATCH
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(out / "results.json")], cwd=ROOT)
+    assert ignored.returncode == 0, f"{out} is not git-ignored"
+    with pytest.raises(SystemExit) as exit_:
+        throughput.main(["--grid", "tiny", "--out", "benchmarks/results/cpu-x-2t"])
+    assert exit_.value.code == 2 and "smoke run" in capsys.readouterr().err
+    # A whole driver run without --out (probes fail, so no benchmark process starts) lands in scratch.
+    monkeypatch.setattr(throughput, "SCRATCH", tmp_path / "scratch")
+    monkeypatch.setattr(throughput, "probe", lambda framework, env: {"error": "not probed in this test"})
+    throughput.main(["--grid", "tiny", "--no-report"])
+    (written,) = (tmp_path / "scratch").glob("tiny-*/results.json")
+    assert json.loads(written.read_text())["out_dir"] == str(written.parent)
+    assert "scratch, git-ignored" in capsys.readouterr().out
