@@ -33,7 +33,7 @@ from jax_vae.common.runs import StepMetrics
 from jax_vae.losses import objective
 from jax_vae.models import VAE, init_params, sample_eps
 from jax_vae.optim import make_optimizer
-from jax_vae.step import TrainState, create_state, kl_weight, make_train_step
+from jax_vae.step import TrainState, create_state, kl_weight, make_train_step, step_metrics
 from jax_vae.train import make_chunk_fn
 
 MATMUL_PRECISION = {"fp32": "highest", "tf32": "tensorfloat32", "bf16": "default"}
@@ -122,13 +122,7 @@ def mixed_train_step(
     grad_fn = jax.value_and_grad(mixed_loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(state.params, batch, eps, cfg, kl_weight(cfg, state.step), compute_dtype)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    metrics = StepMetrics(
-        loss=aux["per_example"].mean(),
-        recon=aux["recon"].mean(),
-        kl=aux["kl"].mean(),
-        batch_loss=loss,
-        finite=jnp.isfinite(loss),
-    )
+    metrics = step_metrics(loss, aux, cfg.latent_dim)
     return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), metrics
 
 

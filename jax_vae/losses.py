@@ -133,14 +133,18 @@ def objective(
     else:
         per_example = recon + beta * kl
     loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
-    return loss, {"recon": recon, "kl": kl, "per_example": per_example}
+    logvar = scale if cfg.scale_param == "logvar" else jnp.log(jnp.square(scale))  # [B, Z]
+    dev2 = jnp.square(logvar - logvar.mean(-1, keepdims=True)).sum(-1)  # [B] for step.latent_stats
+    latent = {"mu_sum": mean.sum(-1), "logvar_sum": logvar.sum(-1), "logvar_dev2": dev2}
+    return loss, {"recon": recon, "kl": kl, "per_example": per_example, **latent}
 
 
 def loss_fn(
     params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig, beta: Array | float | None = None
 ) -> tuple[Array, dict[str, Array]]:
     """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
-    recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
+    recon [B] (mean over the L samples), kl [B], the per-example objective [B] and the per-example
+    latent sums mu_sum, logvar_sum, logvar_dev2 [B] that step.latent_stats reduces."""
     eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)  # [L, B, Z]
     out: Any = VAE(cfg).apply({"params": params}, x, eps)  # flax types apply loosely
     outputs, mean, scale = out  # [L, B, D], [B, Z] x2

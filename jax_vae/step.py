@@ -112,6 +112,31 @@ def value_and_grad(
     return (loss, {k: _merge(aux[k], r_aux[k], shards) for k in aux}), grads  # aux leaves [B]
 
 
+def latent_stats(aux: dict[str, Array], latent_dim: int) -> tuple[Array, Array, Array]:
+    """(mean mu, unbiased std logvar, mean logvar) over the n = B * Z entries, from the per-example sums
+    [B] of loss_fn's aux: std^2 = (sum_i dev2_i + Z sum_i (logvar_sum_i / Z - mean)^2) / max(n - 1, 1)."""
+    n = aux["mu_sum"].shape[0] * latent_dim
+    logvar_mean = aux["logvar_sum"].sum() / n
+    between = jnp.square(aux["logvar_sum"] / latent_dim - logvar_mean).sum() * latent_dim
+    logvar_std = jnp.sqrt((aux["logvar_dev2"].sum() + between) / max(n - 1, 1))
+    return aux["mu_sum"].sum() / n, logvar_std, logvar_mean
+
+
+def step_metrics(loss: Array, aux: dict[str, Array], latent_dim: int) -> StepMetrics:
+    """StepMetrics from the batch loss and the per-example aux [B] of value_and_grad (not differentiated)."""
+    mu_mean, logvar_std, logvar_mean = latent_stats(aux, latent_dim)
+    return StepMetrics(
+        loss=aux["per_example"].mean(),
+        recon=aux["recon"].mean(),
+        kl=aux["kl"].mean(),
+        mu_mean=mu_mean,
+        logvar_std=logvar_std,
+        logvar_mean=logvar_mean,
+        batch_loss=loss,
+        finite=jnp.isfinite(loss),
+    )
+
+
 def update(
     state: TrainState,
     batch: Array,
@@ -124,14 +149,7 @@ def update(
     (loss, aux), grads = value_and_grad(state.params, batch, eps, cfg, kl_weight(cfg, state.step), shards)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = StepMetrics(
-        loss=aux["per_example"].mean(),
-        recon=aux["recon"].mean(),
-        kl=aux["kl"].mean(),
-        batch_loss=loss,
-        finite=jnp.isfinite(loss),
-    )
-    return TrainState(state.step + 1, params, opt_state), metrics
+    return TrainState(state.step + 1, params, opt_state), step_metrics(loss, aux, cfg.latent_dim)
 
 
 def train_step(

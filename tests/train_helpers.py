@@ -22,7 +22,7 @@ from jax_vae.common.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("jax", "torch")
-TIMING_KEYS = ("images_per_s", "train_s", "wall_s")
+TIMING_KEYS = ("images_per_s", "chunk_images_per_s", "train_s", "wall_s")
 
 
 @pytest.fixture(scope="module")

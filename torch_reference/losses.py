@@ -109,7 +109,11 @@ def objective(
     else:
         per_example = recon + beta * kl
     loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
-    return loss, {"recon": recon, "kl": kl, "per_example": per_example}
+    scale_d = scale.detach()  # the latent statistics below are not differentiated
+    logvar = scale_d if cfg.scale_param == "logvar" else torch.log(torch.square(scale_d))  # [B, Z]
+    dev2 = torch.square(logvar - logvar.mean(-1, keepdim=True)).sum(-1)  # [B] for step.latent_stats
+    latent = {"mu_sum": mean.detach().sum(-1), "logvar_sum": logvar.sum(-1), "logvar_dev2": dev2}
+    return loss, {"recon": recon, "kl": kl, "per_example": per_example, **latent}
 
 
 def loss_fn(
@@ -120,7 +124,8 @@ def loss_fn(
     beta: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
-    recon [B] (mean over the L samples), kl [B] and the per-example objective [B]."""
+    recon [B] (mean over the L samples), kl [B], the per-example objective [B] and the per-example
+    latent sums mu_sum, logvar_sum, logvar_dev2 [B] that step.latent_stats reduces."""
     eps = _as_eps(eps_or_generator, cfg, x.shape[0], x)  # [L, B, Z]
     outputs, mean, scale = model(x, eps)  # [L, B, D]
     return objective(outputs, mean, scale, x, eps, cfg, beta)

@@ -69,6 +69,32 @@ def value_and_grad(
     return (loss, aux), grads
 
 
+def latent_stats(aux: dict[str, Tensor], latent_dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean mu, unbiased std logvar, mean logvar) over the n = B * Z entries, from the per-example sums
+    [B] of loss_fn's aux: std^2 = (sum_i dev2_i + Z sum_i (logvar_sum_i / Z - mean)^2) / max(n - 1, 1)."""
+    n = aux["mu_sum"].shape[0] * latent_dim
+    logvar_mean = aux["logvar_sum"].sum() / n
+    between = torch.square(aux["logvar_sum"] / latent_dim - logvar_mean).sum() * latent_dim
+    logvar_std = torch.sqrt((aux["logvar_dev2"].sum() + between) / max(n - 1, 1))
+    return aux["mu_sum"].sum() / n, logvar_std, logvar_mean
+
+
+def step_metrics(loss: Tensor, aux: dict[str, Tensor], latent_dim: int) -> StepMetrics:
+    """StepMetrics from the batch loss and the per-example aux [B] of value_and_grad (not differentiated)."""
+    with torch.no_grad():
+        mu_mean, logvar_std, logvar_mean = latent_stats(aux, latent_dim)
+        return StepMetrics(
+            loss=aux["per_example"].mean(),
+            recon=aux["recon"].mean(),
+            kl=aux["kl"].mean(),
+            mu_mean=mu_mean,
+            logvar_std=logvar_std,
+            logvar_mean=logvar_mean,
+            batch_loss=loss.detach(),
+            finite=torch.isfinite(loss),
+        )
+
+
 def update(state: TrainState, batch: Tensor, eps: Tensor, cfg: VAEConfig) -> tuple[TrainState, StepMetrics]:
     """One optimizer step on batch [B, D] with injected eps [L, B, Z] (the optimizer is in the state)."""
     state.optimizer.zero_grad(set_to_none=True)
@@ -77,15 +103,7 @@ def update(state: TrainState, batch: Tensor, eps: Tensor, cfg: VAEConfig) -> tup
     if state.scheduler is not None:
         state.scheduler.step()
     state.step += 1
-    with torch.no_grad():
-        metrics = StepMetrics(
-            loss=aux["per_example"].mean(),
-            recon=aux["recon"].mean(),
-            kl=aux["kl"].mean(),
-            batch_loss=loss.detach(),
-            finite=torch.isfinite(loss),
-        )
-    return state, metrics
+    return state, step_metrics(loss, aux, cfg.latent_dim)
 
 
 def train_step(

@@ -136,7 +136,8 @@ class Trainer:
                     raise
                 # F.binary_cross_entropy refuses NaN probabilities: the loss of this step is not finite.
                 nan = torch.tensor(float("nan"), device=self.device)
-                out.append(StepMetrics(nan, nan, nan, nan, torch.tensor(False, device=self.device)))
+                values = {name: nan for name in StepMetrics._fields}
+                out.append(StepMetrics(**{**values, "finite": torch.tensor(False, device=self.device)}))
                 break
             out.append(m)
             if self.tick is not None:

@@ -242,14 +242,16 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
             t0 = time.perf_counter()
             m = trainer.run_chunk(plan.chunk_indices(run.order, chunk))  # numpy [S] per field
             dt = time.perf_counter() - t0
-            _write_steps(chunk, m, dt, opts.log_every, writer)
+            records = _write_steps(chunk, m, dt, opts.log_every, writer)
+            if opts.verbose:
+                _echo_steps(records, writer)
             _stop_if_not_finite(chunk, m, trainer)
             run.step = chunk.end
             run.sums.add(m, chunk.batch_size, dt)
             run.session_s += dt
             run.session_images += chunk.num_steps * chunk.batch_size
             bar.update(run.step - bar.n)
-            bar.set_postfix(loss=f"{float(m.loss[-1]):.3f}", refresh=False)
+            bar.set_postfix({k: f"{float(getattr(m, f)[-1]):.4g}" for k, f in POSTFIX.items()}, refresh=False)
             if chunk.epoch_end:
                 run.last_eval = trainer.evaluate()
                 run.last_train = run.sums.loss / run.sums.images
@@ -265,12 +267,13 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
 
 def _write_steps(
     chunk: plan.Chunk, m: StepMetrics[np.ndarray], seconds: float, log_every: int, writer: Any
-) -> None:
-    """A "step" record every `log_every` steps, up to the first non-finite one."""
+) -> list[dict[str, Any]]:
+    """A "step" record every `log_every` steps, up to the first non-finite one; returns them.
+    chunk_images_per_s is the whole chunk's images over its wall time (per-step times are not taken)."""
     ok = np.asarray(m.finite, bool)
     good = chunk.num_steps if ok.all() else int(np.argmin(ok))
     ips = chunk.num_steps * chunk.batch_size / max(seconds, 1e-9)
-    writer.write(
+    records = [
         {
             "kind": "step",
             "step": chunk.start + i + 1,
@@ -278,11 +281,35 @@ def _write_steps(
             "loss": m.loss[i],
             "recon": m.recon[i],
             "kl": m.kl[i],
-            "images_per_s": ips,
+            "mu_mean": m.mu_mean[i],
+            "logvar_std": m.logvar_std[i],
+            "logvar_mean": m.logvar_mean[i],
+            "chunk_images_per_s": ips,
         }
         for i in range(good)
         if (chunk.start + i + 1) % log_every == 0
-    )
+    ]
+    writer.write(records)
+    return records
+
+
+# The progress bar's postfix (label: StepMetrics field), from the newest step.
+POSTFIX = {
+    "loss": "loss",
+    "recon": "recon",
+    "kl": "kl",
+    "mu": "mu_mean",
+    "lv_std": "logvar_std",
+    "lv_mean": "logvar_mean",
+}
+
+
+def _echo_steps(records: list[dict[str, Any]], writer: Any) -> None:
+    """--verbose: each step record as one line on stderr, above the progress bar (writing process only)."""
+    if isinstance(writer, runs.NoWriter):
+        return
+    for record in records:
+        tqdm.write(runs.step_line(record), file=sys.stderr)
 
 
 def _stop_if_not_finite(chunk: plan.Chunk, m: StepMetrics[np.ndarray], trainer: Trainer) -> None:

@@ -57,6 +57,13 @@ class TrainOptions:
         off="no progress bar (also off when not a terminal)",
     )
     images: bool = option(True, "write the images and plots", persist=False, off="skip the images and plots")
+    verbose: bool = option(
+        False,
+        "print each step record (every --log-every steps) as one line on stderr; with --jit scan "
+        "(the default), as in every mode, a chunk's lines come when the chunk ends (an epoch by "
+        "default; --chunk-steps N for sooner)",
+        persist=False,
+    )
 
     def check(self) -> None:
         if self.jit not in typing.get_args(JitMode):

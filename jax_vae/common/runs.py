@@ -8,6 +8,12 @@ A run folder (both frameworks, same layout and schema):
     summary.json    the final numbers, also printed as one summary line
 Losses are per image: nats for Bernoulli presets; for MSE presets the same sums/means of squared
 error (+ KL) the preset optimizes, which are not nats.
+
+A "step" record (every --log-every steps) holds that step's loss, recon, kl and the latent statistics
+of its batch (StepMetrics: mu_mean, logvar_std, logvar_mean), and `chunk_images_per_s`: the images of
+the whole chunk the step ran in divided by the chunk's wall time, the same on every record of a chunk
+(a chunk is one jitted scan, an epoch by default; per-step times are not measured). An "epoch" record's
+`images_per_s` is the epoch's training images over its training time.
 """
 
 from __future__ import annotations
@@ -29,20 +35,37 @@ from jax_vae.common.files import atomic_write_text
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.jsonl", "summary.json"
 CHECKPOINT_DIR, IMAGE_DIR = "checkpoints", "images"
 RESUMABLE_FIELDS = ("epochs", "steps")  # config fields a resumed run may change (its length)
-STEP_KEYS = ("kind", "step", "epoch", "loss", "recon", "kl", "images_per_s")
+STEP_KEYS = (
+    "kind",
+    "step",
+    "epoch",
+    "loss",
+    "recon",
+    "kl",
+    "mu_mean",
+    "logvar_std",
+    "logvar_mean",
+    "chunk_images_per_s",
+)
 T = TypeVar("T")
 
 
 class StepMetrics(NamedTuple, Generic[T]):
     """What a train step reports, as arrays of either framework (a chunk: numpy [S] per field).
 
-    loss, recon, kl: per-image means over the batch (the unit of metrics.jsonl); batch_loss: the
-    objective as differentiated, reduced over the batch by cfg.reduction (a sum or a mean).
+    loss, recon, kl: per-image means over the batch (the unit of metrics.jsonl); mu_mean, logvar_mean:
+    the means of the posterior mean mu and of logvar = log sigma^2 (computed from sigma when
+    cfg.scale_param = "sigma") over the batch's B * Z entries; logvar_std: the unbiased (n - 1,
+    n = B * Z, as Lua torch's std()) standard deviation of those logvar entries (0 when n = 1);
+    batch_loss: the objective as differentiated, reduced over the batch by cfg.reduction (a sum or a mean).
     """
 
     loss: T
     recon: T
     kl: T
+    mu_mean: T
+    logvar_std: T
+    logvar_mean: T
     batch_loss: T
     finite: T
 
@@ -248,6 +271,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(
         Path(run_dir) / SUMMARY_FILE, json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n"
+    )
+
+
+def step_line(r: dict[str, Any]) -> str:
+    """A "step" record as one console line (--verbose): loss terms and latent statistics, 4 digits."""
+    f = lambda key: "n/a" if r.get(key) is None else f"{float(r[key]):.4g}"
+    return (
+        f"step {r['step']} epoch {r['epoch']}: loss {f('loss')} recon {f('recon')} kl {f('kl')} "
+        f"mu {f('mu_mean')} logvar std {f('logvar_std')} mean {f('logvar_mean')}"
     )
 
 
