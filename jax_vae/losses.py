@@ -19,6 +19,9 @@ from jax_vae.models import VAE, sample_eps, std_from_scale
 Array = jax.Array
 TORCH_BCE_EPSILON = float(np.float32(1e-12))  # aten's EPSILON in BCE backward: a float 1e-12f
 LOG_CLAMP = -100.0  # aten clamps each log term of BCE at -100
+# Lua-torch nn.BCECriterion's eps (cunn: 1e-12f for float tensors, 1e-12 for double), added inside
+# both logs in the tensor's own dtype: in float32, 1 - p + 1e-12 == 1 - p unless 1 - p < 2**-15.
+LUA_BCE_EPSILON = 1e-12
 
 
 @jax.custom_vjp
@@ -42,9 +45,38 @@ def _bce_bwd(res, g: Array):
 _bce_elementwise.defvjp(_bce_fwd, _bce_bwd)
 
 
+@jax.custom_vjp
+def _lua_bce_elementwise(p: Array, x: Array) -> Array:
+    """Lua BCECriterion: -(x log(p + 1e-12) + (1 - x) log(1 - p + 1e-12)), elementwise."""
+    return -(x * jnp.log(p + LUA_BCE_EPSILON) + (1 - x) * jnp.log((1 - p) + LUA_BCE_EPSILON))
+
+
+def _lua_bce_fwd(p: Array, x: Array):
+    return _lua_bce_elementwise(p, x), (p, x)
+
+
+def _lua_bce_bwd(res, g: Array):
+    p, x = res
+    # the criterion's own backward, -(x - p) / ((1 - p + 1e-12)(p + 1e-12)): not the exact
+    # derivative of the forward (that has 1 - p + 1e-12 and p + 1e-12 in separate terms).
+    grad_p = (p - x) / (((1 - p) + LUA_BCE_EPSILON) * (p + LUA_BCE_EPSILON)) * g
+    grad_x = (jnp.log((1 - p) + LUA_BCE_EPSILON) - jnp.log(p + LUA_BCE_EPSILON)) * g
+    return grad_p, grad_x
+
+
+_lua_bce_elementwise.defvjp(_lua_bce_fwd, _lua_bce_bwd)
+
+
 def bce_probs(probs: Array, x: Array) -> Array:
     """-log Bernoulli(x | probs) summed over pixels, torch-clamped: [..., D] -> [...] nats."""
     return _bce_elementwise(probs, jnp.broadcast_to(x, probs.shape)).sum(-1)
+
+
+def bce_lua(probs: Array, x: Array) -> Array:
+    """-(x log(probs + 1e-12) + (1 - x) log(1 - probs + 1e-12)) summed over pixels, Lua-torch's
+    BCECriterion in the input dtype, with its backward -(x - probs) / ((1 - probs + 1e-12)(probs + 1e-12)):
+    [..., D] -> [...] nats."""
+    return _lua_bce_elementwise(probs, jnp.broadcast_to(x, probs.shape)).sum(-1)
 
 
 def bce_logits(logits: Array, x: Array) -> Array:
@@ -62,7 +94,13 @@ def mse_mean(outputs: Array, x: Array) -> Array:
     return jnp.square(outputs - x).mean(-1)
 
 
-LIKELIHOODS = {"bce_probs": bce_probs, "bce_logits": bce_logits, "mse_sum": mse_sum, "mse_mean": mse_mean}
+LIKELIHOODS = {
+    "bce_probs": bce_probs,
+    "bce_lua": bce_lua,
+    "bce_logits": bce_logits,
+    "mse_sum": mse_sum,
+    "mse_mean": mse_mean,
+}
 
 
 def kl_normal(mean: Array, scale: Array, scale_param: str) -> Array:

@@ -1,5 +1,5 @@
-"""Bottom of the stack: reparameterize, KL forms, every likelihood (values and gradients) and the
-torch-BCE edge cases, each as a JAX half and a torch half on the same numpy inputs."""
+"""Bottom of the stack: reparameterize, KL forms, every likelihood (values and gradients), the
+torch-BCE and Lua-BCE edge cases, each as a JAX half and a torch half on the same numpy inputs."""
 
 import jax
 import jax.numpy as jnp
@@ -68,12 +68,12 @@ def test_kl_matches_closed_form_numbers():
     assert float(tl.kl_normal(torch.zeros(1, 4), torch.ones(1, 4), "sigma")[0]) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("likelihood", ["bce_probs", "bce_logits", "mse_sum", "mse_mean"])
+@pytest.mark.parametrize("likelihood", ["bce_probs", "bce_lua", "bce_logits", "mse_sum", "mse_mean"])
 def test_likelihood_value_and_grad(dtype, likelihood):
     rng = np.random.default_rng(2)
     np_dtype = DTYPES[dtype][0]
     out = rng.standard_normal((2, 6, 20)).astype(np_dtype)
-    if likelihood == "bce_probs":
+    if likelihood in ("bce_probs", "bce_lua"):
         out = (1 / (1 + np.exp(-out))).astype(np_dtype)
     x = rng.uniform(size=(6, 20)).astype(np_dtype)
     # JAX half
@@ -123,3 +123,63 @@ def test_bce_logits_extreme_logits(dtype):
     val_t.backward()
     assert_close(f"{dtype}/bce_logits_extreme", val_j, val_t.detach().numpy(), tol(dtype, "loss"))
     assert_close(f"{dtype}/bce_logits_extreme_grad", grad_j, _grad(l_t), tol(dtype, "grad"))
+
+
+# Lua BCE edge cases: p exactly 0 and 1, p within 1e-12 of 0 and 1 (float32 rounds 1 - 1e-13 to 1),
+# targets 0, 1 and fractional.
+LUA_P = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1e-13, 1e-13, 1 - 1e-13, 1 - 1e-13, 5e-13, 0.5, 0.3, 1e-30]
+LUA_X = [0.0, 1.0, 0.3, 0.0, 1.0, 0.7, 0.0, 1.0, 0.0, 1.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def _lua_bce_pair(dtype: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-element bce_lua value and d/dp on both sides (each element its own pixel row)."""
+    np_dtype = DTYPES[dtype][0]
+    p = np.array(LUA_P, np_dtype)[:, None]  # [N, 1]: one pixel per example
+    x = np.array(LUA_X, np_dtype)[:, None]
+    # JAX half
+    val_j = jl.bce_lua(jnp.asarray(p), jnp.asarray(x))  # [N]
+    grad_j = jax.grad(lambda q: jl.bce_lua(q, jnp.asarray(x)).sum())(jnp.asarray(p))
+    # torch half
+    p_t = torch.from_numpy(p).requires_grad_()
+    val_t = tl.bce_lua(p_t, torch.from_numpy(x))
+    val_t.sum().backward()
+    return {
+        "value": (np.asarray(val_j), val_t.detach().numpy()),
+        "grad": (np.asarray(grad_j)[:, 0], _grad(p_t)[:, 0]),
+    }
+
+
+def test_bce_lua_edge_cases(dtype):
+    """Lua BCECriterion at p in {0, 1} and within 1e-12 of them: finite, and JAX = torch elementwise
+    (values up to 27.6 nats, gradients up to 1e12 next to ~0.09: no scale-relative atol)."""
+    pairs = _lua_bce_pair(dtype)
+    for name, (jax_value, torch_value) in pairs.items():
+        assert np.all(np.isfinite(jax_value)), f"{dtype}/bce_lua_edge_{name}: JAX not finite"
+        assert_close(f"{dtype}/bce_lua_edge_{name}", jax_value, torch_value, tol(dtype, "elementwise"))
+    # p = 0, x = 1: -log(1e-12) = 27.63 nats (torch's bce_probs clamps at 100)
+    assert pairs["value"][0][1] == pytest.approx(-np.log(np.float64(np.asarray(1e-12, DTYPES[dtype][0]))))
+
+
+def test_bce_lua_matches_closed_form(dtype):
+    """Value -(x log(p + 1e-12) + (1 - x) log(1 - p + 1e-12)) and gradient
+    -(x - p) / ((1 - p + 1e-12)(p + 1e-12)), written out in numpy in the same dtype."""
+    np_dtype = DTYPES[dtype][0]
+    p, x = np.array(LUA_P, np_dtype), np.array(LUA_X, np_dtype)
+    eps = np_dtype(jl.LUA_BCE_EPSILON)
+    one = np_dtype(1)
+    value = -(x * np.log(p + eps) + (one - x) * np.log((one - p) + eps))
+    grad = -(x - p) / (((one - p) + eps) * (p + eps))
+    assert value.dtype == grad.dtype == np_dtype
+    pairs = _lua_bce_pair(dtype)
+    for side, i in (("jax", 0), ("torch", 1)):
+        assert_close(f"{dtype}/{side}/bce_lua value", pairs["value"][i], value, tol(dtype, "elementwise"))
+        assert_close(f"{dtype}/{side}/bce_lua grad", pairs["grad"][i], grad, tol(dtype, "elementwise"))
+    # Computed in the dtype: at p = x = 1 the loss is -log(1 + 1e-12), -1.0e-12 in float64 and
+    # exactly 0 in float32, where 1 + 1e-12 rounds to 1.
+    want = -np.log1p(1e-12) if dtype == "float64" else 0.0
+    assert pairs["value"][0][4] == pytest.approx(want, rel=1e-3, abs=0.0)
+    # The gradient is the criterion's backward, not the derivative of its forward, which is
+    # (p - x + 1e-12 (1 - 2x)) / ((1 - p + 1e-12)(p + 1e-12)): at p = x = 0 that is ~1, the backward 0.
+    assert pairs["grad"][0][0] == 0.0 and pairs["grad"][1][0] == 0.0
+    exact = jax.grad(lambda q: -jnp.log((1 - q) + jl.LUA_BCE_EPSILON))(jnp.zeros((), np_dtype))
+    assert float(exact) == pytest.approx(1.0, rel=1e-6)

@@ -15,10 +15,43 @@ from torch import Tensor
 from jax_vae.common.config import VAEConfig
 from torch_reference.models import VAE, sample_eps, std_from_scale
 
+# Lua-torch nn.BCECriterion's eps (cunn: 1e-12f for float tensors, 1e-12 for double), added inside
+# both logs in the tensor's own dtype: in float32, 1 - p + 1e-12 == 1 - p unless 1 - p < 2**-15.
+LUA_BCE_EPSILON = 1e-12
+
+
+class _LuaBCE(torch.autograd.Function):
+    """Lua BCECriterion elementwise, -(x log(p + 1e-12) + (1 - x) log(1 - p + 1e-12)), with the
+    criterion's own backward."""
+
+    @staticmethod
+    def forward(ctx, p: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(p, x)
+        return -(x * torch.log(p + LUA_BCE_EPSILON) + (1 - x) * torch.log((1 - p) + LUA_BCE_EPSILON))
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        p, x = ctx.saved_tensors
+        grad_p = grad_x = None
+        if ctx.needs_input_grad[0]:
+            # -(x - p) / ((1 - p + 1e-12)(p + 1e-12)): not the exact derivative of the forward
+            grad_p = (p - x) / (((1 - p) + LUA_BCE_EPSILON) * (p + LUA_BCE_EPSILON)) * g
+        if ctx.needs_input_grad[1]:
+            grad_x = (torch.log((1 - p) + LUA_BCE_EPSILON) - torch.log(p + LUA_BCE_EPSILON)) * g
+        return grad_p, grad_x
+
 
 def bce_probs(probs: Tensor, x: Tensor) -> Tensor:
     """-log Bernoulli(x | probs) summed over pixels, torch-clamped: [..., D] -> [...] nats."""
     return F.binary_cross_entropy(probs, x.expand_as(probs), reduction="none").sum(-1)
+
+
+def bce_lua(probs: Tensor, x: Tensor) -> Tensor:
+    """-(x log(probs + 1e-12) + (1 - x) log(1 - probs + 1e-12)) summed over pixels, Lua-torch's
+    BCECriterion in the input dtype, with its backward -(x - probs) / ((1 - probs + 1e-12)(probs + 1e-12)):
+    [..., D] -> [...] nats."""
+    out: Tensor = _LuaBCE.apply(probs, x.expand_as(probs))
+    return out.sum(-1)
 
 
 def bce_logits(logits: Tensor, x: Tensor) -> Tensor:
@@ -36,7 +69,13 @@ def mse_mean(outputs: Tensor, x: Tensor) -> Tensor:
     return F.mse_loss(outputs, x.expand_as(outputs), reduction="none").mean(-1)
 
 
-LIKELIHOODS = {"bce_probs": bce_probs, "bce_logits": bce_logits, "mse_sum": mse_sum, "mse_mean": mse_mean}
+LIKELIHOODS = {
+    "bce_probs": bce_probs,
+    "bce_lua": bce_lua,
+    "bce_logits": bce_logits,
+    "mse_sum": mse_sum,
+    "mse_mean": mse_mean,
+}
 
 
 def kl_normal(mean: Tensor, scale: Tensor, scale_param: str) -> Tensor:

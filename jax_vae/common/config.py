@@ -17,7 +17,7 @@ Activation = Literal["relu", "tanh", "identity"]
 EncoderHead = Literal["separate", "split"]
 ScaleParam = Literal["logvar", "sigma"]
 DecoderOutput = Literal["sigmoid", "logits", "identity"]
-Likelihood = Literal["bce_probs", "bce_logits", "mse_sum", "mse_mean"]
+Likelihood = Literal["bce_probs", "bce_lua", "bce_logits", "mse_sum", "mse_mean"]
 KLForm = Literal["analytic", "day37"]
 Reduction = Literal["sum", "mean"]
 Init = Literal["torch", "lua", "wiseodd", "flax", "glorot"]
@@ -29,6 +29,7 @@ ManifoldGrid = Literal["quantile", "linear"]
 # Which decoder output each likelihood consumes.
 _LIKELIHOOD_OUTPUT = {
     "bce_probs": "sigmoid",
+    "bce_lua": "sigmoid",
     "bce_logits": "logits",
     "mse_sum": "identity",
     "mse_mean": "identity",

@@ -20,13 +20,16 @@ _preset(
         latent_dim=100,
         decoder_hidden=(128,),
         init="wiseodd",
-        reduction="mean",
+        reduction="sum",
         batch_size=64,
         steps=100_000,
     ),
-    "wiseodd/generative-models vanilla_vae (PyTorch). Quirks: loss is per-batch MEAN of (summed "
-    "BCE + KL) (source divides by mb_size); weights ~ N(0, std=1/sqrt(fan_in/2)), zero biases; "
-    "trains by 100k iterations of batch 64, not by epochs.",
+    "wiseodd's 'Variational Autoencoder: Intuition and Implementation' (PyTorch code of the post). "
+    "Quirks: BCE and KL both SUMMED over the batch, as the post writes them "
+    "(binary_cross_entropy(X_sample, X, size_average=False) + 0.5 * torch.sum(exp(z_var) + z_mu**2 "
+    "- 1 - z_var), no division by mb_size); a later version of wiseodd/generative-models "
+    "vanilla_vae divides by mb_size, which is --set reduction=mean; weights ~ N(0, "
+    "std=1/sqrt(fan_in/2)), zero biases; trains by 100k iterations of batch 64, not by epochs.",
 )
 
 _preset(
@@ -89,6 +92,7 @@ _preset(
         latent_dim=2,
         decoder_hidden=(1152, 1152),
         init="lua",
+        likelihood="bce_lua",
         optimizer="lua_adam",
         lr_decay=1e-4,
         dataset="rectangles",
@@ -98,7 +102,10 @@ _preset(
     ),
     "David Stutz's Lua-torch VAE on 24x24 rectangles. Quirks: Lua-torch Linear init "
     "U(+-1/sqrt(fan_in)) on weights and biases; Lua optim.adam: lr_t = lr/(1+t*1e-4), epsilon "
-    "added to sqrt(v) BEFORE bias correction; BCE with sizeAverage=false (summed over batch).",
+    "added to sqrt(v) BEFORE bias correction; nn.BCECriterion with sizeAverage=false (summed over "
+    "pixels and batch), which is -(x log(p + 1e-12) + (1 - x) log(1 - p + 1e-12)) in the tensor's "
+    "dtype (no -100 clamp) with its own backward -(x - p) / ((1 - p + 1e-12)(p + 1e-12)) "
+    "(likelihood bce_lua); KL summed likewise.",
 )
 
 _preset(
