@@ -216,14 +216,17 @@ class Trainer:
         return state if self.mesh is None else self._put(state)
 
     def latest_checkpoint(self) -> int | None:
+        """The newest intact checkpoint step (a note on stderr for each newer broken one)."""
         return self.ckpts.latest_step()
 
-    def checkpoint_config(self) -> dict[str, Any]:
-        return self.ckpts.read_meta()["config"]
+    def checkpoint_config(self, step: int | None = None) -> dict[str, Any]:
+        return self.ckpts.read_meta(step)["config"]
 
-    def restore(self) -> tuple[np.ndarray, dict[str, Any]]:
+    def restore(self, step: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """(data order, meta) of checkpoint `step`, the newest intact one when None; a step that is
+        absent or broken is a RunError listing the intact steps."""
         state, order, key_data, meta = self.ckpts.restore(
-            self._template(), len(self.train_grey), jax.random.key_data(self.eps_key)
+            self._template(), len(self.train_grey), jax.random.key_data(self.eps_key), step
         )
         self.state = self._put(state)
         self.eps_key = self._put_key(jax.random.wrap_key_data(key_data))

@@ -21,6 +21,7 @@ from jax_vae.common.config import VAEConfig
 from jax_vae.common.evaluation import check_evaluable, chunking, summarize
 from torch_reference.losses import LIKELIHOODS, kl_term, log_weights
 from torch_reference.models import VAE, reparameterize, sample_eps, std_from_scale
+from torch_reference.train import NAN_PROBS_ERROR
 
 
 def _chunked_stats(
@@ -37,12 +38,24 @@ def _chunked_stats(
     for i in range(n_chunks):
         eps = eps_of(i)  # [C, B, Z]
         outputs = model.decode(reparameterize(mean, std, eps))  # [C, B, D]
-        recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)  # [C, B]
+        recon_l = _recon(outputs, x, cfg)  # [C, B]
         log_w = log_weights(recon_l, mean, scale, eps, cfg)  # [C, B]
         lse.append(torch.logsumexp(log_w, dim=0))  # [B]
         recon_sum = recon_sum + recon_l.sum(0)
     log_px = torch.logsumexp(torch.stack(lse), dim=0) - math.log(k)  # [B]
     return log_px, recon_sum / k, kl_term(mean, scale, cfg)
+
+
+def _recon(outputs: Tensor, x: Tensor, cfg: VAEConfig) -> Tensor:
+    """-log p(x|z) per sample, [C, B, D] -> [C, B] nats; NaN for a NaN decoder output (diverged
+    weights), as in JAX, where torch's BCE of NaN probabilities raises."""
+    try:
+        return LIKELIHOODS[cfg.likelihood](outputs, x)
+    except RuntimeError as err:
+        if NAN_PROBS_ERROR not in str(err):
+            raise
+        bad = outputs.isnan().any(-1)  # [C, B]
+        return LIKELIHOODS[cfg.likelihood](outputs.nan_to_num(0.5), x).masked_fill(bad, math.nan)
 
 
 def log_likelihood_from_eps(

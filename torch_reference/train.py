@@ -98,15 +98,18 @@ class Trainer:
         self.state = create_state(model, make_optimizer(self.cfg, self.steps_per_epoch))
 
     def latest_checkpoint(self) -> int | None:
+        """The newest intact checkpoint step (a note on stderr for each newer broken one)."""
         return self.ckpts.latest_step()
 
-    def checkpoint_config(self) -> dict[str, Any]:
-        return self.ckpts.read_meta()["config"]
+    def checkpoint_config(self, step: int | None = None) -> dict[str, Any]:
+        return self.ckpts.read_meta(step)["config"]
 
-    def restore(self) -> tuple[np.ndarray, dict[str, Any]]:
+    def restore(self, step: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """(data order, meta) of checkpoint `step`, the newest intact one when None; a step that is
+        absent or broken is a RunError listing the intact steps."""
         self.init_state()
         self.state, order, rng, meta = self.ckpts.restore(
-            self.state, len(self.train_grey), self.generator.get_state()
+            self.state, len(self.train_grey), self.generator.get_state(), step
         )
         self.generator.set_state(rng)
         return order, meta

@@ -77,13 +77,17 @@ def summarize(stats: dict[str, np.ndarray], k: int, binarization: str, cfg: VAEC
     nll = -stats["log_px"]
     n = nll.shape[0]
     sem = lambda v: float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    result = {
-        "neg_elbo": float(neg_elbo.mean()),
-        "neg_elbo_sem": sem(neg_elbo),
-        "iwae_nll": float(nll.mean()),
-        "iwae_nll_sem": sem(nll),
-        "recon": float(stats["recon"].mean()),
-        "kl": float(stats["kl"].mean()),
+    with np.errstate(invalid="ignore", over="ignore"):  # diverged weights: inf/nan, counted below
+        result: dict[str, Any] = {
+            "neg_elbo": float(neg_elbo.mean()),
+            "neg_elbo_sem": sem(neg_elbo),
+            "iwae_nll": float(nll.mean()),
+            "iwae_nll_sem": sem(nll),
+            "recon": float(stats["recon"].mean()),
+            "kl": float(stats["kl"].mean()),
+        }
+    result |= {
+        "non_finite_images": int((~(np.isfinite(neg_elbo) & np.isfinite(nll))).sum()),
         "k": k,
         "num_images": n,
         "binarization": binarization,
@@ -169,6 +173,12 @@ def evaluate_run(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> 
     x = x[: opts.num_images] if opts.num_images else x  # [N, D]
     t0 = time.perf_counter()
     result, device = backend.evaluate(params, x, cfg, binarization, opts)
+    if result["non_finite_images"]:
+        raise RunError(
+            f"{source}: the weights of step {meta.get('step')} give a non-finite -ELBO or IWAE-{opts.k} "
+            f"NLL on {result['non_finite_images']} of {result['num_images']} test images (they "
+            "diverged); evaluate an earlier checkpoint with --step"
+        )
     return finish(
         result,
         framework=backend.framework,
