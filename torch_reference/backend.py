@@ -13,7 +13,7 @@ from jax_vae.common.evaluation import EvalOptions
 from torch_reference.checkpoint import load_params, save_params
 from torch_reference.evaluate import evaluate as evaluate_params
 from torch_reference.models import VAE
-from torch_reference.train import Trainer, device_name, process_index, resolve_device
+from torch_reference.train import Trainer, _set_threads, device_name, process_index, resolve_device
 
 
 def evaluate(
@@ -21,6 +21,7 @@ def evaluate(
 ) -> tuple[dict[str, Any], str]:
     """evaluate.evaluate of a state_dict on opts.device with a generator seeded opts.seed."""
     device = resolve_device(opts.device)
+    _set_threads(opts.threads)
     model = VAE(cfg)
     model.load_state_dict(params)
     model.to(device).eval()

@@ -19,7 +19,7 @@ from jax_vae.common import plan
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.data import derive_seed
 from jax_vae.common.errors import RunError
-from jax_vae.common.options import Tick, TrainOptions
+from jax_vae.common.options import Tick, TrainOptions, thread_count
 from jax_vae.common.runs import StepMetrics
 from torch_reference.checkpoint import Checkpoints
 from torch_reference.losses import loss_fn
@@ -53,6 +53,18 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def _set_threads(threads: str) -> int:
+    """torch.set_num_threads(options.thread_count(threads, "torch")); the inter-op pool too while torch
+    allows it (before its first inter-op work)."""
+    n = thread_count(threads, "torch")
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # already started: only settable once per process
+        pass
+    return n
+
+
 def _generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
@@ -76,6 +88,7 @@ class Trainer:
             tick,
             resolve_device(opts.device),
         )  # opts.jit: eager either way
+        _set_threads(opts.threads)
         self.checkpoint_dir = Path(checkpoint_dir)
         self.ckpts = Checkpoints(self.checkpoint_dir)
         self.steps_per_epoch = plan.Layout(len(data["train"]), cfg.batch_size, cfg.drop_last).steps_per_epoch

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import typing
@@ -26,7 +27,7 @@ from jax_vae.common.errors import RunError, UserError, one_line
 from jax_vae.common.evaluation import EvalOptions, evaluate_run, report_line
 from jax_vae.common.export import export
 from jax_vae.common.loop import train
-from jax_vae.common.options import TrainOptions
+from jax_vae.common.options import TrainOptions, thread_count
 from jax_vae.common.presets import PRESETS, get_preset
 
 DEFAULT_PRESET = "stutz-rectangles"
@@ -173,8 +174,23 @@ def start_distributed(args: argparse.Namespace, backend: backends.Backend, data_
         raise RunError(str(err)) from None
 
 
+def apply_threads(threads: str, framework: str) -> int:
+    """The run's CPU thread count, set before the framework is imported: torch reads $OMP_NUM_THREADS
+    (its trainer also calls torch.set_num_threads); XLA sizes its CPU pool from the CPUs the process
+    may use (its thread flags do not, jax 0.10.2), so a JAX run keeps the first N. Once jax is imported
+    (a caller in the same process), JAX keeps its pool."""
+    n = thread_count(threads, framework)
+    if framework == "torch" and "torch" not in sys.modules:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if framework == "jax" and "jax" not in sys.modules and n < len(cpus):
+        os.sched_setaffinity(0, cpus[:n])
+    return n
+
+
 def cmd_train(args: argparse.Namespace, framework: str) -> int:
     cfg, out, opts = resolve_config(args, framework)
+    apply_threads(opts.threads, framework)
     backend = backends.get(framework)
     start_distributed(args, backend, opts.data_parallel)
     summary = train(backend, cfg, out, opts, log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -209,6 +225,8 @@ def add_evaluate_command(sub: Any, framework: str) -> None:
     p.add_argument("--num-images", type=int, help="only the first N test images (default: all)")
     p.add_argument("--out", help="JSON report path (default: <run>/evaluation-k<k>.json for a run folder)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, gpu or cuda")
+    threads_help = next(f for f in dataclasses.fields(TrainOptions) if f.name == "threads").metadata["help"]
+    p.add_argument("--threads", default="auto", help=threads_help)
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -228,7 +246,9 @@ def cmd_evaluate(args: argparse.Namespace, framework: str) -> int:
         download=not args.no_download,
         out=args.out,
         device=args.device,
+        threads=args.threads,
     )
+    apply_threads(opts.threads, framework)
     print(report_line(evaluate_run(backends.get(framework), Path(args.run), opts)))
     return 0
 

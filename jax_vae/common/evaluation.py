@@ -162,6 +162,7 @@ class EvalOptions:
     download: bool = True
     out: str | None = None
     device: str = "auto"
+    threads: str = "auto"  # options.thread_count: N >= 1 or auto
 
 
 def evaluate_run(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> dict[str, Any]:

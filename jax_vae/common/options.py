@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Callable
 from typing import Any, Literal
@@ -23,12 +24,32 @@ def option(default: Any, help: str, *, persist: bool = True, off: str = "") -> A
     return dataclasses.field(default=default, metadata={"help": help, "persist": persist, "off": off})
 
 
+def thread_count(threads: str, framework: str, cpus: int | None = None) -> int:
+    """CPU threads of a `framework` run: N for "N" (at most the CPUs this process may use); "auto": 1 for
+    torch, whose OpenMP threads spin-wait and collapse beside other busy processes, every CPU for JAX
+    (measured: docs/benchmarks.md#cpu-threads)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads == "auto":
+        return 1 if framework == "torch" else cpus
+    if not threads.isdigit() or int(threads) < 1:
+        raise RunError(f"threads must be auto or an integer N >= 1, got {threads!r}")
+    return min(int(threads), cpus)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
     """How a run executes (not what it learns): the one declaration of the run options; the CLI's
     train flags are built from these fields (jax_vae.common.cli)."""
 
     device: str = option("auto", "auto (default), cpu, gpu or cuda")
+    threads: str = option(
+        "auto",
+        "CPU threads: N >= 1 or auto (default): PyTorch 1 (2 spin-waiting OpenMP threads ran up to "
+        "50x slower beside busy processes; with N > 1 on a shared CPU set OMP_WAIT_POLICY=PASSIVE), "
+        "JAX every CPU (docs/benchmarks.md#cpu-threads). JAX takes it only at CLI start, before jax "
+        "is imported: XLA sizes its CPU pool from the CPUs the process may use, so N keeps the first N",
+    )
     jit: JitMode = option(
         "scan",
         "JAX: one lax.scan per chunk of steps (default) or one jit call per "
@@ -66,6 +87,7 @@ class TrainOptions:
     )
 
     def check(self) -> None:
+        thread_count(self.threads, "torch")  # validates "auto" or N >= 1
         if self.jit not in typing.get_args(JitMode):
             raise RunError(f"unknown jit mode {self.jit!r}; valid: {', '.join(typing.get_args(JitMode))}")
         for name in ("checkpoint_every", "chunk_steps"):
