@@ -10,38 +10,42 @@ import pytest
 
 from jax_vae.common import cli as cli_module
 
-from train_helpers import FRAMEWORKS, cli, one_torch_thread, tree_snapshot  # noqa: F401
-
-TINY = ["--set", "encoder_hidden=8", "--set", "decoder_hidden=8", "--no-images", "--no-progress"]
+from train_helpers import (  # noqa: F401
+    FRAMEWORKS,
+    TINY,
+    assert_one_line_error,
+    cli,
+    one_torch_thread,
+    run_main,
+    tree_snapshot,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def run_main(framework: str, args: list[str], capsys) -> tuple[int | str | None, list[str]]:
-    """(exit code, stderr lines) of the CLI called in-process; argparse errors exit through SystemExit."""
-    code: int | str | None  # SystemExit.code may be any of these
-    try:
-        code = cli_module.main(args, framework=framework)
-    except SystemExit as exit_:
-        code = exit_.code
-    err = capsys.readouterr().err
-    return code, [line for line in err.splitlines() if line.strip()]
-
-
-def assert_one_line_error(code: int | str | None, lines: list[str], *needles: str) -> None:
-    assert code == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
 
 BAD_TRAIN_FLAGS = {
     "unknown preset": (["--preset", "nope"], ["unknown preset 'nope'", "stutz-rectangles"]),
     "unknown dataset": (["--dataset", "cifar10"], ["dataset='cifar10'"]),
-    "zero lr": (["--lr", "0"], ["lr must be positive"]),
-    "negative lr": (["--lr", "-0.001"], ["lr must be positive"]),
-    "zero batch": (["--batch-size", "0"], ["batch_size must be positive"]),
-    "negative batch": (["--batch-size", "-4"], ["batch_size must be positive"]),
+    "zero lr": (["--lr", "0"], ["lr must be finite and > 0"]),
+    "negative lr": (["--lr", "-0.001"], ["lr must be finite and > 0"]),
+    "negative lr in exponent form": (["--lr", "-1e-3"], ["lr must be finite and > 0, got -0.001"]),
+    "nan lr": (["--set", "lr=nan"], ["lr must be finite and > 0"]),
+    "infinite beta": (["--set", "beta=inf"], ["beta must be finite and >= 0"]),
+    "negative beta": (["--set", "beta=-1"], ["beta must be finite and >= 0"]),
+    "zero adam eps": (["--set", "adam_eps=0"], ["adam_eps must be finite and > 0"]),
+    "b1 of 1": (["--set", "b1=1"], ["b1 must be in [0, 1)"]),
+    "negative b2": (["--set", "b2=-0.1"], ["b2 must be in [0, 1)"]),
+    "zero samples": (["--set", "num_samples=0"], ["num_samples must be >= 1"]),
+    "zero-width layer": (["--set", "encoder_hidden=16,0"], ["encoder_hidden must be layer widths >= 1"]),
+    "micro-batch over the batch": (["--batch-size", "8", "--set", "micro_batch=9"], ["micro_batch must be"]),
+    "negative seed": (["--seed=-1"], ["seed must be in [0, 2**32)"]),
+    "negative seed, separate value": (["--seed", "-1"], ["seed must be in [0, 2**32)"]),
+    "seed of 2**32 (JAX would wrap it to 0)": (["--seed", str(2**32)], ["seed must be in [0, 2**32)"]),
+    "seed of 2**64": (["--seed", str(2**64)], ["seed must be in [0, 2**32)"]),
+    "zero steps": (["--steps", "0"], ["--steps must be >= 1"]),
+    "zero epochs": (["--epochs", "0"], ["--epochs must be >= 1"]),
+    "zero epochs through --set": (["--set", "epochs=0", "--set", "steps=0"], ["nothing to train"]),
+    "zero batch": (["--batch-size", "0"], ["batch_size must be >= 1"]),
+    "negative batch": (["--batch-size", "-4"], ["batch_size must be >= 1"]),
     "batch larger than the dataset": (["--batch-size", "50001"], ["larger than the 50000 training images"]),
     "unknown --set key": (["--set", "depth=3"], ["unknown config key 'depth'"]),
     "bad --set value": (["--set", "latent_dim=two"], ["latent_dim expects int"]),
@@ -59,7 +63,8 @@ BAD_TRAIN_FLAGS = {
 def test_bad_train_flags(tmp_path, capsys, framework, case):
     flags, needles = BAD_TRAIN_FLAGS[case]
     out = [] if case == "resume without out" else ["--out", str(tmp_path / "run")]
-    code, lines = run_main(framework, ["train", *flags, *out, "--steps", "2", "--no-download"], capsys)
+    length = [] if any(f in ("--steps", "--epochs") for f in flags) else ["--steps", "2"]
+    code, lines = run_main(framework, ["train", *flags, *out, *length, "--no-download"], capsys)
     assert_one_line_error(code, lines, *needles)
     assert not (tmp_path / "run").exists()
 
@@ -240,7 +245,7 @@ def test_compare_needs_run_folders(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "framework,flags,needle",
-    [("jax", ["--preset", "nope"], "unknown preset"), ("torch", ["--lr", "0"], "lr must be positive")],
+    [("jax", ["--preset", "nope"], "unknown preset"), ("torch", ["--lr", "0"], "lr must be finite and > 0")],
 )
 def test_a_real_process_exits_2_with_one_line(tmp_path, framework, flags, needle):
     proc = cli(framework, "train", *flags, "--out", str(tmp_path / "run"))

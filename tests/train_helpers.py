@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from jax_vae.common import backends, loop
+from jax_vae.common import cli as cli_module
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.options import TrainOptions
 from jax_vae.common.presets import get_preset
@@ -124,3 +125,34 @@ def tree_snapshot(path: Path) -> dict[str, bytes] | None:
     if not path.exists():
         return None
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------ the CLI called in-process
+TINY = ["--set", "encoder_hidden=8", "--set", "decoder_hidden=8", "--no-images", "--no-progress"]
+
+
+def run_main(framework: str, args: list[str], capsys) -> tuple[int | str | None, list[str]]:
+    """(exit code, stderr lines) of the CLI called in-process; argparse errors exit through SystemExit."""
+    code: int | str | None  # SystemExit.code may be any of these
+    try:
+        code = cli_module.main(args, framework=framework)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip()]
+
+
+def assert_one_line_error(code: int | str | None, lines: list[str], *needles: str) -> None:
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def assert_last_line_error(code: int | str | None, lines: list[str], *needles: str) -> None:
+    """A run that failed after it started: its start line (and notes), then one `error: ...` line."""
+    assert code == 2, lines
+    assert lines and lines[-1].startswith("error: "), lines
+    assert all(line.startswith(("jax: ", "torch: ", "note: ")) for line in lines[:-1]), lines
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]

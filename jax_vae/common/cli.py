@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 import typing
@@ -31,6 +32,7 @@ from jax_vae.common.options import TrainOptions, thread_count
 from jax_vae.common.presets import PRESETS, get_preset
 
 DEFAULT_PRESET = "stutz-rectangles"
+NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-(inf|nan)", re.IGNORECASE)  # a negative number
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -38,6 +40,24 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """argparse reads `--lr -1e-3` as two flags (its negative-number rule misses exponents): a
+        value-taking flag followed by a number is passed as `--lr=-1e-3` first."""
+        args = list(sys.argv[1:] if args is None else args)
+        takes_value = {
+            flag
+            for action in self._actions
+            if action.nargs is None and not isinstance(action, argparse._StoreConstAction)
+            for flag in action.option_strings
+        }
+        joined: list[str] = []
+        for arg in args:
+            if joined and joined[-1] in takes_value and NUMBER.fullmatch(arg):
+                joined[-1] = f"{joined[-1]}={arg}"
+            else:
+                joined.append(arg)
+        return super().parse_known_args(joined, namespace)
 
 
 def add_option_flags(p: argparse.ArgumentParser) -> None:
@@ -62,7 +82,8 @@ def add_option_flags(p: argparse.ArgumentParser) -> None:
         elif typing.get_origin(hint) is Literal:
             p.add_argument(f"--{flag}", dest=f.name, choices=typing.get_args(hint), help=help_)
         else:
-            p.add_argument(f"--{flag}", dest=f.name, type=int if hint is int else str, help=help_)
+            is_int = hint is int or int in typing.get_args(hint)  # int, int | None
+            p.add_argument(f"--{flag}", dest=f.name, type=int if is_int else str, help=help_)
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -132,6 +153,9 @@ def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig,
         for key in ("batch_size", "lr", "seed", "steps"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
+        for flag in ("epochs", "steps"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise RunError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
         if args.epochs is not None:
             overrides.update(epochs=args.epochs, steps=0)
         sets = parse_sets(args.set)
@@ -149,12 +173,18 @@ def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig,
         if getattr(args, f.name) is not None
     }
     opts = dataclasses.replace(defaults, **{**restored, **given})
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / f"{cfg.name}-{framework}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    return cfg, out, opts
+    return cfg, Path(args.out) if args.out else default_run_dir(cfg, framework), opts
+
+
+def default_run_dir(cfg: VAEConfig, framework: str) -> Path:
+    """runs/<preset>-<framework>-s<seed>-<date>-<time>-<pid>[-<n>]: a parallel seed sweep (other seeds,
+    other processes) never shares a folder; -<n> when the name exists."""
+    base = Path("runs") / f"{cfg.name}-{framework}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def start_distributed(args: argparse.Namespace, backend: backends.Backend, data_parallel: bool) -> None:
@@ -326,3 +356,6 @@ def main(argv: Sequence[str] | None = None, framework: str = "jax") -> int:
     except UserError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a path that cannot be read or written: '<path>: <cause>'
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import typing
 from typing import Any, Literal
 
@@ -92,25 +93,39 @@ class VAEConfig:
             )
         if self.kl == "day37" and self.scale_param != "sigma":
             raise ValueError(f"{self.name}: kl='day37' is defined on sigma, set scale_param='sigma'")
-        for field in ("lr", "batch_size", "input_dim", "latent_dim", "num_samples"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"{self.name}: {field} must be positive, got {getattr(self, field)}")
-        for field in (
-            "weight_decay",
-            "lr_decay",
-            "beta",
-            "kl_warmup_steps",
-            "epochs",
-            "steps",
-            "micro_batch",
-        ):
-            if getattr(self, field) < 0:
-                raise ValueError(f"{self.name}: {field} must be >= 0, got {getattr(self, field)}")
+        _check_ranges(self)
         if self.objective == "iwae" and (self.kl != "analytic" or not self.likelihood.startswith("bce")):
             raise ValueError(
                 f"{self.name}: the iwae objective needs a Bernoulli likelihood and the "
                 "analytic Gaussian KL (log-densities, not squared errors)"
             )
+
+
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: jax.random.key wraps larger ones (2**32 is seed 0)
+
+
+def _check_ranges(cfg: VAEConfig) -> None:
+    """Every number in the range its use accepts (ValueError naming the field otherwise)."""
+
+    def need(ok: bool, field: str, rule: str) -> None:
+        if not ok:
+            raise ValueError(f"{cfg.name}: {field} must be {rule}, got {getattr(cfg, field)!r}")
+
+    for field in ("batch_size", "input_dim", "latent_dim", "num_samples"):
+        need(getattr(cfg, field) >= 1, field, ">= 1")
+    for field in ("encoder_hidden", "decoder_hidden"):
+        need(all(w >= 1 for w in getattr(cfg, field)), field, "layer widths >= 1")
+    for field in ("lr", "adam_eps"):
+        need(math.isfinite(getattr(cfg, field)) and getattr(cfg, field) > 0, field, "finite and > 0")
+    for field in ("beta", "weight_decay", "lr_decay"):
+        need(math.isfinite(getattr(cfg, field)) and getattr(cfg, field) >= 0, field, "finite and >= 0")
+    for field in ("b1", "b2"):
+        need(0 <= getattr(cfg, field) < 1, field, "in [0, 1)")
+    for field in ("kl_warmup_steps", "steps", "micro_batch"):  # steps = 0: train for `epochs`
+        need(getattr(cfg, field) >= 0, field, ">= 0")
+    need(cfg.epochs >= 0, "epochs", ">= 0")  # epochs = steps = 0 is a program config (no run length)
+    need(cfg.micro_batch <= cfg.batch_size, "micro_batch", f"0 (off) or at most batch_size {cfg.batch_size}")
+    need(0 <= cfg.seed < SEED_LIMIT, "seed", f"in [0, 2**32) = [0, {SEED_LIMIT - 1}]")
 
 
 @functools.cache
@@ -201,11 +216,37 @@ def to_dict(cfg: VAEConfig) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
+def _check_type(key: str, value: Any) -> Any:
+    """`value` as VAEConfig field `key` holds it (a JSON list -> tuple, an int -> float), else TypeError."""
+    hint = field_types()[key]
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        ok = isinstance(value, list | tuple) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
+        value = tuple(value) if ok else value
+    elif origin is Literal or hint is str:
+        ok = isinstance(value, str)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise TypeError(f"config field {key} expects {hint}, got {value!r}")
+    return value
+
+
 def from_dict(d: dict[str, Any]) -> VAEConfig:
-    """Inverse of to_dict; unknown keys are an error."""
+    """Inverse of to_dict, type-checked field by field; unknown or missing keys are an error."""
+    if not isinstance(d, dict):
+        raise TypeError(f"a config is a JSON object, got {type(d).__name__}")
     fields = {f.name for f in dataclasses.fields(VAEConfig)}
     unknown = set(d) - fields
     if unknown:
         raise KeyError(f"unknown config keys {sorted(unknown)}")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return VAEConfig(**values)
+    if "name" not in d:
+        raise KeyError("config has no 'name'")
+    return VAEConfig(**{k: _check_type(k, v) for k, v in d.items()})

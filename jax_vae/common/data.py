@@ -192,7 +192,7 @@ def read_idx(
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise DataError(f"{path}: cannot read ({one_line(err)})") from None
+        raise DataError(f"{path}: cannot read ({err.strerror or one_line(err)})") from None
     return _decode_idx(_decompress(raw, str(path)), str(path), expected_shape, sha256)
 
 
@@ -273,6 +273,8 @@ def load_split(
         n, seed = RECTANGLES_SPLITS[split]
         return make_rectangles(n, seed)
     data_dir = pathlib.Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"data dir {data_dir} is a file, not a folder (pass --data-dir FOLDER)")
     image_spec, label_spec = FILES[name][split]
     image_path = _locate(name, image_spec, data_dir, download)
     images = read_idx(image_path, image_spec.shape, image_spec.sha256)  # [N, 28, 28] uint8

@@ -5,7 +5,6 @@ sample chunking, the evaluation data (with its binarization) and the per-image s
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -18,7 +17,7 @@ from jax_vae.common import runs
 from jax_vae.common.config import VAEConfig, from_dict
 from jax_vae.common.data import EVAL_BINARIZATION_SEED, binarize_for_evaluation, load_dataset, load_split
 from jax_vae.common.errors import RunError
-from jax_vae.common.files import atomic_write_text
+from jax_vae.common.files import atomic_write_text, check_writable
 
 ROW_BUDGET = 32768  # images x samples decoded at once: 32768 x 784 float32 logits ~ 100 MB
 CPU_EAGER_ROW_BUDGET = 4096  # eager torch on CPU: fresh 100 MB temporaries cost page faults (measured
@@ -137,15 +136,28 @@ def finish(
         "eval_s": seconds,
         **result,
     }
-    path = (
-        Path(out)
-        if out
-        else (source / f"evaluation-k{result['k']}.json" if (source / runs.CONFIG_FILE).is_file() else None)
-    )
+    path = report_path(source, result["k"], out)
     if path is not None:
-        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(path, runs.strict_json(record, indent=2) + "\n")
         record["report"] = str(path)
     return record
+
+
+def report_path(source: str | os.PathLike, k: int, out: str | os.PathLike | None) -> Path | None:
+    """Where `finish` writes the report: `out`, else <run>/evaluation-k<k>.json for a run folder."""
+    source = Path(source)
+    if out:
+        return Path(out)
+    return source / f"evaluation-k{k}.json" if (source / runs.CONFIG_FILE).is_file() else None
+
+
+def trained_data_dir(source: str | os.PathLike) -> str | None:
+    """The data folder the run holding `source` (a run folder, its checkpoints/ or a checkpoint in
+    it) was trained on, when config.json records one that still exists."""
+    for folder in (Path(source), *Path(source).parents[:2]):
+        if (folder / runs.CONFIG_FILE).is_file():
+            return runs.recorded_data_dir(runs.read_run(folder))
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,9 +180,13 @@ class EvalOptions:
 def evaluate_run(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> dict[str, Any]:
     """`evaluate`: a run folder / checkpoint / params export of `backend`'s framework, scored on its
     preset's test split (binarized as eval_data says) and recorded as JSON (see `finish`)."""
+    path = report_path(source, opts.k, opts.out)
+    if path is not None:  # before the work: an unwritable --out must not cost the evaluation
+        check_writable(path, "report")
     params, meta = backend.load_params(Path(source), opts.step)
     cfg = run_config(meta, source)
-    x, binarization = eval_data(cfg, opts.data_dir, download=opts.download)
+    data_dir = opts.data_dir if opts.data_dir is not None else trained_data_dir(source)
+    x, binarization = eval_data(cfg, data_dir, download=opts.download)
     x = x[: opts.num_images] if opts.num_images else x  # [N, D]
     t0 = time.perf_counter()
     result, device = backend.evaluate(params, x, cfg, binarization, opts)

@@ -17,6 +17,7 @@ from jax_vae.common import backends, runs
 from jax_vae.common.config import VAEConfig, from_dict, to_dict
 from jax_vae.common.convert import flax_to_torch, torch_to_flax
 from jax_vae.common.errors import RunError
+from jax_vae.common.files import check_writable
 from jax_vae.common.presets import get_preset
 
 
@@ -57,6 +58,7 @@ def export(src: Path, out: Path, to: str, step: int | None = None, preset: str |
         raise RunError(f"{out} already exists; choose another --out")
     if not src.exists():
         raise RunError(f"{src} does not exist")
+    check_writable(out, "export")  # before loading and converting
     found = _framework_of(src)
     if found is not None and found != source:
         hint = "use --to-jax to convert it to JAX" if found == "torch" else "convert it without --to-jax"

@@ -73,10 +73,21 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o6
     except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(err, OSError):
-            raise with_path(err, path, always=True) from None
+        os_error = next((e for e in _chain(err) if isinstance(e, OSError)), None)
+        if os_error is not None:  # also behind a library's own error (torch.save: RuntimeError)
+            raise with_path(os_error, path, always=True) from None
         raise
     fsync_dir(path.parent)
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """err and the exceptions it was raised from or during (__cause__ / __context__), in order."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = err
+    while cur is not None and cur not in chain:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return chain
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

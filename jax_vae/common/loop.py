@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 from jax_vae.common import plan, plots, runs
 from jax_vae.common.backends import Backend
 from jax_vae.common.config import VAEConfig, to_dict
-from jax_vae.common.data import binarize_for_evaluation, load_dataset
-from jax_vae.common.errors import Interrupted, NonFiniteLossError, RunError
+from jax_vae.common.data import FILES, binarize_for_evaluation, default_data_dir, load_dataset
+from jax_vae.common.errors import Interrupted, NonFiniteLossError, RunError, one_line
 from jax_vae.common.options import TrainOptions
+from jax_vae.common.runlock import RunLock
 from jax_vae.common.runs import StepMetrics
 
 
@@ -38,8 +39,8 @@ class Trainer(Protocol):
     def device_name(self) -> str: ...
     def init_state(self) -> None: ...
     def latest_checkpoint(self) -> int | None: ...
-    def checkpoint_config(self) -> dict[str, Any]: ...
-    def restore(self) -> tuple[np.ndarray, dict[str, Any]]: ...
+    def checkpoint_config(self, step: int | None = None) -> dict[str, Any]: ...
+    def restore(self, step: int | None = None) -> tuple[np.ndarray, dict[str, Any]]: ...
     def save(self, step: int, order: np.ndarray, meta: dict[str, Any]) -> None: ...
     def set_epoch(self, epoch: int) -> None: ...
     def compile(self, num_steps: int, batch_size: int) -> float: ...
@@ -126,7 +127,8 @@ def train(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (or continue it with opts.resume) with `backend`'s trainer and
-    return the summary; `log` receives one line once the checks have passed (the CLI prints it)."""
+    return the summary; `log` receives one line once the checks have passed (the CLI prints it).
+    The writing process holds the run folder's lock (jax_vae.common.runlock) throughout."""
     opts.check()
     run_dir = Path(run_dir)
     if opts.data_parallel and not backend.data_parallel:
@@ -134,6 +136,26 @@ def train(
     # Under jax.distributed every process runs this loop; process 0 alone writes the run folder
     # (checkpoints are written by all of them together, as orbax requires).
     primary = backend.process_index() == 0
+    if not primary:
+        return _train(backend, cfg, run_dir, opts, data, log, primary)
+    with RunLock(run_dir, backend.framework, log or _stderr):
+        return _train(backend, cfg, run_dir, opts, data, log, primary)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _train(
+    backend: Backend,
+    cfg: VAEConfig,
+    run_dir: Path,
+    opts: TrainOptions,
+    data: dict[str, np.ndarray] | None,
+    log: Callable[[str], None] | None,
+    primary: bool,
+) -> dict[str, Any]:
+    """train() once the run folder is locked (or on a non-writing process)."""
     saved = (
         runs.check_run_dir(run_dir, backend.framework, cfg, opts.resume)
         if primary
@@ -141,18 +163,28 @@ def train(
         if opts.resume
         else None
     )
-    data = prepare_data(cfg, opts.data_dir, opts.download) if data is None else data
+    data_dir = opts.data_dir if opts.data_dir is not None else runs.recorded_data_dir(saved)
+    data = prepare_data(cfg, data_dir, opts.download) if data is None else data
     n = check_data(cfg, data)
     layout = plan.Layout(n, cfg.batch_size, cfg.drop_last)
     run = _Run(cfg, run_dir, layout, plan.total_steps(layout, cfg.epochs, cfg.steps))
+    if run.total < 1:
+        raise RunError(f"nothing to train: epochs={cfg.epochs}, steps={cfg.steps}; set one of them >= 1")
     show_bar = opts.progress and sys.stderr.isatty() and primary
     bar: Any = None  # created once the checks have passed
     tick = (lambda step: bar is not None and bar.update(int(step) - bar.n)) if show_bar else None
     trainer = backend.trainer(cfg, data, opts, run_dir / runs.CHECKPOINT_DIR, tick)
     try:
-        _open(run, trainer, saved)
+        _open(run, trainer, saved, opts.resume_step)
+        finished = runs.read_summary(run_dir) if run.resumed and run.start == run.total else None
+        if finished is not None and finished.get("steps") == run.total:
+            (log or _stderr)(
+                f"{trainer.framework}: the run in {run_dir} is finished ({run.total} steps); nothing to "
+                "do (extend it with a larger --epochs or --steps)"
+            )
+            return finished
         # ---- nothing was written before this line
-        _write_record(run, trainer, opts, saved, primary, log)
+        _write_record(run, trainer, opts, saved, primary, log, data_dir)
         bar = tqdm(
             total=run.total,
             initial=run.start,
@@ -173,14 +205,20 @@ def train(
     return _finish(run, trainer, opts, data, primary)
 
 
-def _open(run: _Run, trainer: Trainer, saved: dict[str, Any] | None) -> None:
-    """Fresh state, or the state, data order and epoch sums of the latest checkpoint (read-only)."""
-    if saved is None or trainer.latest_checkpoint() is None:
+def _open(run: _Run, trainer: Trainer, saved: dict[str, Any] | None, step: int | None) -> None:
+    """Fresh state, or the state, data order and epoch sums of the newest intact checkpoint (or of
+    checkpoint `step`) (read-only). A run folder to resume without one is refused."""
+    if saved is None:
         trainer.init_state()
-        run.resumed = saved is not None
         return
-    runs.check_compatible(trainer.checkpoint_config(), run.cfg, f"the checkpoint in {trainer.checkpoint_dir}")
-    run.order, meta = trainer.restore()
+    if trainer.latest_checkpoint() is None:
+        raise RunError(
+            f"the run in {run.run_dir} has no intact checkpoint in {trainer.checkpoint_dir} to resume "
+            "from; delete the folder to start again, or choose another --out"
+        )
+    where = f"the checkpoint in {trainer.checkpoint_dir}"
+    runs.check_compatible(trainer.checkpoint_config(step), run.cfg, where)
+    run.order, meta = trainer.restore(step)
     run.start = run.step = int(meta["step"])
     if run.start > run.total:
         raise RunError(
@@ -198,8 +236,10 @@ def _write_record(
     saved: dict[str, Any] | None,
     primary: bool,
     log: Callable[[str], None] | None,
+    data_dir: str | None,
 ) -> None:
-    """config.json, the start line, and the metrics history cut back to the resumed step."""
+    """config.json (with the data folder read), the start line, and the metrics history cut back to
+    the resumed step."""
     if not primary:
         return
     record = runs.run_record(
@@ -210,6 +250,8 @@ def _write_record(
     )
     if saved is not None:
         record["created"] = saved.get("created", record["created"])
+    folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    record["data_dir"] = str(folder.resolve()) if run.cfg.dataset in FILES else None  # None: generated
     runs.write_run(run.run_dir, record)
     spe, cfg = run.layout.steps_per_epoch, run.cfg
     if log is not None:
@@ -219,7 +261,9 @@ def _write_record(
             f"({run.total / spe:g} epochs of {spe}, batch {cfg.batch_size}, seed {cfg.seed}) on "
             f"{trainer.device_name()} -> {run.run_dir}"
         )
-    runs.truncate_metrics(run.run_dir / runs.METRICS_FILE, run.start, mid_epoch=run.start % spe != 0)
+    # A shorter run's last epoch record (at a step that is not an epoch end) goes when it is extended.
+    extended = run.start % spe != 0 and run.start < run.total
+    runs.truncate_metrics(run.run_dir / runs.METRICS_FILE, run.start, mid_epoch=extended)
 
 
 def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, bar: Any) -> None:
@@ -258,6 +302,11 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
                 writer.write([run.sums.record(chunk.epoch + 1, run.step, run.last_eval, run.wall_s())])
             if chunk.checkpoint:
                 trainer.save(run.step, run.order, run.meta(chunk))
+    except OSError as err:  # a full disk, a folder gone read-only: one line, the last checkpoint kept
+        raise RunError(
+            f"{one_line(err)}; training stopped at step {run.step}; the last checkpoint is step "
+            f"{trainer.latest_checkpoint()}; fix that and continue with --resume --out {run.run_dir}"
+        ) from None
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted at step {run.step}; the last checkpoint is step "
@@ -333,8 +382,12 @@ def _finish(
     run: _Run, trainer: Trainer, opts: TrainOptions, data: dict[str, np.ndarray], primary: bool
 ) -> dict[str, Any]:
     """Images, summary.json and the summary dict."""
-    if not run.last_eval:  # resumed a finished run: score it again
+    if not run.last_eval:  # resumed a finished run that has no summary: score it again
         run.last_eval = trainer.evaluate()
+        has_metrics = (run.run_dir / runs.METRICS_FILE).is_file()
+        records = runs.read_metrics(run.run_dir) if has_metrics else []
+        ends = [r for r in records if r.get("kind") == "epoch" and r["step"] == run.step]
+        run.last_train = ends[-1].get("train_loss") if ends else None
     cfg, framework, spe = run.cfg, trainer.framework, run.layout.steps_per_epoch
     image_dir = run.run_dir / runs.IMAGE_DIR
     title = f"{framework} {cfg.name} ({cfg.dataset}), step {run.step}"

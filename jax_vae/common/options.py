@@ -24,6 +24,19 @@ def option(default: Any, help: str, *, persist: bool = True, off: str = "") -> A
     return dataclasses.field(default=default, metadata={"help": help, "persist": persist, "off": off})
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether `value` is of the type hint (Literal values, bool apart from int, X | None)."""
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typing.get_args(hint):  # a union such as str | None
+        return any(_type_ok(value, a) for a in typing.get_args(hint))
+    return isinstance(value, hint)
+
+
 def thread_count(threads: str, framework: str, cpus: int | None = None) -> int:
     """CPU threads of a `framework` run: N for "N" (at most the CPUs this process may use); "auto": 1 for
     torch, whose OpenMP threads spin-wait and collapse beside other busy processes, every CPU for JAX
@@ -65,6 +78,11 @@ class TrainOptions:
         "multiple of the device count",
     )
     resume: bool = option(False, "continue the run in --out from its last checkpoint", persist=False)
+    resume_step: int | None = option(
+        None,
+        "with --resume: continue from this checkpoint step (default: the newest intact one)",
+        persist=False,
+    )
     data_dir: str | None = option(
         None, "folder with the IDX files ($JAX_VAE_DATA_DIR or ~/.cache/jax_vae/datasets)", persist=False
     )
@@ -87,6 +105,15 @@ class TrainOptions:
     )
 
     def check(self) -> None:
+        """Types (a tampered config.json's options too) and ranges, as one-line RunErrors."""
+        hints = typing.get_type_hints(TrainOptions)
+        for f in dataclasses.fields(self):
+            hint = hints[f.name]
+            if not _type_ok(getattr(self, f.name), hint):
+                kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+                raise RunError(f"run option {f.name} expects {kind}, got {getattr(self, f.name)!r}")
+        if self.resume_step is not None and (not self.resume or self.resume_step < 0):
+            raise RunError(f"--resume-step needs --resume and a step >= 0, got {self.resume_step}")
         thread_count(self.threads, "torch")  # validates "auto" or N >= 1
         if self.jit not in typing.get_args(JitMode):
             raise RunError(f"unknown jit mode {self.jit!r}; valid: {', '.join(typing.get_args(JitMode))}")

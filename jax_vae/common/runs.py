@@ -18,6 +18,7 @@ the whole chunk the step ran in divided by the chunk's wall time, the same on ev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,9 +29,11 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
-from jax_vae.common.config import VAEConfig, to_dict
-from jax_vae.common.errors import RunError
-from jax_vae.common.files import atomic_write_text
+from jax_vae.common.backends import FRAMEWORKS
+from jax_vae.common.config import VAEConfig, from_dict, to_dict
+from jax_vae.common.errors import RunError, one_line
+from jax_vae.common.files import atomic_write_text, with_path
+from jax_vae.common.runlock import LOCK_FILE
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.jsonl", "summary.json"
 CHECKPOINT_DIR, IMAGE_DIR = "checkpoints", "images"
@@ -101,7 +104,8 @@ def run_record(
 
 
 def read_run(run_dir: Path) -> dict[str, Any] | None:
-    """config.json of a run folder, or None when there is none; a broken one is a RunError."""
+    """config.json of a run folder, or None when there is none; a broken or tampered one (not JSON,
+    an unknown framework, config fields of the wrong type, options not an object) is a RunError."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return None
@@ -109,9 +113,20 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
         if not isinstance(record, dict) or "config" not in record or "framework" not in record:
             raise ValueError("missing 'config' or 'framework'")
+        if record["framework"] not in FRAMEWORKS:
+            raise ValueError(f"framework {record['framework']!r} is none of {', '.join(FRAMEWORKS)}")
+        from_dict(record["config"])
+        if not isinstance(record.get("options", {}), dict):
+            raise ValueError("'options' is not a JSON object")
         return record
-    except ValueError as err:
-        raise RunError(f"{path} is not a run config ({err})") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunError(f"{path} is not a valid run config ({one_line(err)})") from None
+
+
+def recorded_data_dir(record: dict[str, Any] | None) -> str | None:
+    """The data folder config.json records the run was trained on, when it still exists."""
+    recorded = (record or {}).get("data_dir")
+    return recorded if isinstance(recorded, str) and Path(recorded).is_dir() else None
 
 
 def config_diff(saved: dict[str, Any], cfg: VAEConfig, ignore: Iterable[str] = RESUMABLE_FIELDS) -> list[str]:
@@ -140,8 +155,13 @@ def check_run_dir(run_dir: Path, framework: str, cfg: VAEConfig, resume: bool) -
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"out dir {run_dir} is a file")
     record = read_run(run_dir) if run_dir.is_dir() else None
-    has_files = run_dir.is_dir() and any(run_dir.iterdir())
+    has_files = run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir())
     if record is None:
+        if resume:
+            raise RunError(
+                f"there is no run to resume in {run_dir} (no {CONFIG_FILE}); check --out, or drop --resume "
+                "to start a new run"
+            )
         if has_files:
             raise RunError(f"out dir {run_dir} is not empty and holds no run; choose another --out")
         return None
@@ -162,16 +182,39 @@ def check_run_dir(run_dir: Path, framework: str, cfg: VAEConfig, resume: bool) -
 def write_run(run_dir: Path, record: dict[str, Any]) -> None:
     """Create the run folder and write config.json."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(Path(run_dir) / CONFIG_FILE, strict_json(record, indent=2) + "\n")
 
 
 def _clean(value: Any) -> Any:
-    """Plain JSON numbers: numpy scalars become Python ones; non-finite floats become null."""
-    if hasattr(value, "item"):
-        value = value.item()
+    """Plain JSON values: numpy scalars and arrays become Python ones; non-finite floats become null."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _clean(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _non_finite(record: dict[str, Any]) -> list[str]:
+    """Top-level keys whose value is a non-finite float (or numpy scalar)."""
+    bad = []
+    for k, v in record.items():
+        if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            bad.append(k)
+    return bad
+
+
+def strict_json(record: dict[str, Any], indent: int | None = None) -> str:
+    """Strict JSON text (no NaN / Infinity tokens): a non-finite number is written as null and its
+    key listed in "non_finite"."""
+    bad = _non_finite(record)
+    clean = _clean(record) | ({"non_finite": bad} if bad else {})
+    return json.dumps(clean, indent=indent, allow_nan=False)
 
 
 class MetricsWriter:
@@ -183,10 +226,15 @@ class MetricsWriter:
         self._file = open(self.path, "a")
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        lines = [json.dumps({k: _clean(v) for k, v in r.items()}) + "\n" for r in records]
+        lines = [strict_json(r) + "\n" for r in records]
         if lines:
-            self._file.writelines(lines)
-            self._file.flush()
+            try:
+                self._file.writelines(lines)
+                self._file.flush()
+            except OSError as err:
+                with contextlib.suppress(OSError):  # the unflushed lines would fail again on close
+                    self._file.close()
+                raise with_path(err, self.path) from None
 
     def close(self) -> None:
         self._file.close()
@@ -269,9 +317,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(
-        Path(run_dir) / SUMMARY_FILE, json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n"
-    )
+    atomic_write_text(Path(run_dir) / SUMMARY_FILE, strict_json(summary, indent=2) + "\n")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """summary.json of a finished run, or None when there is none (or it is not a JSON object)."""
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def step_line(r: dict[str, Any]) -> str:
