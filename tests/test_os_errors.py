@@ -41,7 +41,8 @@ def tmpfs(path: Path, size: str = "16k", read_only: bool = False) -> Iterator[bo
     path.mkdir(parents=True, exist_ok=True)
     opts = f"size={size}" + (",ro" if read_only else "")
     mounted = (
-        os.geteuid() == 0
+        not os.environ.get("JAX_VAE_TEST_NO_TMPFS")  # forces the patched faults, to test them here
+        and os.geteuid() == 0
         and shutil.which("mount") is not None
         and subprocess.run(
             ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
@@ -110,12 +111,35 @@ def test_full_disk_at_a_checkpoint_save(tmp_path, capsys, monkeypatch, framework
     """The run folder on a 16 KB tmpfs: config.json and metrics fit, the first checkpoint does not."""
     run = tmp_path / "run"
     with tmpfs(run) as mounted:
-        if not mounted:
-            pytest.skip("mounting a tmpfs is not allowed here (the patched faults below still run)")
+        if not mounted:  # patched: the checkpoint write fails as each framework's writer reports it
+            _patch_full_checkpoints(monkeypatch, framework)
         code, lines = _train(framework, run, capsys, "--checkpoint-every", "2")
         assert_last_line_error(code, lines, FULL, "training stopped at step 2", "--resume")
         assert leftovers(run) == [] and not (run / "run.lock").exists()
         assert (run / runs.CONFIG_FILE).is_file()
+
+
+def _patch_full_checkpoints(monkeypatch, framework: str) -> None:
+    """Without a tmpfs: torch's checkpoint (through the atomic write) goes to /dev/full; orbax's save
+    raises what orbax raises on a full disk (a ValueError carrying os_error_code)."""
+    if framework == "torch":
+        real_mkstemp = tempfile.mkstemp
+
+        def mkstemp(*args, **kwargs):
+            fd, tmp = real_mkstemp(*args, **kwargs)
+            if not str(kwargs.get("prefix", "")).startswith(".ckpt_"):
+                return fd, tmp
+            os.close(fd)
+            return os.open("/dev/full", os.O_WRONLY), tmp
+
+        monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+        return
+    import orbax.checkpoint as ocp
+
+    def save(self, step, *args, **kwargs):
+        raise ValueError(f"RESOURCE_EXHAUSTED: Failed writing step {step}: {FULL} [os_error_code='28']")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -241,3 +265,24 @@ def test_unreadable_data_folder(tmp_path, capsys, monkeypatch):
     args[4] = str(tmp_path / "afile")
     assert_one_line_error(*run_main("jax", args, capsys), "is a file, not a folder")
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_reads_the_data_folder_the_run_was_trained_on(tmp_path, capsys, monkeypatch):
+    source = Path(os.environ.get("JAX_VAE_DATA_DIR", "/nonexistent")) / "fashion-mnist"
+    if not (source / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the Fashion-MNIST files are not in {source} (set JAX_VAE_DATA_DIR)")
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(source, data / "fashion-mnist")
+    args = ["train", "--preset", "pytorch-examples", "--dataset", "fashion_mnist", "--steps", "2", *TINY]
+    assert (
+        run_main("jax", [*args, "--data-dir", str(data), "--no-download", "--out", str(run)], capsys)[0] == 0
+    )
+    assert runs.read_run(run)["data_dir"] == str(data.resolve())
+    monkeypatch.delenv("JAX_VAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))  # no other copy to find
+    evaluate = ["evaluate", "--run", str(run), "--k", "2", "--num-images", "4", "--no-download"]
+    code, lines = run_main("jax", evaluate, capsys)
+    assert code == 0, lines
+    shutil.rmtree(data)  # gone: the default folder is searched, and the error says where it looked
+    code, lines = run_main("jax", evaluate, capsys)
+    assert_one_line_error(code, lines, "not found", str(tmp_path / "empty-cache"))
