@@ -58,8 +58,8 @@ class TrainOptions:
     device: str = option("auto", "auto (default), cpu, gpu or cuda")
     threads: str = option(
         "auto",
-        "CPU threads: N >= 1 or auto (default): PyTorch 1 (2 spin-waiting OpenMP threads ran up to "
-        "50x slower beside busy processes; with N > 1 on a shared CPU set OMP_WAIT_POLICY=PASSIVE), "
+        "CPU threads: N >= 1 or auto (default): PyTorch 1 (2 spin-waiting OpenMP threads ran ~20x "
+        "slower on a busy 2-core CPU; with N > 1 on a shared CPU set OMP_WAIT_POLICY=PASSIVE), "
         "JAX every CPU (docs/benchmarks.md#cpu-threads). JAX takes it only at CLI start, before jax "
         "is imported: XLA sizes its CPU pool from the CPUs the process may use, so N keeps the first N",
     )
