@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_vae.common import convert, loop, plan, runs
+from jax_vae.common import convert, plan, progress, runs
 from jax_vae.common.cli import build_parser
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.options import TrainOptions
@@ -135,9 +135,9 @@ def test_progress_bar_postfix_shows_the_newest_loss_terms_and_statistics(tmp_pat
     train_fn("jax")(cfg, run_dir, data=data, images=False, log_every=1)
     err = capsys.readouterr().err
     last = [r for r in metric_records(run_dir) if r["kind"] == "step"][-1]
-    for label, field in loop.POSTFIX.items():
+    for label, field in progress.POSTFIX.items():
         assert f"{label}={last[field]:.4g}" in err, (label, err[-500:])
-    assert set(loop.POSTFIX.values()) == {"loss", "recon", "kl", *STATS}
+    assert set(progress.POSTFIX.values()) == {"loss", "recon", "kl", *STATS}
 
 
 # ----------------------------------------------------------------------------- data parallelism

@@ -277,7 +277,7 @@ def test_evaluate_reads_the_data_folder_the_run_was_trained_on(tmp_path, capsys,
     assert (
         run_main("jax", [*args, "--data-dir", str(data), "--no-download", "--out", str(run)], capsys)[0] == 0
     )
-    assert runs.read_run(run)["data_dir"] == str(data.resolve())
+    assert (runs.read_run(run) or {}).get("data_dir") == str(data.resolve())
     monkeypatch.delenv("JAX_VAE_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))  # no other copy to find
     evaluate = ["evaluate", "--run", str(run), "--k", "2", "--num-images", "4", "--no-download"]

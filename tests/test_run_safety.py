@@ -191,3 +191,23 @@ def test_resume_step_picks_a_checkpoint(tmp_path, capsys, finished_runs, framewo
     assert any("resuming at step 2" in line for line in lines), lines
     summary = runs.read_summary(run)
     assert summary is not None and summary["steps"] == 6 and summary["resumed_from"] == 2
+
+
+def test_torch_epoch_evaluation_of_diverged_weights_is_nan_not_a_traceback(tmp_path):
+    import torch
+
+    from jax_vae.common import backends
+    from jax_vae.common.options import TrainOptions
+
+    from train_helpers import tiny_config, tiny_data
+
+    trainer = backends.get("torch").trainer(
+        tiny_config(), tiny_data(), TrainOptions(), tmp_path / "ckpt", None
+    )
+    trainer.init_state()
+    with torch.no_grad():
+        next(trainer.state.model.parameters()).fill_(float("nan"))
+    result = trainer.evaluate()
+    assert set(result) == {"test_loss", "test_recon", "test_kl"} and all(
+        math.isnan(v) for v in result.values()
+    )

@@ -9,6 +9,7 @@ permutation as on the JAX side (jax_vae.common.plan.epoch_order).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,9 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Test-set -ELBO per image (beta = 1), fixed eval generator; z = mean for eval_use_mean presets."""
         self.state.model.eval()
+        if not all(bool(torch.isfinite(p).all()) for p in self.state.model.parameters()):
+            # diverged weights: torch's BCE raises on NaN probabilities where JAX returns NaN
+            return {"test_loss": math.nan, "test_recon": math.nan, "test_kl": math.nan}
         gen = _generator(self.device, derive_seed(self.cfg.seed, plan.Stream.EVAL))
         total = np.zeros(3)
         m = self.test_x.shape[0]

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from jax_vae.common import plan, plots, runs
+from jax_vae.common import plan, plots, progress, runs
 from jax_vae.common.backends import Backend
 from jax_vae.common.config import VAEConfig, to_dict
 from jax_vae.common.data import FILES, binarize_for_evaluation, default_data_dir, load_dataset
@@ -185,18 +184,10 @@ def _train(
             return finished
         # ---- nothing was written before this line
         _write_record(run, trainer, opts, saved, primary, log, data_dir)
-        bar = tqdm(
-            total=run.total,
-            initial=run.start,
-            unit="step",
-            desc=f"{backend.framework} {cfg.name}",
-            dynamic_ncols=True,
-            disable=not show_bar,
-            leave=True,
-        )
+        bar = progress.bar(run.total, run.start, f"{backend.framework} {cfg.name}", show_bar)
         writer = runs.MetricsWriter(run.run_dir / runs.METRICS_FILE) if primary else runs.NoWriter()
         try:
-            _train_chunks(run, trainer, opts, writer, bar)
+            _train_chunks(run, trainer, opts, writer, bar, primary)
         finally:
             writer.close()
             bar.close()
@@ -266,7 +257,9 @@ def _write_record(
     runs.truncate_metrics(run.run_dir / runs.METRICS_FILE, run.start, mid_epoch=extended)
 
 
-def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, bar: Any) -> None:
+def _train_chunks(
+    run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, bar: Any, primary: bool
+) -> None:
     """Every chunk of the plan: train, log step records, stop on a non-finite loss, epoch records,
     checkpoints."""
     trainer_epoch = -1
@@ -286,16 +279,17 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
             t0 = time.perf_counter()
             m = trainer.run_chunk(plan.chunk_indices(run.order, chunk))  # numpy [S] per field
             dt = time.perf_counter() - t0
-            records = _write_steps(chunk, m, dt, opts.log_every, writer)
-            if opts.verbose:
-                _echo_steps(records, writer)
+            records = progress.step_records(chunk, m, dt, opts.log_every)
+            writer.write(records)
+            if opts.verbose and primary:
+                progress.echo(records)
             _stop_if_not_finite(chunk, m, trainer)
             run.step = chunk.end
             run.sums.add(m, chunk.batch_size, dt)
             run.session_s += dt
             run.session_images += chunk.num_steps * chunk.batch_size
             bar.update(run.step - bar.n)
-            bar.set_postfix({k: f"{float(getattr(m, f)[-1]):.4g}" for k, f in POSTFIX.items()}, refresh=False)
+            bar.set_postfix(progress.postfix(m), refresh=False)
             if chunk.epoch_end:
                 run.last_eval = trainer.evaluate()
                 run.last_train = run.sums.loss / run.sums.images
@@ -312,53 +306,6 @@ def _train_chunks(run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, 
             f"interrupted at step {run.step}; the last checkpoint is step "
             f"{trainer.latest_checkpoint()}; continue with --resume --out {run.run_dir}"
         ) from None
-
-
-def _write_steps(
-    chunk: plan.Chunk, m: StepMetrics[np.ndarray], seconds: float, log_every: int, writer: Any
-) -> list[dict[str, Any]]:
-    """A "step" record every `log_every` steps, up to the first non-finite one; returns them.
-    chunk_images_per_s is the whole chunk's images over its wall time (per-step times are not taken)."""
-    ok = np.asarray(m.finite, bool)
-    good = chunk.num_steps if ok.all() else int(np.argmin(ok))
-    ips = chunk.num_steps * chunk.batch_size / max(seconds, 1e-9)
-    records = [
-        {
-            "kind": "step",
-            "step": chunk.start + i + 1,
-            "epoch": chunk.epoch + 1,
-            "loss": m.loss[i],
-            "recon": m.recon[i],
-            "kl": m.kl[i],
-            "mu_mean": m.mu_mean[i],
-            "logvar_std": m.logvar_std[i],
-            "logvar_mean": m.logvar_mean[i],
-            "chunk_images_per_s": ips,
-        }
-        for i in range(good)
-        if (chunk.start + i + 1) % log_every == 0
-    ]
-    writer.write(records)
-    return records
-
-
-# The progress bar's postfix (label: StepMetrics field), from the newest step.
-POSTFIX = {
-    "loss": "loss",
-    "recon": "recon",
-    "kl": "kl",
-    "mu": "mu_mean",
-    "lv_std": "logvar_std",
-    "lv_mean": "logvar_mean",
-}
-
-
-def _echo_steps(records: list[dict[str, Any]], writer: Any) -> None:
-    """--verbose: each step record as one line on stderr, above the progress bar (writing process only)."""
-    if isinstance(writer, runs.NoWriter):
-        return
-    for record in records:
-        tqdm.write(runs.step_line(record), file=sys.stderr)
 
 
 def _stop_if_not_finite(chunk: plan.Chunk, m: StepMetrics[np.ndarray], trainer: Trainer) -> None:
