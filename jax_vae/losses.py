@@ -45,10 +45,17 @@ def _bce_bwd(res, g: Array):
 _bce_elementwise.defvjp(_bce_fwd, _bce_bwd)
 
 
+def _one_minus(p: Array) -> Array:
+    """1 - p as its own rounding: max(1 - p, 0) is 1 - p on [0, 1] (Lua asserts p is there), and it
+    keeps XLA from folding the 1e-12 added next into the 1 ((1 - p) + c becomes (1 + c) - p under jit,
+    1 - p in float32: log(0) at p = 1)."""
+    return jnp.maximum(1 - p, 0)
+
+
 @jax.custom_vjp
 def _lua_bce_elementwise(p: Array, x: Array) -> Array:
     """Lua BCECriterion: -(x log(p + 1e-12) + (1 - x) log(1 - p + 1e-12)), elementwise."""
-    return -(x * jnp.log(p + LUA_BCE_EPSILON) + (1 - x) * jnp.log((1 - p) + LUA_BCE_EPSILON))
+    return -(x * jnp.log(p + LUA_BCE_EPSILON) + (1 - x) * jnp.log(_one_minus(p) + LUA_BCE_EPSILON))
 
 
 def _lua_bce_fwd(p: Array, x: Array):
@@ -59,8 +66,8 @@ def _lua_bce_bwd(res, g: Array):
     p, x = res
     # the criterion's own backward, -(x - p) / ((1 - p + 1e-12)(p + 1e-12)): not the exact
     # derivative of the forward (that has 1 - p + 1e-12 and p + 1e-12 in separate terms).
-    grad_p = (p - x) / (((1 - p) + LUA_BCE_EPSILON) * (p + LUA_BCE_EPSILON)) * g
-    grad_x = (jnp.log((1 - p) + LUA_BCE_EPSILON) - jnp.log(p + LUA_BCE_EPSILON)) * g
+    grad_p = (p - x) / ((_one_minus(p) + LUA_BCE_EPSILON) * (p + LUA_BCE_EPSILON)) * g
+    grad_x = (jnp.log(_one_minus(p) + LUA_BCE_EPSILON) - jnp.log(p + LUA_BCE_EPSILON)) * g
     return grad_p, grad_x
 
 

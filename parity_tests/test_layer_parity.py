@@ -132,20 +132,28 @@ LUA_X = [0.0, 1.0, 0.3, 0.0, 1.0, 0.7, 0.0, 1.0, 0.0, 1.0, 0.25, 0.5, 0.75, 1.0]
 
 
 def _lua_bce_pair(dtype: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-element bce_lua value and d/dp on both sides (each element its own pixel row)."""
+    """Per-element bce_lua value and d/dp on both sides (each element its own pixel row); JAX jitted,
+    as the shipped step runs it (XLA may rewrite what eager dispatch runs op by op), and eager."""
     np_dtype = DTYPES[dtype][0]
     p = np.array(LUA_P, np_dtype)[:, None]  # [N, 1]: one pixel per example
     x = np.array(LUA_X, np_dtype)[:, None]
+
     # JAX half
-    val_j = jl.bce_lua(jnp.asarray(p), jnp.asarray(x))  # [N]
-    grad_j = jax.grad(lambda q: jl.bce_lua(q, jnp.asarray(x)).sum())(jnp.asarray(p))
+    def value_and_grad(q):
+        return jl.bce_lua(q, jnp.asarray(x)), jax.grad(lambda r: jl.bce_lua(r, jnp.asarray(x)).sum())(q)
+
+    val_j, grad_j = jax.jit(value_and_grad)(jnp.asarray(p))  # [N], [N, 1]
+    val_e, grad_e = value_and_grad(jnp.asarray(p))
     # torch half
     p_t = torch.from_numpy(p).requires_grad_()
     val_t = tl.bce_lua(p_t, torch.from_numpy(x))
     val_t.sum().backward()
+    torch_grad = _grad(p_t)[:, 0]
     return {
         "value": (np.asarray(val_j), val_t.detach().numpy()),
-        "grad": (np.asarray(grad_j)[:, 0], _grad(p_t)[:, 0]),
+        "grad": (np.asarray(grad_j)[:, 0], torch_grad),
+        "value[eager]": (np.asarray(val_e), val_t.detach().numpy()),
+        "grad[eager]": (np.asarray(grad_e)[:, 0], torch_grad),
     }
 
 
@@ -171,9 +179,10 @@ def test_bce_lua_matches_closed_form(dtype):
     grad = -(x - p) / (((one - p) + eps) * (p + eps))
     assert value.dtype == grad.dtype == np_dtype
     pairs = _lua_bce_pair(dtype)
-    for side, i in (("jax", 0), ("torch", 1)):
-        assert_close(f"{dtype}/{side}/bce_lua value", pairs["value"][i], value, tol(dtype, "elementwise"))
-        assert_close(f"{dtype}/{side}/bce_lua grad", pairs["grad"][i], grad, tol(dtype, "elementwise"))
+    for side, key, i in (("jax", "", 0), ("jax", "[eager]", 0), ("torch", "", 1)):
+        for what, want in (("value", value), ("grad", grad)):
+            got = pairs[what + key][i]
+            assert_close(f"{dtype}/{side}/bce_lua {what}{key}", got, want, tol(dtype, "elementwise"))
     # Computed in the dtype: at p = x = 1 the loss is -log(1 + 1e-12), -1.0e-12 in float64 and
     # exactly 0 in float32, where 1 + 1e-12 rounds to 1.
     want = -np.log1p(1e-12) if dtype == "float64" else 0.0

@@ -27,6 +27,8 @@ class _LuaBCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p: Tensor, x: Tensor) -> Tensor:
         ctx.save_for_backward(p, x)
+        # eager torch (and torch.compile) add 1e-12 to the rounded 1 - p as written; XLA needs a guard
+        # against folding it into the 1 (the JAX twin's _one_minus)
         return -(x * torch.log(p + LUA_BCE_EPSILON) + (1 - x) * torch.log((1 - p) + LUA_BCE_EPSILON))
 
     @staticmethod
