@@ -311,8 +311,8 @@ def test_lua_adam_preset_runs_in_process() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["pytorch-examples", "wiseodd"])  # sum and mean reduction
-def test_torch_compile_mb_step_is_the_library_micro_batch_update(preset: str) -> None:
+@pytest.mark.parametrize("preset,reduction", [("pytorch-examples", "sum"), ("wiseodd", "mean")])
+def test_torch_compile_mb_step_is_the_library_micro_batch_update(preset: str, reduction: str) -> None:
     """torch-compile-mb (torch.compile of the shipped train_step with cfg.micro_batch) = the eager
     shipped step, from the same init and the same global-RNG eps (fallback_random makes inductor draw
     them with eager torch's generator)."""
@@ -328,7 +328,7 @@ def test_torch_compile_mb_step_is_the_library_micro_batch_update(preset: str) ->
     from torch_reference.optim import make_optimizer
     from torch_reference.step import create_state, make_train_step
 
-    cfg = dataclasses.replace(get_preset(preset), micro_batch=8)
+    cfg = dataclasses.replace(get_preset(preset), micro_batch=8, reduction=reduction)
     x = torch.from_numpy(np.random.default_rng(0).random((32, cfg.input_dim), dtype=np.float32))
     begin_batch()  # fresh dynamo caches, as every benchmark cell
     with inductor_config.patch(fallback_random=True):
