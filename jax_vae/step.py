@@ -21,6 +21,7 @@ from jax_vae.losses import loss_fn
 from jax_vae.models import sample_eps
 
 Array = jax.Array
+LossFn = Callable[..., tuple[Array, dict[str, Array]]]  # (params, x, eps, cfg, beta) -> (loss, aux)
 
 
 @flax.struct.dataclass
@@ -46,12 +47,18 @@ def kl_weight(cfg: VAEConfig, step: Array) -> Array:
 
 
 def _chunk_value_and_grad(
-    params: dict, x: Array, eps: Array, cfg: VAEConfig, beta: Array, weight: float
+    params: dict,
+    x: Array,
+    eps: Array,
+    cfg: VAEConfig,
+    beta: Array,
+    weight: float,
+    apply_loss: LossFn = loss_fn,
 ) -> tuple[tuple[Array, dict[str, Array]], dict]:
     """((weight * sum_i l_i, aux), grads) over one chunk x [m, D], eps [L, m, Z]."""
 
     def chunk_loss(p: dict) -> tuple[Array, dict[str, Array]]:
-        _, aux = loss_fn(p, x, eps, cfg, beta)
+        _, aux = apply_loss(p, x, eps, cfg, beta)
         return aux["per_example"].sum() * weight, aux
 
     return jax.value_and_grad(chunk_loss, has_aux=True)(params)
@@ -76,17 +83,25 @@ def _merge(chunks: Array, rest: Array, shards: int) -> Array:
 
 
 def value_and_grad(
-    params: dict, batch: Array, eps: Array, cfg: VAEConfig, beta: Array, shards: int = 1
+    params: dict,
+    batch: Array,
+    eps: Array,
+    cfg: VAEConfig,
+    beta: Array,
+    shards: int = 1,
+    apply_loss: LossFn = loss_fn,
 ) -> tuple[tuple[Array, dict[str, Array]], dict]:
     """((loss, aux), grads) of loss_fn on batch [B, D]. With cfg.micro_batch = m in (0, B) the
     batch runs as a lax.scan over chunks of m examples (plus one shorter chunk when m does not
     divide B) and loss = sum_chunks w * sum_i l_i, w = 1 (sum) or 1/B (mean): the same loss and
     gradient up to summation order, with activations the size of one chunk (less memory,
     cache-sized GEMMs on CPU). `shards` (data-parallel devices) must divide B and m; under data
-    parallelism XLA all-reduces each chunk's gradient, so there it trades memory for n all-reduces."""
+    parallelism XLA all-reduces each chunk's gradient, so there it trades memory for n all-reduces.
+    `apply_loss`: the (params, x, eps, cfg, beta) -> (loss, aux) differentiated (losses.loss_fn, Linen;
+    nnx_models.params_loss(graphdef), NNX)."""
     n_batch, m = batch.shape[0], cfg.micro_batch
     if m <= 0 or m >= n_batch:
-        return jax.value_and_grad(loss_fn, has_aux=True)(params, batch, eps, cfg, beta)
+        return jax.value_and_grad(apply_loss, has_aux=True)(params, batch, eps, cfg, beta)
     if n_batch % shards or m % shards:
         raise ValueError(
             f"micro_batch {m} and batch {n_batch} must be multiples of the {shards} data-parallel devices"
@@ -95,7 +110,7 @@ def value_and_grad(
     xs, x_rest = _split(batch, m, shards)  # [n, m, D], [R, D]
     es, e_rest = _split(eps.swapaxes(0, 1), m, shards)  # [n, m, L, Z], [R, L, Z]
     es, e_rest = es.transpose(0, 2, 1, 3), e_rest.swapaxes(0, 1)  # [n, L, m, Z], [L, R, Z]
-    chunk_fn = lambda x, e: _chunk_value_and_grad(params, x, e, cfg, beta, weight)
+    chunk_fn = lambda x, e: _chunk_value_and_grad(params, x, e, cfg, beta, weight, apply_loss)
 
     def body(acc, chunk):
         (loss, aux), grads = chunk_fn(*chunk)
@@ -144,9 +159,11 @@ def update(
     cfg: VAEConfig,
     tx: optax.GradientTransformation,
     shards: int = 1,
+    apply_loss: LossFn = loss_fn,
 ) -> tuple[TrainState, StepMetrics]:
     """One optimizer step on batch [B, D] with injected eps [L, B, Z]."""
-    (loss, aux), grads = value_and_grad(state.params, batch, eps, cfg, kl_weight(cfg, state.step), shards)
+    beta = kl_weight(cfg, state.step)
+    (loss, aux), grads = value_and_grad(state.params, batch, eps, cfg, beta, shards, apply_loss)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(state.step + 1, params, opt_state), step_metrics(loss, aux, cfg.latent_dim)
@@ -159,11 +176,12 @@ def train_step(
     cfg: VAEConfig,
     tx: optax.GradientTransformation,
     shards: int = 1,
+    apply_loss: LossFn = loss_fn,
 ) -> tuple[TrainState, StepMetrics]:
     """eps ~ N(0, I) from fold_in(key, state.step), then `update`. `shards`: data-parallel devices the
     batch is split over (micro-batches span all of them; see jax_vae/parallel.py)."""
     eps = sample_eps(jax.random.fold_in(key, state.step), cfg, batch.shape[0], dtype=batch.dtype)
-    return update(state, batch, eps, cfg, tx, shards)
+    return update(state, batch, eps, cfg, tx, shards, apply_loss)
 
 
 def make_train_step(
