@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,9 +202,8 @@ def test_torch_epoch_evaluation_of_diverged_weights_is_nan_not_a_traceback(tmp_p
 
     from train_helpers import tiny_config, tiny_data
 
-    trainer = backends.get("torch").trainer(
-        tiny_config(), tiny_data(), TrainOptions(), tmp_path / "ckpt", None
-    )
+    backend = backends.get("torch")
+    trainer: Any = backend.trainer(tiny_config(), tiny_data(), TrainOptions(), tmp_path / "ckpt", None)
     trainer.init_state()
     with torch.no_grad():
         next(trainer.state.model.parameters()).fill_(float("nan"))
