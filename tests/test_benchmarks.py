@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks import common, flops
 from benchmarks.throughput import run_grid
+from jax_vae.common.config import Reduction
 from jax_vae.common.options import JitMode, TrainOptions
 from jax_vae.common.presets import get_preset
 
@@ -312,7 +313,7 @@ def test_lua_adam_preset_runs_in_process() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset,reduction", [("pytorch-examples", "sum"), ("wiseodd", "mean")])
-def test_torch_compile_mb_step_is_the_library_micro_batch_update(preset: str, reduction: str) -> None:
+def test_torch_compile_mb_step_is_the_library_micro_batch_update(preset: str, reduction: Reduction) -> None:
     """torch-compile-mb (torch.compile of the shipped train_step with cfg.micro_batch) = the eager
     shipped step, from the same init and the same global-RNG eps (fallback_random makes inductor draw
     them with eager torch's generator)."""
