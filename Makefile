@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 JAX_VAE_DATA_DIR ?= $(abspath ../shared/datasets)
 export JAX_VAE_DATA_DIR
 
-.PHONY: install train test test-parity test-unit lint format parity-report bench bench-tiny clean
+.PHONY: install train test test-quick test-parity test-unit lint format parity-report bench bench-tiny clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ train: install
 test: install
 	$(PY) -m pytest parity_tests -q -p no:cacheprovider
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# A short local check, not the suite: the model parity and the weight converter, then the layout,
+# data and objective unit tests (parity in its own process, as in `make test`).
+test-quick: install
+	$(PY) -m pytest parity_tests/test_model_parity.py parity_tests/test_convert.py -q -p no:cacheprovider
+	$(PY) -m pytest tests/test_architecture.py tests/test_data.py tests/test_objectives.py -m "not slow" -q -p no:cacheprovider
 
 test-parity: install
 	$(PY) -m pytest parity_tests -q
