@@ -24,7 +24,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.runs import StepMetrics
-from jax_vae.step import TrainState, train_step
+from jax_vae.losses import loss_fn
+from jax_vae.step import LossFn, TrainState, train_step
 
 Array = jax.Array
 DATA_AXIS = "data"
@@ -135,11 +136,12 @@ def to_host(tree: Any) -> Any:
 
 
 def make_parallel_train_step(
-    cfg: VAEConfig, tx: optax.GradientTransformation, mesh: Mesh
+    cfg: VAEConfig, tx: optax.GradientTransformation, mesh: Mesh, apply_loss: LossFn = loss_fn
 ) -> Callable[[TrainState, Array, Array], tuple[TrainState, StepMetrics]]:
     """step.train_step(state, batch, key) jitted over the mesh: state and key replicated, batch
-    [B, D] sharded on 'data', state donated; metrics come back replicated."""
+    [B, D] sharded on 'data', state donated; metrics come back replicated. apply_loss: the loss
+    differentiated (losses.loss_fn, Linen; nnx_models.params_loss(graphdef), the NNX model)."""
     check_batch_size(cfg.batch_size, mesh, cfg.micro_batch)
     repl, data = replicated(mesh), batch_sharded(mesh)
-    step = functools.partial(train_step, cfg=cfg, tx=tx, shards=mesh.size)
+    step = functools.partial(train_step, cfg=cfg, tx=tx, shards=mesh.size, apply_loss=apply_loss)
     return jax.jit(step, in_shardings=(repl, data, repl), out_shardings=(repl, repl), donate_argnums=0)

@@ -7,6 +7,11 @@ epoch e binarizes (dynamic presets) with fold_in(binarize_key, e), so a run resu
 params, opt_state) replays the uninterrupted run bit for bit.
 data_parallel: one mesh over every device (all processes under jax.distributed, see
 jax_vae/parallel.py); data, state and keys are replicated, each step's batch is split on 'data'.
+api="nnx": the same programs built on the Flax NNX model (nnx_models.VAE) in the functional style:
+its graphdef is split once per program key and nnx.merge(graphdef, params) runs inside the traced
+functions only (the loss through step.py's apply_loss, evaluation, decode, encode). The state, and
+so the checkpoints, is the same TrainState of the Linen params tree, which is the NNX state as a
+pure dict; the lowered programs are Linen's, so both APIs train to the same bits.
 """
 
 from __future__ import annotations
@@ -24,18 +29,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from flax import nnx
 
-from jax_vae import parallel
+from jax_vae import nnx_models, parallel
 from jax_vae.checkpoint import Checkpoints
 from jax_vae.common import plan
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.errors import RunError
-from jax_vae.common.options import Tick, TrainOptions
+from jax_vae.common.options import Api, Tick, TrainOptions
 from jax_vae.common.runs import StepMetrics
 from jax_vae.losses import loss_fn
 from jax_vae.models import VAE, init_params, sample_eps
+from jax_vae.nnx_step import make_functional_step
 from jax_vae.optim import make_optimizer
-from jax_vae.step import TrainState, create_state, make_train_step, train_step
+from jax_vae.step import LossFn, TrainState, create_state, make_train_step, train_step
 
 Array = jax.Array
 EVAL_BATCH = 1000
@@ -72,12 +79,17 @@ def _tick(step: Array) -> None:
 
 
 def make_chunk_fn(
-    cfg: VAEConfig, tx: optax.GradientTransformation, tick: bool = False, mesh: parallel.Mesh | None = None
+    cfg: VAEConfig,
+    tx: optax.GradientTransformation,
+    tick: bool = False,
+    mesh: parallel.Mesh | None = None,
+    apply_loss: LossFn = loss_fn,
 ) -> Callable:
     """chunk(state, data [N, D], idx [S, B], eps_key) -> (state, metrics [S]): lax.scan of
     step.train_step over batches gathered on device. State is donated. tick: call the running
     trainer's progress callback every TICK_EVERY steps. With a mesh: inputs and outputs
-    replicated, each gathered batch split over the mesh's 'data' axis."""
+    replicated, each gathered batch split over the mesh's 'data' axis. apply_loss: the loss
+    differentiated (losses.loss_fn for Linen, nnx_models.params_loss(graphdef) for NNX)."""
     shards = 1 if mesh is None else mesh.size
 
     def chunk(state: TrainState, data: Array, idx: Array, eps_key: Array):
@@ -85,7 +97,7 @@ def make_chunk_fn(
             batch = data[rows]  # [B, D]
             if mesh is not None:
                 batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(mesh))
-            state, metrics = train_step(state, batch, eps_key, cfg, tx, shards)
+            state, metrics = train_step(state, batch, eps_key, cfg, tx, shards, apply_loss)
             if tick:
                 jax.lax.cond(
                     state.step % TICK_EVERY == 0,
@@ -123,29 +135,54 @@ class Programs:
     compiled: dict = dataclasses.field(default_factory=dict)  # AOT chunks: (S, B, N, device) -> exe
 
 
-ProgramKey = tuple[VAEConfig, int, bool, Any]  # (program config, steps per epoch, tick, mesh)
+# (program config, steps per epoch, tick, mesh, api)
+ProgramKey = tuple[VAEConfig, int, bool, Any, Api]
 PROGRAMS: dict[ProgramKey, Programs] = {}  # the one program cache: runs (seeds, tests, resumes) reuse it
 
 
 def programs(key: ProgramKey) -> Programs:
-    """The Programs of (program config, steps per epoch, progress tick, data-parallel mesh or None)."""
+    """The Programs of (program config, steps per epoch, progress tick, data-parallel mesh or None,
+    model API): one builder for both APIs, which differ only in the model the functions apply."""
     if key not in PROGRAMS:
-        pcfg, steps_per_epoch, tick, mesh = key
+        pcfg, steps_per_epoch, tick, mesh, api = key
         tx = make_optimizer(pcfg, steps_per_epoch=steps_per_epoch)
-        model = VAE(pcfg)
-        step = (
-            make_train_step(pcfg, tx) if mesh is None else parallel.make_parallel_train_step(pcfg, tx, mesh)
-        )
+        graphdef = nnx.graphdef(nnx_models.abstract_model(pcfg)) if api == "nnx" else None
+        init, apply_loss, decode, encode = _model_fns(pcfg, graphdef)
+        if mesh is not None:
+            step = parallel.make_parallel_train_step(pcfg, tx, mesh, apply_loss)
+        elif graphdef is not None:
+            step = make_functional_step(graphdef, pcfg, tx)
+        else:
+            step = make_train_step(pcfg, tx)
         PROGRAMS[key] = Programs(
             tx=tx,
-            chunk=make_chunk_fn(pcfg, tx, tick, mesh),
+            chunk=make_chunk_fn(pcfg, tx, tick, mesh, apply_loss),
             step=step,
-            init=jax.jit(lambda key: create_state(init_params(key, pcfg), tx)),
-            eval=jax.jit(functools.partial(_eval_sums, cfg=pcfg)),
-            decode=jax.jit(lambda params, z: model.apply({"params": params}, z, method=VAE.decode)),
-            encode=jax.jit(lambda params, x: model.apply({"params": params}, x, method=VAE.encode)),
+            init=jax.jit(lambda key: create_state(init(key), tx)),
+            eval=jax.jit(functools.partial(_eval_sums, cfg=pcfg, apply_loss=apply_loss)),
+            decode=jax.jit(decode),
+            encode=jax.jit(encode),
         )
     return PROGRAMS[key]
+
+
+def _model_fns(cfg: VAEConfig, graphdef: nnx.GraphDef | None) -> tuple[Callable, LossFn, Callable, Callable]:
+    """(init(key) -> params, loss(params, x, eps, cfg, beta), decode(params, z), encode(params, x)) of
+    the Linen model, or with the NNX model's graphdef of the NNX model (nnx.merge inside each)."""
+    if graphdef is not None:
+        return (
+            lambda key: nnx_models.to_linen_params(nnx_models.init_model(key, cfg)),
+            nnx_models.params_loss(graphdef),
+            lambda params, z: nnx.merge(graphdef, params).decode(z),  # [N, Z] -> [N, D]
+            lambda params, x: nnx.merge(graphdef, params).encode(x),  # [N, D] -> ([N, Z], [N, Z])
+        )
+    model = VAE(cfg)
+    return (
+        lambda key: init_params(key, cfg),
+        loss_fn,
+        lambda params, z: model.apply({"params": params}, z, method=VAE.decode),
+        lambda params, x: model.apply({"params": params}, x, method=VAE.encode),
+    )
 
 
 class Trainer:
@@ -167,7 +204,9 @@ class Trainer:
         self.ckpts = Checkpoints(self.checkpoint_dir)
         layout = plan.Layout(len(data["train"]), cfg.batch_size, cfg.drop_last)
         self.mesh = _data_parallel_mesh(self.device, layout) if opts.data_parallel else None
-        self.p = programs((program_config(cfg), layout.steps_per_epoch, tick is not None, self.mesh))
+        self.p = programs(
+            (program_config(cfg), layout.steps_per_epoch, tick is not None, self.mesh, opts.api)
+        )
         _TICK[0] = tick
         root = jax.random.key(cfg.seed)
         self.init_key, self.eps_key, self.eval_key, self.bin_key = (
@@ -296,12 +335,12 @@ class Trainer:
         self.ckpts.close()
 
 
-def _eval_sums(params: dict, x: Array, key: Array, cfg: VAEConfig) -> Array:
+def _eval_sums(params: dict, x: Array, key: Array, cfg: VAEConfig, apply_loss: LossFn = loss_fn) -> Array:
     """[sum of -ELBO, sum of recon, sum of KL] over the batch x [B, D]."""
     eps = sample_eps(key, cfg, x.shape[0], dtype=x.dtype)  # [L, B, Z]
     if cfg.eval_use_mean:
         eps = jnp.zeros_like(eps)
-    _, aux = loss_fn(params, x, eps, cfg, beta=1.0)
+    _, aux = apply_loss(params, x, eps, cfg, beta=1.0)
     return jnp.stack([aux["per_example"].sum(), aux["recon"].sum(), aux["kl"].sum()])
 
 

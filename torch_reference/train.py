@@ -84,6 +84,11 @@ class Trainer:
         checkpoint_dir: Path,
         tick: Tick | None = None,
     ) -> None:
+        if opts.api != "linen":  # before anything is set up; loop.train's run lock removes what it made
+            raise RunError(
+                f"--api {opts.api} is JAX-only (Flax NNX): PyTorch has one model API; "
+                "use python -m jax_vae train --api nnx"
+            )
         self.cfg, self.tick, self.device = (
             cfg,
             tick,

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from jax_vae.common.errors import RunError
 
 JitMode = Literal["scan", "step"]
+Api = Literal["linen", "nnx"]
 Tick = Callable[[Any], None]
 
 
@@ -67,6 +68,12 @@ class TrainOptions:
         "scan",
         "JAX: one lax.scan per chunk of steps (default) or one jit call per "
         "step; PyTorch runs eagerly either way",
+    )
+    api: Api = option(
+        "linen",
+        "JAX: the Flax API of the model, linen (default) or nnx (the NNX modules, trained as split "
+        "state + jax.jit); the same params tree, checkpoints and numbers, so --resume may switch it; "
+        "PyTorch has one model API and refuses nnx",
     )
     checkpoint_every: int = option(0, "also checkpoint every N steps (default: epoch ends)")
     log_every: int = option(10, "write a step record every N steps (default 10)")
