@@ -76,7 +76,7 @@ def update(
     return js.step_metrics(loss, aux, cfg.latent_dim)
 
 
-@functools.partial(nnx.jit, static_argnames=("cfg", "shards"))
+@nnx.jit(static_argnames=("cfg", "shards"))
 def train_step(
     model: VAE, optimizer: nnx.Optimizer, batch: Array, key: Array, cfg: VAEConfig, shards: int = 1
 ) -> StepMetrics:
