@@ -29,18 +29,19 @@ BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 PRESETS = ["pytorch-examples", "minimalist", "stutz-rectangles"]
 PRECISIONS = ["fp32", "tf32", "bf16"]
 MODES = {
-    "jax": ["jax-jit", "jax-scan", "jax-scan-mb"],
+    "jax": ["jax-jit", "jax-scan", "jax-scan-mb", "nnx-jit", "nnx-scan"],  # nnx-*: the Flax NNX steps
     "torch": ["torch-eager", "torch-compile", "torch-compile-mb", "torch-compile-ro", "torch-cuda-graph"],
 }
 # The *-mb modes accumulate each batch's gradient over chunks of `micro_batch` examples (same update;
 # cfg.micro_batch): they run only at batch sizes above it, where they differ from their base mode.
 MICRO_MODES = {"jax-scan-mb": "jax-scan", "torch-compile-mb": "torch-compile"}
-SCAN_MODES = ("jax-scan", "jax-scan-mb")  # one call = a chunk of steps; every other mode: one step
+SCAN_MODES = ("jax-scan", "jax-scan-mb", "nnx-scan")  # one call = a chunk of steps; else one step
 COMPILE_MODES = ("torch-compile", "torch-compile-mb", "torch-compile-ro")  # compile every batch size
 MICRO_BATCH = 512
 EPOCH_IMAGES = 60_000  # a Fashion-MNIST training epoch: the benchmark's device dataset
 
 # Named grids: `cpu` is the committed CPU run (fp32 only: TF32 and bf16 are GPU modes), `full` the GPU run.
+# A grid runs every mode of MODES (Linen, NNX and PyTorch) unless --modes picks some.
 GRIDS: dict[str, dict[str, Any]] = {
     "tiny": {
         "presets": ["pytorch-examples"],
@@ -258,6 +259,12 @@ def run_cells(
         )
         records.append(rec)
     return {"info": side.device_info(), "flags": flags, "records": records}
+
+
+def framework_of(mode: str) -> str:
+    """'jax' or 'torch': the benchmark process that runs `mode`."""
+    (fw,) = [f for f, modes in MODES.items() if mode in modes]
+    return fw
 
 
 def bench_main(argv: list[str] | None, side: Side, framework: str, description: str) -> None:

@@ -6,7 +6,14 @@ Modes (a call: rows [S, B] of the device dataset, see common.run_batch):
                 folded with the step inside the step);
   jax-scan    = what `python -m jax_vae train` (--jit scan) runs: jax_vae.train.make_chunk_fn, the
                 lax.scan of jax_vae.step.train_step over S batches gathered on the device, one jitted call;
-  jax-scan-mb = jax-scan with cfg.micro_batch: each batch's gradient accumulated over chunks.
+  jax-scan-mb = jax-scan with cfg.micro_batch: each batch's gradient accumulated over chunks;
+  nnx-jit     = the idiomatic Flax NNX step, jax_vae.nnx_step.train_step: the NNX model
+                (nnx_models.init_model, the trainer's init) and an nnx.Optimizer as mutable objects, one
+                @nnx.jit call per step updating both in place (nnx.jit walks their graphs in Python on
+                every call), the batch gathered as jax-jit gathers it;
+  nnx-scan    = the functional NNX chunk, jax_vae.nnx_step.make_functional_chunk: graphdef split once,
+                the lax.scan over S batches on the step.TrainState with nnx.merge inside the traced
+                function only, one jax.jit call.
 Precisions: fp32 (jax_default_matmul_precision=highest), tf32 (=tensorfloat32, GPU), bf16 (GPU): the
 benchmark-only `mixed_train_step` (no shipped bf16 path): params, data and eps cast to bf16 for the
 model, loss terms, gradients and optimizer in fp32 master weights (tested equal to the shipped step
@@ -16,6 +23,7 @@ Run: python -m benchmarks.jax_modes --preset P --mode M --precision X --batch-si
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -25,8 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from benchmarks import common, host
+from jax_vae import nnx_models, nnx_step
 from jax_vae.common import plan
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.runs import StepMetrics
@@ -37,6 +47,8 @@ from jax_vae.step import TrainState, create_state, kl_weight, make_train_step, s
 from jax_vae.train import make_chunk_fn
 
 MATMUL_PRECISION = {"fp32": "highest", "tf32": "tensorfloat32", "bf16": "default"}
+NNX = ("nnx-jit", "nnx-scan")
+nnx_train_step: Any = nnx_step.train_step  # @nnx.jit(partial(...)): mypy cannot see through it
 
 
 def device_info() -> dict[str, Any]:
@@ -75,7 +87,11 @@ def availability(info: dict[str, Any]) -> dict[str, Any]:
     return {
         "modes": {m: None for m in common.MODES["jax"]},
         "precisions": {p: skip.get(p) for p in common.PRECISIONS},
-        "pairs": {"jax-scan-mb/bf16": "the benchmark's bf16 mixed step has no micro-batching"},
+        "pairs": {"jax-scan-mb/bf16": "the benchmark's bf16 mixed step has no micro-batching"}
+        | {
+            f"{m}/bf16": "the NNX modes are benchmarked in fp32/tf32 (the bf16 mixed step is Linen)"
+            for m in NNX
+        },
     }
 
 
@@ -153,8 +169,10 @@ def initial_state(cfg: VAEConfig, tx: optax.GradientTransformation) -> TrainStat
 
 def build_step(
     cfg: VAEConfig, mode: str, precision: str, batch_size: int, steps_per_epoch: int
-) -> tuple[common.Run, TrainState, dict[str, Any]]:
+) -> tuple[common.Run, Any, dict[str, Any]]:
     """(run(state, data [N, D], rows [S, B]) -> (state, metrics), step-0 state, details) for one mode."""
+    if mode in NNX:
+        return build_nnx_step(cfg, mode, precision, steps_per_epoch)
     tx = make_optimizer(cfg, steps_per_epoch=steps_per_epoch)
     fn = program(cfg, mode, precision, tx)
     eps_key = jax.random.fold_in(jax.random.key(cfg.seed), plan.Stream.EPS)
@@ -164,27 +182,77 @@ def build_step(
         "optimizer": f"jax_vae.optim.make_optimizer ({cfg.optimizer})",
     }
     if mode == "jax-jit":
-        gather = jax.jit(lambda data, rows: data[rows])  # the trainer's --jit step gather
-
-        def run(state: TrainState, data: jax.Array, rows: jax.Array) -> tuple[TrainState, StepMetrics]:
-            idx = np.asarray(rows)  # the trainer holds the chunk's rows on the host and gathers idx[s]
-            for s in range(idx.shape[0]):
-                state, metrics = fn(state, gather(data, idx[s]), eps_key)
-            return state, metrics
-
-        return run, initial_state(cfg, tx), details
+        return per_step(fn, eps_key), initial_state(cfg, tx), details
     return (lambda state, data, rows: fn(state, data, rows, eps_key)), initial_state(cfg, tx), details
 
 
-def sync(state: TrainState) -> None:
-    jax.block_until_ready(state)
+def per_step(step: Any, eps_key: jax.Array) -> common.Run:
+    """run(state, data, rows [S, B]) calling step(state, batch [B, D], eps_key) once per row of S, each
+    batch gathered as the trainer's --jit step gathers it (a jitted data[idx[s]], host row index)."""
+    gather = jax.jit(lambda data, rows: data[rows])
+
+    def run(state: Any, data: jax.Array, rows: jax.Array) -> tuple[Any, StepMetrics]:
+        idx = np.asarray(rows)  # the trainer holds the chunk's rows on the host and gathers idx[s]
+        for s in range(idx.shape[0]):
+            state, metrics = step(state, gather(data, idx[s]), eps_key)
+        return state, metrics
+
+    return run
+
+
+@dataclasses.dataclass
+class NNXObjects:
+    """The nnx-jit state: the NNX model and its nnx.Optimizer (mutable, updated in place by a step)."""
+
+    model: nnx_models.VAE
+    optimizer: nnx.Optimizer
+
+    @property
+    def params(self) -> dict:
+        return nnx_models.to_linen_params(self.model)
+
+    @property
+    def step(self) -> jax.Array:
+        return nnx_step.optimizer_step(self.optimizer)
+
+
+def build_nnx_step(
+    cfg: VAEConfig, mode: str, precision: str, steps_per_epoch: int
+) -> tuple[common.Run, Any, dict[str, Any]]:
+    """build_step of nnx-jit (nnx_step.train_step on NNXObjects) and nnx-scan (the functional chunk)."""
+    if precision == "bf16":
+        raise ValueError("the NNX modes have no bf16 mixed step")
+    tx = make_optimizer(cfg, steps_per_epoch=steps_per_epoch)
+    eps_key = jax.random.fold_in(jax.random.key(cfg.seed), plan.Stream.EPS)
+    init_key = jax.random.fold_in(jax.random.key(cfg.seed), plan.Stream.INIT)
+    details = {"optimizer": f"jax_vae.optim.make_optimizer ({cfg.optimizer})", "api": "nnx"}
+    if mode == "nnx-jit":
+        model = nnx_models.init_model(init_key, cfg)
+        objects = NNXObjects(model, nnx_step.create_optimizer(model, tx))
+
+        def step(state: NNXObjects, batch: jax.Array, key: jax.Array) -> tuple[NNXObjects, StepMetrics]:
+            return state, nnx_train_step(state.model, state.optimizer, batch, key, cfg)
+
+        return per_step(step, eps_key), objects, details | {"step": "jax_vae.nnx_step.train_step"}
+    graphdef = nnx.graphdef(nnx_models.abstract_model(cfg))
+    chunk = nnx_step.make_functional_chunk(graphdef, cfg, tx)
+    state = jax.jit(lambda k: nnx_step.split(nnx_models.init_model(k, cfg), tx)[1])(init_key)
+    details["step"] = "jax_vae.nnx_step.make_functional_chunk"
+    return (lambda state, data, rows: chunk(state, data, rows, eps_key)), state, details
+
+
+def sync(state: Any) -> None:
+    """Wait for the state's arrays (NNXObjects: the model's and optimizer's nnx state)."""
+    jax.block_until_ready(
+        nnx.state((state.model, state.optimizer)) if isinstance(state, NNXObjects) else state
+    )
 
 
 def begin_batch() -> None:
     """Nothing to reset: each batch size builds its own programs."""
 
 
-def end_batch(state: TrainState) -> dict[str, Any]:
+def end_batch(state: Any) -> dict[str, Any]:
     """Steps done, finite parameters and the peak memory of this batch size."""
     finite = all(bool(jnp.isfinite(p).all()) for p in jax.tree_util.tree_leaves(state.params))
     stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None

@@ -12,9 +12,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MICRO_MODES, MODES
+from benchmarks.common import MICRO_MODES, MODES, framework_of
 
 ALL_MODES = MODES["jax"] + MODES["torch"]
+NNX_PAIRS = (("nnx-jit", "jax-jit"), ("nnx-scan", "jax-scan"))  # each NNX mode beside its Linen twin
 
 
 def _ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -96,9 +97,32 @@ def _memory(r: dict[str, Any]) -> str:
     return f"{peak:,.0f}" + (f" (+{peak - before / 2**20:,.0f})" if before else "")
 
 
+def nnx_line(preset: str, precision: str, recs: list[dict[str, Any]]) -> str | None:
+    """'nnx-jit / jax-jit: 16: 0.41x, ...; nnx-scan / jax-scan: ...' (median images/s ratios; '~' marks
+    the batch sizes where the two modes' [min, max] window ranges overlap: within the spread)."""
+    by = {(r["mode"], r["batch_size"]): r["images_per_s"] for r in _ok(recs)}
+    parts = []
+    for nnx, linen in NNX_PAIRS:
+        cells = []
+        for b in sorted({b for m, b in by if m == nnx and (linen, b) in by}):
+            n, li = by[(nnx, b)], by[(linen, b)]
+            overlap = n["min"] <= li["max"] and li["min"] <= n["max"]
+            cells.append(f"{b}: {n['median'] / li['median']:.2f}x" + ("~" if overlap else ""))
+        if cells:
+            parts.append(f"{nnx} / {linen}: " + ", ".join(cells))
+    if not parts:
+        return None
+    return (
+        f"- **{preset}, {precision}, Flax NNX vs Linen** — images/s by batch size (~: within the "
+        "run-to-run spread, the [min, max] windows overlap): " + "; ".join(parts) + "."
+    )
+
+
 def summary_lines(results: dict[str, Any]) -> list[str]:
-    """README-ready: per preset/precision, best-JAX/best-torch ratio per batch, roofline at the largest."""
+    """README-ready: per preset/precision, best-JAX/best-torch ratio per batch, roofline at the largest;
+    then the NNX modes against their Linen twins."""
     out = []
+    nnx = [line for (p, prec), recs in groups(results).items() if (line := nnx_line(p, prec, recs))]
     for (preset, precision), recs in groups(results).items():
         bj, bt = best_by_batch(recs, "jax"), best_by_batch(recs, "torch")
         common_b = sorted(set(bj) & set(bt))
@@ -123,7 +147,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                 f"{est / 1e9:,.0f} GFLOP/s"
             )
         out.append(f"  At batch {max(bj)} the best JAX mode reaches " + ", ".join(parts) + ".")
-    return out
+    return out + nnx
 
 
 def environment_lines(results: dict[str, Any]) -> list[str]:
@@ -202,7 +226,7 @@ def plot(recs: list[dict[str, Any]], title: str, path: Path) -> None:
         rs = sorted((r for r in _ok(recs) if r["mode"] == m), key=lambda r: r["batch_size"])
         if not rs:
             continue
-        style = "-o" if m.startswith("jax") else "--s"
+        style = ":^" if m.startswith("nnx-") else "-o" if framework_of(m) == "jax" else "--s"
         b = [r["batch_size"] for r in rs]
         med = [r["images_per_s"]["median"] for r in rs]
         err = [

@@ -227,7 +227,7 @@ def run_grid(
     for preset in presets:
         for precision in precisions:
             for mode in modes:
-                fw = "jax" if mode.startswith("jax") else "torch"
+                fw = common.framework_of(mode)
                 reason = unavailable(probes[fw], fw, mode, precision)
                 skips = (
                     {b: reason for b in batch_sizes}

@@ -28,6 +28,8 @@ SHIPPED_STEP = {
     "jax-jit": "jax_vae.step.make_train_step",
     "jax-scan": "jax_vae.train.make_chunk_fn",
     "jax-scan-mb": "jax_vae.train.make_chunk_fn",
+    "nnx-jit": "jax_vae.nnx_step.train_step",
+    "nnx-scan": "jax_vae.nnx_step.make_functional_chunk",
 } | {m: "torch_reference.step.train_step" for m in common.MODES["torch"]}
 
 
@@ -58,7 +60,7 @@ def _check_ok(rec: dict) -> None:
 
 
 def test_tiny_grid_runs_every_cpu_mode_and_records_skips(tmp_path: Path) -> None:
-    modes = ["jax-jit", "jax-scan", "jax-scan-mb", "torch-eager", "torch-cuda-graph"]
+    modes = ["jax-jit", "jax-scan", "jax-scan-mb", "nnx-jit", "nnx-scan", "torch-eager", "torch-cuda-graph"]
     res = run_grid(
         ["pytorch-examples"],
         [16, 64],
@@ -75,19 +77,27 @@ def test_tiny_grid_runs_every_cpu_mode_and_records_skips(tmp_path: Path) -> None
     for (mode, precision, batch), rec in recs.items():
         if mode == "jax-scan-mb" and batch <= 16 and precision == "fp32":
             assert rec["status"] == "skipped" and "same program as jax-scan" in rec["reason"]
+        elif gpu and mode.startswith("nnx-") and precision == "bf16":
+            assert rec["status"] == "skipped" and "NNX modes" in rec["reason"]
         elif gpu or (precision == "fp32" and mode != "torch-cuda-graph"):
             _check_ok(rec)
             assert rec["micro_batch"] == (16 if mode.endswith("-mb") else 0)
             assert rec["step"] == SHIPPED_STEP[mode]
         else:
             assert rec["status"] == "skipped" and len(rec["reason"]) > 20
-    scan = recs[("jax-scan", "fp32", 16)]
-    assert 1 <= scan["scan_length"] <= common.EPOCH_IMAGES // 16
-    assert scan["steps_per_window"] == scan["calls_per_window"] * scan["scan_length"]
+    for mode in ("jax-scan", "nnx-scan"):
+        scan = recs[(mode, "fp32", 16)]
+        assert 1 <= scan["scan_length"] <= common.EPOCH_IMAGES // 16
+        assert scan["steps_per_window"] == scan["calls_per_window"] * scan["scan_length"]
+    assert (
+        "calls_per_window" in recs[("nnx-jit", "fp32", 16)]
+        and "scan_length" not in recs[("nnx-jit", "fp32", 16)]
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["records"] == json.loads(json.dumps(res["records"]))
     md = (tmp_path / "results.md").read_text()
     assert "best JAX / best PyTorch" in md and "CUDA graphs need a CUDA device" in md
+    assert "Flax NNX vs Linen" in md and "nnx-scan / jax-scan: 16: " in md and "| nnx-jit | 16 |" in md
     assert (tmp_path / "throughput_pytorch-examples_fp32.png").stat().st_size > 10_000
 
 
@@ -222,11 +232,19 @@ def test_benchmark_only_bf16_steps() -> None:
 
 @pytest.mark.parametrize(
     "framework, mode, jit",
-    [("jax", "jax-jit", "step"), ("jax", "jax-scan", "scan"), ("torch", "torch-eager", "scan")],
+    [
+        ("jax", "jax-jit", "step"),
+        ("jax", "jax-scan", "scan"),
+        ("jax", "nnx-jit", "step"),
+        ("jax", "nnx-scan", "scan"),
+        ("torch", "torch-eager", "scan"),
+    ],
 )
 def test_a_mode_runs_the_trainers_step(tmp_path: Path, framework: str, mode: str, jit: JitMode) -> None:
     """A mode's run on rows [S, B] leaves, bit for bit, the state the trainer's run_chunk leaves on the
-    same rows: same init, eps stream, gather, programs and (torch on CPU, Lua Adam) optimizer."""
+    same rows: same init, eps stream, gather, programs and (torch on CPU, Lua Adam) optimizer. The NNX
+    modes (nnx_step's idiomatic step on model and nnx.Optimizer objects, and its functional chunk)
+    leave the Linen trainer's state: NNX and Linen train to the same bits."""
     if framework == "torch" and pytest.importorskip("torch").cuda.is_available():
         pytest.skip("on CUDA torch-eager takes LuaAdam(foreach=True), not the trainer's for-loop LuaAdam")
     import importlib
@@ -245,6 +263,7 @@ def test_a_mode_runs_the_trainers_step(tmp_path: Path, framework: str, mode: str
     run, state, details = side.build_step(cfg, mode, "fp32", 16, 96 // cfg.batch_size)
     state, got = run(state, side.put(data), side.put(idx))
     side.sync(state)
+    assert details["step"] == SHIPPED_STEP[mode]
     assert int(state.step) == int(trainer.state.step) == 4
     assert float(np.asarray(got.batch_loss).reshape(-1)[-1]) == float(want.batch_loss[-1])
     if framework == "jax":
@@ -401,5 +420,39 @@ def test_default_output_is_scratch_not_the_committed_results(tmp_path: Path, mon
     monkeypatch.setattr(throughput, "probe", lambda framework, env: {"error": "not probed in this test"})
     throughput.main(["--grid", "tiny", "--no-report"])
     (written,) = (tmp_path / "scratch").glob("tiny-*/results.json")
-    assert json.loads(written.read_text())["out_dir"] == str(written.parent)
+    saved = json.loads(written.read_text())
+    assert saved["out_dir"] == str(written.parent)
+    assert {"nnx-jit", "nnx-scan", "jax-scan", "torch-eager"} <= set(saved["grid"]["modes"])  # every mode
     assert "scratch, git-ignored" in capsys.readouterr().out
+
+
+def test_dispatch_runs_on_a_tiny_setting_and_writes_its_json(tmp_path: Path) -> None:
+    """benchmarks.dispatch times every step style (both syncs) and the nnx.jit overhead parts, one worker
+    process per framework, and writes dispatch.json and dispatch.md (no timing assertions)."""
+    from benchmarks import dispatch
+
+    cmd = [sys.executable, "-m", "benchmarks.dispatch", "--presets", "wiseodd", "--batch-sizes", "1,2"]
+    cmd += ["--repeats", "2", "--window-s", "0.005", "--warmup-s", "0", "--out", str(tmp_path)]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    res = json.loads((tmp_path / "dispatch.json").read_text())
+    got = {(r["framework"], r["style"], r["sync"], r["batch_size"]) for r in res["records"]}
+    want = {
+        (fw, style, sync, b)
+        for fw, styles in dispatch.STEPS.items()
+        for style in styles
+        for sync in dispatch.SYNCS
+        for b in (1, 2)
+    } | {("jax", o, "window", b) for o in dispatch.OVERHEADS for b in (1, 2)}
+    assert got == want and len(res["records"]) == len(want)
+    for r in res["records"]:
+        us = r["us_per_call"]
+        assert r["preset"] == "wiseodd" and us["n"] == 2 and 0 < us["min"] <= us["median"] <= us["max"]
+        assert r["calls_per_window"] >= 1 and r["compile_s"] >= 0
+    assert (
+        res["frameworks"]["jax"]["framework"] == "jax" and res["frameworks"]["torch"]["framework"] == "torch"
+    )
+    assert len(res["host"]["load_avg_at_start"]) == 3 and len(res["load_avg_at_end"]) == 3
+    assert set(res["processes"]) == {"jax", "torch"} and res["out_dir"] == str(tmp_path)
+    md = (tmp_path / "dispatch.md").read_text()
+    assert "## wiseodd" in md and "nnx-jit (per-call)" in md and "nnx-jit − nnx-functional" in md
+    assert not dispatch.is_committed(dispatch.default_out("dispatch", res["device"]))
