@@ -11,9 +11,10 @@ Modes (a call: rows [S, B] of the device dataset, see common.run_batch):
                 (nnx_models.init_model, the trainer's init) and an nnx.Optimizer as mutable objects, one
                 @nnx.jit call per step updating both in place (nnx.jit walks their graphs in Python on
                 every call), the batch gathered as jax-jit gathers it;
-  nnx-scan    = the functional NNX chunk, jax_vae.nnx_step.make_functional_chunk: graphdef split once,
-                the lax.scan over S batches on the step.TrainState with nnx.merge inside the traced
-                function only, one jax.jit call.
+  nnx-scan    = what `python -m jax_vae train --api nnx` runs: jax_vae.train.make_chunk_fn with the NNX
+                loss (apply_loss=nnx_models.params_loss(graphdef), the graphdef split once), the
+                functional style: the lax.scan over S batches on the step.TrainState, nnx.merge only
+                inside the traced function, one jax.jit call (the program of nnx_step's functional chunk).
 Precisions: fp32 (jax_default_matmul_precision=highest), tf32 (=tensorfloat32, GPU), bf16 (GPU): the
 benchmark-only `mixed_train_step` (no shipped bf16 path): params, data and eps cast to bf16 for the
 model, loss terms, gradients and optimizer in fp32 master weights (tested equal to the shipped step
@@ -234,11 +235,11 @@ def build_nnx_step(
             return state, nnx_train_step(state.model, state.optimizer, batch, key, cfg)
 
         return per_step(step, eps_key), objects, details | {"step": "jax_vae.nnx_step.train_step"}
-    graphdef = nnx.graphdef(nnx_models.abstract_model(cfg))
-    chunk = nnx_step.make_functional_chunk(graphdef, cfg, tx)
-    state = jax.jit(lambda k: nnx_step.split(nnx_models.init_model(k, cfg), tx)[1])(init_key)
-    details["step"] = "jax_vae.nnx_step.make_functional_chunk"
-    return (lambda state, data, rows: chunk(state, data, rows, eps_key)), state, details
+    graphdef = nnx.graphdef(nnx_models.abstract_model(cfg))  # as train.programs builds it for api="nnx"
+    chunk = make_chunk_fn(cfg, tx, apply_loss=nnx_models.params_loss(graphdef))
+    init = lambda k: create_state(nnx_models.to_linen_params(nnx_models.init_model(k, cfg)), tx)
+    details["step"] = "jax_vae.train.make_chunk_fn (apply_loss=nnx_models.params_loss)"
+    return (lambda state, data, rows: chunk(state, data, rows, eps_key)), jax.jit(init)(init_key), details
 
 
 def sync(state: Any) -> None:

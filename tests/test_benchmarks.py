@@ -19,7 +19,7 @@ import pytest
 from benchmarks import common, flops
 from benchmarks.throughput import run_grid
 from jax_vae.common.config import Reduction
-from jax_vae.common.options import JitMode, TrainOptions
+from jax_vae.common.options import Api, JitMode, TrainOptions
 from jax_vae.common.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ SHIPPED_STEP = {
     "jax-scan": "jax_vae.train.make_chunk_fn",
     "jax-scan-mb": "jax_vae.train.make_chunk_fn",
     "nnx-jit": "jax_vae.nnx_step.train_step",
-    "nnx-scan": "jax_vae.nnx_step.make_functional_chunk",
+    "nnx-scan": "jax_vae.train.make_chunk_fn (apply_loss=nnx_models.params_loss)",
 } | {m: "torch_reference.step.train_step" for m in common.MODES["torch"]}
 
 
@@ -243,8 +243,8 @@ def test_benchmark_only_bf16_steps() -> None:
 def test_a_mode_runs_the_trainers_step(tmp_path: Path, framework: str, mode: str, jit: JitMode) -> None:
     """A mode's run on rows [S, B] leaves, bit for bit, the state the trainer's run_chunk leaves on the
     same rows: same init, eps stream, gather, programs and (torch on CPU, Lua Adam) optimizer. The NNX
-    modes (nnx_step's idiomatic step on model and nnx.Optimizer objects, and its functional chunk)
-    leave the Linen trainer's state: NNX and Linen train to the same bits."""
+    modes run against the --api nnx trainer: nnx-scan is its chunk; nnx-jit (nnx_step's idiomatic
+    step on model and nnx.Optimizer objects) leaves the state its functional --jit step leaves."""
     if framework == "torch" and pytest.importorskip("torch").cuda.is_available():
         pytest.skip("on CUDA torch-eager takes LuaAdam(foreach=True), not the trainer's for-loop LuaAdam")
     import importlib
@@ -255,7 +255,8 @@ def test_a_mode_runs_the_trainers_step(tmp_path: Path, framework: str, mode: str
     cfg = get_preset("stutz-rectangles")  # Lua Adam, two hidden layers
     data = common.synthetic_data(96, cfg.input_dim)
     idx = common.epoch_rows(cfg.seed, 0, 96, 16)[:4]  # [4, 16]
-    opts = TrainOptions(device="auto", jit=jit)  # the device the modes use
+    api: Api = "nnx" if mode.startswith("nnx-") else "linen"
+    opts = TrainOptions(device="auto", jit=jit, api=api)  # the device the modes use
     trainer = trainer_cls(cfg, {"train": data, "test": data[:16]}, opts, tmp_path)
     trainer.init_state()
     trainer.compile(*idx.shape)
