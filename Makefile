@@ -26,11 +26,11 @@ test: install
 	$(PY) -m pytest parity_tests -q -p no:cacheprovider
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
-# A short local check, not the suite: the model parity and the weight converter, then the layout,
-# data and objective unit tests (parity in its own process, as in `make test`).
+# A short local check (about a minute of CPU), not the suite: the weight converter's parity, then the
+# layout and objective unit tests (parity in its own process, as in `make test`).
 test-quick: install
-	$(PY) -m pytest parity_tests/test_model_parity.py parity_tests/test_convert.py -q -p no:cacheprovider
-	$(PY) -m pytest tests/test_architecture.py tests/test_data.py tests/test_objectives.py -m "not slow" -q -p no:cacheprovider
+	$(PY) -m pytest parity_tests/test_convert.py -q -p no:cacheprovider
+	$(PY) -m pytest tests/test_architecture.py tests/test_objectives.py -m "not slow" -q -p no:cacheprovider
 
 test-parity: install
 	$(PY) -m pytest parity_tests -q
