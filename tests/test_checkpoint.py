@@ -93,11 +93,13 @@ def _wait_for_checkpoint(framework: str, ckpt_dir: Path, proc: subprocess.Popen,
     raise AssertionError("no checkpoint appeared in time")
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, framework):
+@pytest.mark.parametrize(("framework", "api"), [("jax", "linen"), ("torch", "linen"), ("jax", "nnx")])
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, framework, api):
     package = "jax_vae" if framework == "jax" else "torch_reference"
     args = [
         "train",
+        "--api",
+        api,
         "--steps",
         "1000",
         "--batch-size",
