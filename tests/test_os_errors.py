@@ -286,3 +286,19 @@ def test_evaluate_reads_the_data_folder_the_run_was_trained_on(tmp_path, capsys,
     shutil.rmtree(data)  # gone: the default folder is searched, and the error says where it looked
     code, lines = run_main("jax", evaluate, capsys)
     assert_one_line_error(code, lines, "not found", str(tmp_path / "empty-cache"))
+
+
+def test_full_disk_in_an_export_to_jax(tmp_path, capsys, monkeypatch, runs_to_read):
+    """PyTorch weights -> a JAX params checkpoint (orbax) on a full disk: one line, no temp folder."""
+    out_dir = tmp_path / "small"
+    with tmpfs(out_dir, size="4k") as mounted:
+        if not mounted:  # patched: orbax's save raises what it raises on a full disk
+            import orbax.checkpoint as ocp
+
+            def save(self, path, *args, **kwargs):
+                raise ValueError(f"RESOURCE_EXHAUSTED: Failed writing {path}: {FULL} [os_error_code='28']")
+
+            monkeypatch.setattr(ocp.Checkpointer, "save", save)
+        args = ["export", str(runs_to_read / "torch"), "--to-jax", "--out", str(out_dir / "params")]
+        assert_one_line_error(*run_main("jax", args, capsys), str(out_dir / "params"), FULL)
+        assert list(out_dir.iterdir()) == []
