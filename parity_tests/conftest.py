@@ -29,3 +29,5 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("preset", PRESET_NAMES)
     if "dtype" in metafunc.fixturenames:
         metafunc.parametrize("dtype", ["float64", "float32"])
+    if "api" in metafunc.fixturenames:  # the JAX half's model API: Linen or NNX (harness.APIS)
+        metafunc.parametrize("api", ["linen", "nnx"])

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from flax import nnx
 
+from jax_vae import nnx_models, nnx_step
 from jax_vae import optim as jo
 from jax_vae import step as js
 from jax_vae.common import convert
@@ -32,6 +34,7 @@ DTYPES: dict[str, tuple[type[np.floating], torch.dtype]] = {
     "float32": (np.float32, torch.float32),
 }
 BATCH = 16
+APIS = ("linen", "nnx")  # the JAX half's model API: Linen params + apply, or the NNX module (nnx_models)
 STEPS_PER_EPOCH = 10  # only the iwae lr schedule reads it: boundaries land at steps 10, 40
 
 
@@ -71,15 +74,31 @@ def _flat(tree: dict) -> dict[str, np.ndarray]:
     }
 
 
+def _jax_forward(cfg: VAEConfig, params: dict, x: jax.Array, eps: jax.Array, api: str) -> tuple[Any, ...]:
+    """(outputs, mean, scale, (loss, aux), grads as the Linen tree) of the JAX half: Linen's apply
+    and step.value_and_grad, or the NNX module and the gradient its idiomatic step takes
+    (step.value_and_grad of nnx_models.params_loss on nnx.state(model))."""
+    if api == "linen":
+        out = typing.cast(Any, JaxVAE(cfg).apply({"params": params}, x, eps))
+        vg = jax.jit(js.value_and_grad, static_argnums=3)(params, x, eps, cfg, cfg.beta)
+        return (*out, *vg)
+    model = nnx_models.from_linen_params(cfg, params)
+    graphdef, state = nnx.split(model)
+    loss = nnx_models.params_loss(graphdef)
+    vg_fn = jax.jit(lambda s, x, e, beta: js.value_and_grad(s, x, e, cfg, beta, apply_loss=loss))
+    loss_aux, grads = vg_fn(state, x, eps, cfg.beta)  # beta traced, as in the Linen half
+    return (*model(x, eps), loss_aux, nnx.to_pure_dict(grads))
+
+
 @functools.cache  # configs are frozen (hashable); tests share runs
-def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (jax, torch) for encoder outputs, decoder outputs, each loss term and every gradient."""
+def forward_pair(cfg: VAEConfig, dtype: str, api: str = "linen") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (jax, torch) for encoder outputs, decoder outputs, each loss term and every gradient;
+    `api`: the JAX half's model API (APIS)."""
     model, params = setup_pair(cfg, dtype)
     x, eps = make_inputs(cfg, dtype)
     # --- JAX half
     xj, epsj = jnp.asarray(x), jnp.asarray(eps)
-    outj, meanj, scalej = typing.cast(Any, JaxVAE(cfg).apply({"params": params}, xj, epsj))
-    (lossj, auxj), gradsj = jax.jit(js.value_and_grad, static_argnums=3)(params, xj, epsj, cfg, cfg.beta)
+    outj, meanj, scalej, (lossj, auxj), gradsj = _jax_forward(cfg, params, xj, epsj, api)
     # --- torch half
     xt, epst = torch.from_numpy(x), torch.from_numpy(eps)
     outt, meant, scalet = model(xt, epst)
@@ -100,25 +119,55 @@ def forward_pair(cfg: VAEConfig, dtype: str) -> dict[str, tuple[np.ndarray, np.n
     }
 
 
+def trajectory_batches(
+    cfg: VAEConfig, dtype: str, num_batches: int = 4
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The fixed (x, eps) batches trajectories cycle through (seeds 100, 101, ...)."""
+    return [make_inputs(cfg, dtype, seed=100 + i) for i in range(num_batches)]
+
+
+def jax_trajectory(
+    cfg: VAEConfig, params: dict, batches: list[tuple[np.ndarray, np.ndarray]], steps: int, api: str
+) -> tuple[list[float], dict]:
+    """(batch loss per step, final params as the Linen tree) of `steps` injected-eps updates: Linen's
+    step.update ("linen"), the NNX idiomatic step ("nnx": nnx.Optimizer, model and optimizer updated
+    in place) or the NNX functional step ("nnx-functional": split once, nnx.merge inside the jit)."""
+    tx = jo.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH)
+    losses = []
+    if api in ("linen", "nnx-functional"):
+        state = js.create_state(params, tx)
+        update = jax.jit(lambda s, x, e: js.update(s, x, e, cfg, tx))
+        if api == "nnx-functional":
+            graphdef, state = nnx_step.split(nnx_models.from_linen_params(cfg, params), tx)
+            update = jax.jit(lambda s, x, e: nnx_step.functional_update(graphdef, s, x, e, cfg, tx))
+        for i in range(steps):
+            x, eps = batches[i % len(batches)]
+            state, metrics = update(state, jnp.asarray(x), jnp.asarray(eps))
+            losses.append(float(metrics.batch_loss))
+        return losses, jax.device_get(state.params)
+    model = nnx_models.from_linen_params(cfg, params)
+    optimizer = nnx_step.create_optimizer(model, tx)
+    nnx_update = nnx.jit(nnx_step.update, static_argnames=("cfg", "shards"))
+    for i in range(steps):
+        x, eps = batches[i % len(batches)]
+        metrics = nnx_update(model, optimizer, jnp.asarray(x), jnp.asarray(eps), cfg)
+        losses.append(float(metrics.batch_loss))
+    return losses, jax.device_get(nnx_models.to_linen_params(model))
+
+
 @functools.cache  # configs are frozen (hashable); tests share runs
 def trajectory_pair(
-    cfg: VAEConfig, dtype: str, steps: int = 100, num_batches: int = 4
+    cfg: VAEConfig, dtype: str, steps: int = 100, num_batches: int = 4, api: str = "linen"
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """`steps` optimizer steps on fixed batches with fixed eps, both sides from the same weights.
+    """`steps` optimizer steps on fixed batches with fixed eps, both sides from the same weights;
+    `api`: the JAX half's model API (APIS).
 
     Returns 'losses' [steps] and every final parameter 'param.<name>' as (jax, torch).
     """
     model, params = setup_pair(cfg, dtype)
-    batches = [make_inputs(cfg, dtype, seed=100 + i) for i in range(num_batches)]
+    batches = trajectory_batches(cfg, dtype, num_batches)
     # --- JAX half
-    tx = jo.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH)
-    state = js.create_state(params, tx)
-    update = jax.jit(lambda s, x, e: js.update(s, x, e, cfg, tx))
-    losses_j = []
-    for i in range(steps):
-        x, eps = batches[i % num_batches]
-        state, metrics = update(state, jnp.asarray(x), jnp.asarray(eps))
-        losses_j.append(float(metrics.batch_loss))
+    losses_j, params_j = jax_trajectory(cfg, params, batches, steps, api)
     # --- torch half (reference implementation pinned: no foreach, no fused kernels)
     ttx = to.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH, foreach=False, fused=False)
     tstate = ts.create_state(model, ttx)
@@ -127,7 +176,7 @@ def trajectory_pair(
         x, eps = batches[i % num_batches]
         tstate, metrics = ts.update(tstate, torch.from_numpy(x), torch.from_numpy(eps), cfg)
         losses_t.append(float(metrics.batch_loss))
-    pj = _flat(jax.device_get(state.params))
+    pj = _flat(params_j)
     pt = _flat(convert.torch_to_flax(tstate.model.state_dict(), cfg))
     out = {"losses": (np.array(losses_j), np.array(losses_t))}
     out.update({f"param.{k}": (pj[k], pt[k]) for k in pt})

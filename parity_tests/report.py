@@ -1,7 +1,9 @@
-"""Parity report: per preset and dtype, max abs / rel JAX-vs-torch differences of the loss, every
-gradient and the 100-step trajectory, as a Markdown table.
+"""Parity report: per preset, dtype and JAX model API (Linen, NNX), max abs / rel JAX-vs-torch
+differences of the loss, every gradient and the 100-step trajectory, as a Markdown table; then NNX
+against Linen (forward, loss and gradients; both NNX step styles' trajectories).
 
-    python -m parity_tests.report [--presets a,b] [--steps 100] [--precision highest|default]
+    python -m parity_tests.report [--presets a,b] [--apis linen,nnx] [--steps 100]
+                                  [--precision highest|default]
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def _configure(precision: str) -> None:
         jax.config.update("jax_default_matmul_precision", precision)
 
 
-def _row(preset: str, dtype: str, steps: int) -> str:
+def _row(preset: str, dtype: str, steps: int, api: str = "linen") -> str:
     import numpy as np
 
     from jax_vae.common.presets import PRESETS
@@ -27,7 +29,7 @@ def _row(preset: str, dtype: str, steps: int) -> str:
     from parity_tests.tolerances import CHAOTIC, max_diffs, tol
 
     cfg = PRESETS[preset]
-    pairs = forward_pair(cfg, dtype)
+    pairs = forward_pair(cfg, dtype, api)
     loss_abs, loss_rel = max_diffs(*pairs["loss"])
     grad_abs = grad_rel = grad_scaled = 0.0
     for name, (a, b) in pairs.items():
@@ -38,7 +40,7 @@ def _row(preset: str, dtype: str, steps: int) -> str:
             t = tol(dtype, "grad")
             atol = t.atol_scale * np.abs(b).max() + t.floor
             grad_scaled = max(grad_scaled, float((np.abs(a - b) / (atol + t.rtol * np.abs(b))).max()))
-    traj = trajectory_pair(cfg, dtype, steps=steps)
+    traj = trajectory_pair(cfg, dtype, steps=steps, api=api)
     if dtype == "float64":
         what = "params"
         t_abs = t_rel = 0.0
@@ -51,8 +53,44 @@ def _row(preset: str, dtype: str, steps: int) -> str:
         t_abs, t_rel = max_diffs(*traj["losses"])
     note = " (chaotic: see tolerances.CHAOTIC)" if (preset, dtype) in CHAOTIC else ""
     return (
-        f"| {preset} | {dtype} | {loss_abs:.2e} | {loss_rel:.2e} | {grad_abs:.2e} | "
+        f"| {preset} | {dtype} | {api} | {loss_abs:.2e} | {loss_rel:.2e} | {grad_abs:.2e} | "
         f"{grad_rel:.2e} | {grad_scaled:.2f} | {what}: {t_abs:.2e} | {t_rel:.2e}{note} |"
+    )
+
+
+def _nnx_vs_linen_row(preset: str, dtype: str, steps: int) -> str:
+    """Max |nnx - linen| of the forward, loss and gradients, and of the idiomatic and functional
+    trajectories (float64: every parameter; float32: every step's loss)."""
+    import numpy as np
+
+    from jax_vae.common.presets import PRESETS
+    from parity_tests.harness import (
+        _flat,
+        forward_pair,
+        jax_trajectory,
+        setup_pair,
+        trajectory_batches,
+        trajectory_pair,
+    )
+    from parity_tests.tolerances import max_diffs
+
+    cfg = PRESETS[preset]
+    a, b = forward_pair(cfg, dtype, "linen"), forward_pair(cfg, dtype, "nnx")
+    fwd = max(max_diffs(b[k][0], a[k][0])[0] for k in a)
+    linen = {k: v[0] for k, v in trajectory_pair(cfg, dtype, steps=steps).items()}
+    idiomatic = {k: v[0] for k, v in trajectory_pair(cfg, dtype, steps=steps, api="nnx").items()}
+    params, batches = setup_pair(cfg, dtype)[1], trajectory_batches(cfg, dtype)
+    losses, final = jax_trajectory(cfg, params, batches, steps, "nnx-functional")
+    functional = {"losses": np.array(losses)} | {f"param.{k}": v for k, v in _flat(final).items()}
+    names = [k for k in linen if k.startswith("param.")] if dtype == "float64" else ["losses"]
+    worst = {
+        style: max(max_diffs(run[k], linen[k])[0] for k in names)
+        for style, run in (("idiomatic", idiomatic), ("functional", functional))
+    }
+    what = "params" if dtype == "float64" else "losses"
+    return (
+        f"| {preset} | {dtype} | {fwd:.2e} | {what}: {worst['idiomatic']:.2e} | "
+        f"{what}: {worst['functional']:.2e} |"
     )
 
 
@@ -61,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="", help="comma-separated preset names (default: all)")
     parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument(
+        "--apis", default="linen,nnx", help="JAX model APIs: linen, nnx (NNX also adds NNX vs Linen)"
+    )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--precision", default="highest", choices=["highest", "high", "default"])
     args = parser.parse_args(argv)
@@ -81,18 +122,30 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.steps}-step trajectories.\n"
     )
     print(
-        "| preset | dtype | loss max abs | loss max rel | grad max abs | grad max rel | "
+        "| preset | dtype | api | loss max abs | loss max rel | grad max abs | grad max rel | "
         "grad err / tol | trajectory max abs | trajectory max rel |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    apis = [a for a in args.apis.split(",") if a]
     for preset in presets:
         for dtype in args.dtypes.split(","):
-            print(_row(preset, dtype, args.steps), flush=True)
+            for api in apis:
+                print(_row(preset, dtype, args.steps, api), flush=True)
     print(
         "\ngrad err / tol: worst |jax - torch| / (atol + rtol |torch|) over every gradient "
         "element (<= 1 passes). Trajectory: float64 compares every parameter after the last "
-        "step, float32 every step's loss."
+        "step, float32 every step's loss. api: the JAX half's model API (linen: models.VAE params; "
+        "nnx: nnx_models.VAE, trained by the idiomatic nnx.Optimizer step)."
     )
+    if "nnx" in apis:
+        print(
+            "\nNNX vs Linen (same device, dtype, weights and eps; max |nnx - linen|; 0 is every bit):\n\n"
+            "| preset | dtype | forward, loss, grads | idiomatic trajectory | functional trajectory |\n"
+            "|---|---|---|---|---|"
+        )
+        for preset in presets:
+            for dtype in args.dtypes.split(","):
+                print(_nnx_vs_linen_row(preset, dtype, args.steps), flush=True)
     return 0
 
 

@@ -60,30 +60,31 @@ def test_log_likelihood_estimate_and_grads(dtype, chunk=30):
     _assert_grads(name, grads_j, model, cfg, dtype)
 
 
-def _assert_objective(name: str, cfg, dtype: str, terms: tuple[str, ...] = ("loss",)) -> None:
+def _assert_objective(name: str, cfg, dtype: str, api: str, terms: tuple[str, ...] = ("loss",)) -> None:
     """The harness's shared-weights loss and gradients of `cfg`: `terms` and every gradient agree."""
-    out = forward_pair(cfg, dtype)
+    out = forward_pair(cfg, dtype, api)
     for term in terms:
-        assert_close(f"{name}/{dtype}/{term}", *out[term], tol(dtype, "loss"))
+        assert_close(f"{name}/{dtype}/{api}/{term}", *out[term], tol(dtype, "loss"))
     for key, (jax_value, torch_value) in out.items():
         if key.startswith("grad."):
-            assert_close(f"{name}/{dtype}/{key}", jax_value, torch_value, tol(dtype, "grad"))
+            assert_close(f"{name}/{dtype}/{api}/{key}", jax_value, torch_value, tol(dtype, "grad"))
 
 
-def test_iwae_objective_and_grads(dtype, num_samples=50):
+def test_iwae_objective_and_grads(dtype, api, num_samples=50):
     """-log (1/k) sum_k w_k summed over the batch, k = 50 (the preset's k = 5 is in the model suite)."""
     _assert_objective(
         f"iwae_k{num_samples}",
         variant(IWAE, num_samples=num_samples),
         dtype,
+        api,
         terms=("loss", "loss.per_example"),
     )
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
-def test_beta_objective_and_grads(dtype, objective):
+def test_beta_objective_and_grads(dtype, api, objective):
     """beta = 0.25: recon + beta KL (elbo), and log-weights with beta (log p(z) - log q(z|x)) (iwae)."""
-    _assert_objective(f"beta0.25_{objective}", variant(IWAE, objective=objective, beta=0.25), dtype)
+    _assert_objective(f"beta0.25_{objective}", variant(IWAE, objective=objective, beta=0.25), dtype, api)
 
 
 def test_kl_warmup_weights():
@@ -97,12 +98,12 @@ def test_kl_warmup_weights():
     assert_close("kl_weight", jax_w, torch_w, tol("float64", "loss"))  # float64 under x64, not float32
 
 
-def test_warmup_trajectory(dtype):
+def test_warmup_trajectory(dtype, api):
     """50 Adam steps on the ELBO with KL warm-up over 30 steps to beta 0.5: each step reads its
     weight from the step count (the IWAE objective takes beta through the same argument)."""
     cfg = variant(IWAE, objective="elbo", beta=0.5, kl_warmup_steps=30)
-    out = trajectory_pair(cfg, dtype, steps=50)
-    name = f"warmup_elbo/{dtype}"
+    out = trajectory_pair(cfg, dtype, steps=50, api=api)
+    name = f"warmup_elbo/{dtype}/{api}"
     if dtype == "float64":
         assert_close(f"{name}/losses", *out["losses"], tol("float64", "loss"))
         for key, (jax_value, torch_value) in out.items():

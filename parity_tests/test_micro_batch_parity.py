@@ -20,13 +20,12 @@ def _kind(name: str, dtype: str = "float64") -> str | None:
     return KIND.get(name)
 
 
-def test_micro_batch_matches_torch(preset, dtype):
-    out = forward_pair(variant(PRESETS[preset], micro_batch=MICRO), dtype)
+def test_micro_batch_matches_torch(preset, dtype, api):
+    out = forward_pair(variant(PRESETS[preset], micro_batch=MICRO), dtype, api)
     for name, (jax_value, torch_value) in out.items():
         if kind := _kind(name, dtype):
-            assert_close(
-                f"{preset}/{dtype}/micro_batch={MICRO}/{name}", jax_value, torch_value, tol(dtype, kind)
-            )
+            where = f"{preset}/{dtype}/{api}/micro_batch={MICRO}/{name}"
+            assert_close(where, jax_value, torch_value, tol(dtype, kind))
 
 
 @pytest.mark.parametrize("side", ["jax", "torch"])
@@ -58,15 +57,16 @@ assert not any((cfg.name, "float64") in CHAOTIC for cfg in TRAJECTORY_CONFIGS.va
 
 
 @pytest.mark.parametrize("name", list(TRAJECTORY_CONFIGS))
-def test_micro_batch_float64_trajectory(name):
+def test_micro_batch_float64_trajectory(name, api):
     """100 accumulated-gradient Adam steps: every parameter agrees across frameworks."""
     cfg = TRAJECTORY_CONFIGS[name]
-    out = trajectory_pair(variant(cfg, micro_batch=MICRO), "float64", steps=100)
-    assert_close(f"{name}/float64/micro_batch={MICRO}/losses", *out["losses"], tol("float64", "loss"))
+    out = trajectory_pair(variant(cfg, micro_batch=MICRO), "float64", steps=100, api=api)
+    where = f"{name}/float64/{api}/micro_batch={MICRO}"
+    assert_close(f"{where}/losses", *out["losses"], tol("float64", "loss"))
     for key, (jax_value, torch_value) in out.items():
         if key.startswith("param."):
             assert_close(
-                f"{name}/float64/micro_batch={MICRO}/{key}",
+                f"{where}/{key}",
                 jax_value,
                 torch_value,
                 tol("float64", "trajectory_params"),

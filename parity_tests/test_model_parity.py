@@ -1,5 +1,6 @@
-"""Top of the stack, per preset and dtype: encoder, decoder, every loss term, total loss and every
-gradient tensor agree under shared weights (through the converter) and injected eps."""
+"""Top of the stack, per preset, dtype and JAX model API (Linen, NNX): encoder, decoder, every loss
+term, total loss and every gradient tensor agree under shared weights (through the converter) and
+injected eps."""
 
 import pytest
 
@@ -9,30 +10,30 @@ from parity_tests.harness import forward_pair
 from parity_tests.tolerances import assert_close, tol
 
 
-def _pairs(preset: str, dtype: str):
-    return forward_pair(PRESETS[preset], dtype)  # cached: one run per preset and dtype
+def _pairs(preset: str, dtype: str, api: str):
+    return forward_pair(PRESETS[preset], dtype, api)  # cached: one run per preset, dtype and API
 
 
 @pytest.mark.parametrize("part", ["encoder.mean", "encoder.scale", "decoder.outputs"])
-def test_forward(preset, dtype, part):
-    jax_value, torch_value = _pairs(preset, dtype)[part]
-    assert_close(f"{preset}/{dtype}/{part}", jax_value, torch_value, tol(dtype, "forward"))
+def test_forward(preset, dtype, api, part):
+    jax_value, torch_value = _pairs(preset, dtype, api)[part]
+    assert_close(f"{preset}/{dtype}/{api}/{part}", jax_value, torch_value, tol(dtype, "forward"))
 
 
 @pytest.mark.parametrize("term", ["loss.recon", "loss.kl", "loss.per_example"])
-def test_loss_terms(preset, dtype, term):
-    jax_value, torch_value = _pairs(preset, dtype)[term]
-    assert_close(f"{preset}/{dtype}/{term}", jax_value, torch_value, tol(dtype, "loss_terms"))
+def test_loss_terms(preset, dtype, api, term):
+    jax_value, torch_value = _pairs(preset, dtype, api)[term]
+    assert_close(f"{preset}/{dtype}/{api}/{term}", jax_value, torch_value, tol(dtype, "loss_terms"))
 
 
-def test_total_loss(preset, dtype):
-    jax_value, torch_value = _pairs(preset, dtype)["loss"]
-    assert_close(f"{preset}/{dtype}/loss", jax_value, torch_value, tol(dtype, "loss"))
+def test_total_loss(preset, dtype, api):
+    jax_value, torch_value = _pairs(preset, dtype, api)["loss"]
+    assert_close(f"{preset}/{dtype}/{api}/loss", jax_value, torch_value, tol(dtype, "loss"))
 
 
-def test_every_gradient(preset, dtype):
-    grads = {k: v for k, v in _pairs(preset, dtype).items() if k.startswith("grad.")}
+def test_every_gradient(preset, dtype, api):
+    grads = {k: v for k, v in _pairs(preset, dtype, api).items() if k.startswith("grad.")}
     assert len(grads) == 2 * len(layer_specs(PRESETS[preset]))  # a weight and a bias per layer
     for name, (jax_value, torch_value) in grads.items():
         assert abs(torch_value).max() > 0, f"{preset}/{name}: torch gradient is all zero"
-        assert_close(f"{preset}/{dtype}/{name}", jax_value, torch_value, tol(dtype, "grad"))
+        assert_close(f"{preset}/{dtype}/{api}/{name}", jax_value, torch_value, tol(dtype, "grad"))

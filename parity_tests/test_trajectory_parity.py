@@ -1,5 +1,6 @@
-"""Optimizer steps, per preset: 100 steps on fixed batches from the same weights. float64: every
-parameter agrees (rtol 1e-9); float32: every step's loss agrees (parameters drift at rounding level).
+"""Optimizer steps, per preset and JAX model API (Linen step.update, NNX's idiomatic nnx.Optimizer
+step): 100 steps on fixed batches from the same weights. float64: every parameter agrees (rtol 1e-9);
+float32: every step's loss agrees (parameters drift at rounding level).
 
 Presets listed in tolerances.CHAOTIC amplify roundoff in any implementation; they are held to the
 float64 reference trajectory or to torch's own measured sensitivity envelope instead."""
@@ -34,36 +35,35 @@ def _assert_within_envelope(name: str, jax_losses, torch_losses, envelope: np.nd
     )
 
 
-def test_float64_parameters_after_100_steps(preset):
-    out = trajectory_pair(PRESETS[preset], "float64", steps=STEPS)
+def test_float64_parameters_after_100_steps(preset, api):
+    out = trajectory_pair(PRESETS[preset], "float64", steps=STEPS, api=api)
+    where = f"{preset}/float64/{api}"
     if (preset, "float64") in CHAOTIC:
         envelope = torch_self_divergence(PRESETS[preset], "float64", steps=STEPS)
-        _assert_within_envelope(f"{preset}/float64/losses", *out["losses"], envelope, tol("float64", "loss"))
+        _assert_within_envelope(f"{where}/losses", *out["losses"], envelope, tol("float64", "loss"))
         return
-    assert_close(f"{preset}/float64/losses", *out["losses"], tol("float64", "loss"))
+    assert_close(f"{where}/losses", *out["losses"], tol("float64", "loss"))
     for name, (jax_value, torch_value) in out.items():
         if name.startswith("param."):
-            assert_close(
-                f"{preset}/float64/{name}", jax_value, torch_value, tol("float64", "trajectory_params")
-            )
+            assert_close(f"{where}/{name}", jax_value, torch_value, tol("float64", "trajectory_params"))
 
 
-def test_float32_losses_over_100_steps(preset):
-    jax_losses, torch_losses = trajectory_pair(PRESETS[preset], "float32", steps=STEPS)["losses"]
-    assert jax_losses[-1] < jax_losses[0], f"{preset}: loss did not decrease over {STEPS} steps"
+def test_float32_losses_over_100_steps(preset, api):
+    jax_losses, torch_losses = trajectory_pair(PRESETS[preset], "float32", steps=STEPS, api=api)["losses"]
+    assert jax_losses[-1] < jax_losses[0], f"{preset}/{api}: loss did not decrease over {STEPS} steps"
     t = tol("float32", "trajectory_loss")
     if (preset, "float32") not in CHAOTIC:
-        assert_close(f"{preset}/float32/losses", jax_losses, torch_losses, t)
+        assert_close(f"{preset}/float32/{api}/losses", jax_losses, torch_losses, t)
         return
     if (preset, "float64") not in CHAOTIC:
         # float64 is the exact trajectory here: jax float32 must track it within the tolerance
         # and no worse than torch float32 does.
         ref = trajectory_pair(PRESETS[preset], "float64", steps=STEPS)["losses"][1]
-        assert_close(f"{preset}/float32/losses vs float64 reference", jax_losses, ref, t)
+        assert_close(f"{preset}/float32/{api}/losses vs float64 reference", jax_losses, ref, t)
         assert max_diffs(jax_losses, ref)[1] <= max(max_diffs(torch_losses, ref)[1], t.rtol)
         return
     envelope = torch_self_divergence(PRESETS[preset], "float32", steps=STEPS)
-    _assert_within_envelope(f"{preset}/float32/losses", jax_losses, torch_losses, envelope, t)
+    _assert_within_envelope(f"{preset}/float32/{api}/losses", jax_losses, torch_losses, envelope, t)
 
 
 @pytest.mark.parametrize("key", sorted(CHAOTIC))

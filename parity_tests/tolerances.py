@@ -186,3 +186,38 @@ CHAOTIC: dict[tuple[str, str], str] = {
     "within 1e-5 of it (1.5e-6 measured)",
 }
 CHAOS_FACTOR = 10.0  # jax-torch gap may reach this multiple of torch's own 1-ulp sensitivity
+
+# NNX (jax_vae/nnx_models.py, nnx_step.py) against Linen, same device and dtype, per check, each with
+# the reason it holds (test_nnx_parity.py). EXACT: every bit (|nnx - linen| <= 0).
+EXACT = 0.0
+NNX_VS_LINEN: dict[str, Tol] = {
+    "forward": Tol(
+        EXACT,
+        EXACT,
+        EXACT,
+        "nnx.Linear and nn.Dense trace to the same dot_general + bias add and the model math is shared "
+        "(models.reparameterize, std_from_scale, the activation table): the same XLA ops, the same bits",
+    ),
+    "loss_and_grad": Tol(
+        EXACT,
+        EXACT,
+        EXACT,
+        "the loss and gradient programs lower to the same StableHLO text (checked in the test): "
+        "nnx.merge(graphdef, params) leaves nothing after tracing, so the same compiled program",
+    ),
+    "functional_trajectory": Tol(
+        EXACT,
+        EXACT,
+        EXACT,
+        "nnx_step.functional_update is step.update with the NNX loss plugged in: the same StableHLO "
+        "(checked in the test) run on the same inputs, so 100 steps agree bit for bit",
+    ),
+}
+# The nnx.jit step is another XLA program (the model and nnx.Optimizer as arguments, a uint32 step
+# count, Optimizer.update's own tx.update + optax.apply_updates): bit equality is not implied, so its
+# 100 steps are held to the torch-parity trajectory tolerances of the dtype (float64: every parameter,
+# rtol 1e-9; float32: every step's loss, rtol 1e-4). Measured on CPU: 0, every bit, for every preset.
+NNX_IDIOMATIC_TRAJECTORY = {
+    "float64": TOLERANCES[("float64", "trajectory_params")],
+    "float32": TOLERANCES[("float32", "trajectory_loss")],
+}

@@ -1,0 +1,91 @@
+"""NNX against Linen (same device, dtype, weights and eps), per preset and dtype: the forward, every
+loss term and every gradient bit for bit (the loss-and-gradient program is the same StableHLO), the
+functional step's 100-step trajectory bit for bit (the same program as step.update), and the
+idiomatic nnx.Optimizer step's trajectory within the trajectory tolerance (another program).
+Tolerances and reasons: tolerances.NNX_VS_LINEN, NNX_IDIOMATIC_TRAJECTORY. The NNX-vs-torch checks
+are the api=nnx cases of the other test files."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from jax_vae import nnx_models, nnx_step
+from jax_vae import optim as jo
+from jax_vae import step as js
+from jax_vae.common.presets import PRESETS
+from parity_tests.harness import (
+    STEPS_PER_EPOCH,
+    _flat,
+    forward_pair,
+    jax_trajectory,
+    make_inputs,
+    setup_pair,
+    trajectory_batches,
+    trajectory_pair,
+)
+from parity_tests.tolerances import NNX_IDIOMATIC_TRAJECTORY, NNX_VS_LINEN, assert_close
+
+STEPS = 100
+FORWARD = ("encoder.mean", "encoder.scale", "decoder.outputs")
+
+
+def _program(jitted: Any, *args) -> str:
+    """The StableHLO text of jitted(*args) without its names: the module's (the jitted function's)
+    and the outputs' pytree paths (an nnx.State path ends in .value)."""
+    text = re.sub(r"^module @\S+", "module", jitted.lower(*args).as_text())
+    return re.sub(r' \{jax\.result_info = "[^"]*"\}', "", text)
+
+
+def test_forward_loss_and_grads_are_linens(preset, dtype):
+    cfg = PRESETS[preset]
+    _, params = setup_pair(cfg, dtype)
+    x, eps = (jnp.asarray(a) for a in make_inputs(cfg, dtype))
+    graphdef, state = nnx.split(nnx_models.from_linen_params(cfg, params))
+    loss = nnx_models.params_loss(graphdef)
+    linen = jax.jit(lambda p, x, e, b: js.value_and_grad(p, x, e, cfg, b))
+    nnx_vg = jax.jit(lambda s, x, e, b: js.value_and_grad(s, x, e, cfg, b, apply_loss=loss))
+    assert _program(nnx_vg, state, x, eps, cfg.beta) == _program(linen, params, x, eps, cfg.beta), (
+        f"{preset}/{dtype}: the NNX loss and gradient program is not Linen's"
+    )
+    a, b = forward_pair(cfg, dtype, "linen"), forward_pair(cfg, dtype, "nnx")
+    assert a.keys() == b.keys()
+    for name in a:
+        t = NNX_VS_LINEN["forward" if name in FORWARD else "loss_and_grad"]
+        assert_close(f"{preset}/{dtype}/nnx vs linen/{name}", b[name][0], a[name][0], t)
+
+
+def _jax_half(out: dict) -> dict:
+    return {k: v[0] for k, v in out.items()}
+
+
+@pytest.mark.parametrize("style", ["functional", "idiomatic"])
+def test_trajectories_are_linens(preset, dtype, style):
+    cfg = PRESETS[preset]
+    linen = _jax_half(trajectory_pair(cfg, dtype, steps=STEPS))
+    where = f"{preset}/{dtype}/nnx {style} vs linen"
+    if style == "idiomatic":
+        nnx_half = _jax_half(trajectory_pair(cfg, dtype, steps=STEPS, api="nnx"))
+        t = NNX_IDIOMATIC_TRAJECTORY[dtype]
+        names = [k for k in linen if dtype == "float64" or k == "losses"]
+    else:
+        _, params = setup_pair(cfg, dtype)
+        tx = jo.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH)
+        graphdef, state = nnx_step.split(nnx_models.from_linen_params(cfg, params), tx)
+        x, eps = (jnp.asarray(a) for a in trajectory_batches(cfg, dtype)[0])
+        linen_update = jax.jit(lambda s, x, e: js.update(s, x, e, cfg, tx))
+        nnx_update = jax.jit(lambda s, x, e: nnx_step.functional_update(graphdef, s, x, e, cfg, tx))
+        assert _program(nnx_update, state, x, eps) == _program(
+            linen_update, js.create_state(params, tx), x, eps
+        )
+        losses, final = jax_trajectory(cfg, params, trajectory_batches(cfg, dtype), STEPS, "nnx-functional")
+        nnx_half = {"losses": losses} | {f"param.{k}": v for k, v in _flat(final).items()}
+        t, names = NNX_VS_LINEN["functional_trajectory"], list(linen)
+    assert nnx_half.keys() == linen.keys()
+    for name in names:
+        assert_close(f"{where}/{name}", nnx_half[name], linen[name], t)
