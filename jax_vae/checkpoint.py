@@ -43,19 +43,30 @@ _UNFINISHED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 logging.getLogger("absl").setLevel(logging.ERROR)  # orbax info/warnings are noise here
 
 
-def _late_orbax_report(record: logging.LogRecord) -> bool:
-    """Drop what orbax's writer threads report after a failed save was undone (_write): errors
-    raised in orbax's code that nobody retrieved, and callbacks into its closed event loop."""
-    if not record.exc_info or record.exc_info[1] is None:
-        return True
-    err, tb = record.exc_info[1], record.exc_info[2]
+def _late_orbax_error(err: BaseException | None, tb: Any) -> bool:
+    """Whether an error is one orbax's writer threads leave after a failed save was undone (_write):
+    raised in orbax's code with nobody to retrieve it, or a callback into its closed event loop."""
+    if err is None:
+        return False
     frames = traceback.extract_tb(tb) if tb is not None else []
     from_orbax = any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in frames)
-    return not (from_orbax or "Event loop is closed" in str(err))
+    return from_orbax or "Event loop is closed" in str(err)
+
+
+def _late_orbax_report(record: logging.LogRecord) -> bool:
+    """Logging filter: drop asyncio's / concurrent.futures' reports of those errors."""
+    return not (record.exc_info and _late_orbax_error(record.exc_info[1], record.exc_info[2]))
+
+
+def _unraisable(args: Any, default: Callable[[Any], None] = sys.unraisablehook) -> None:
+    """sys.unraisablehook: drop those errors when their futures are collected; report the rest."""
+    if not _late_orbax_error(args.exc_value, args.exc_traceback):
+        default(args)
 
 
 for _name in ("asyncio", "concurrent.futures"):
     logging.getLogger(_name).addFilter(_late_orbax_report)
+sys.unraisablehook = _unraisable
 T = TypeVar("T")
 
 
