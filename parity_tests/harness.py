@@ -164,11 +164,26 @@ def trajectory_pair(
 
     Returns 'losses' [steps] and every final parameter 'param.<name>' as (jax, torch).
     """
-    model, params = setup_pair(cfg, dtype)
+    _, params = setup_pair(cfg, dtype)
     batches = trajectory_batches(cfg, dtype, num_batches)
     # --- JAX half
     losses_j, params_j = jax_trajectory(cfg, params, batches, steps, api)
-    # --- torch half (reference implementation pinned: no foreach, no fused kernels)
+    # --- torch half (one run per config, shared by the Linen and NNX cases)
+    losses_t, pt = torch_trajectory(cfg, dtype, steps, num_batches)
+    pj = _flat(params_j)
+    out = {"losses": (np.array(losses_j), losses_t)}
+    out.update({f"param.{k}": (pj[k], pt[k]) for k in pt})
+    return out
+
+
+@functools.cache
+def torch_trajectory(
+    cfg: VAEConfig, dtype: str, steps: int, num_batches: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The torch half of trajectory_pair: (losses [steps], final params in the Flax layout), with the
+    reference optimizer implementation pinned (no foreach, no fused kernels)."""
+    model, _ = setup_pair(cfg, dtype)
+    batches = trajectory_batches(cfg, dtype, num_batches)
     ttx = to.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH, foreach=False, fused=False)
     tstate = ts.create_state(model, ttx)
     losses_t = []
@@ -176,11 +191,7 @@ def trajectory_pair(
         x, eps = batches[i % num_batches]
         tstate, metrics = ts.update(tstate, torch.from_numpy(x), torch.from_numpy(eps), cfg)
         losses_t.append(float(metrics.batch_loss))
-    pj = _flat(params_j)
-    pt = _flat(convert.torch_to_flax(tstate.model.state_dict(), cfg))
-    out = {"losses": (np.array(losses_j), np.array(losses_t))}
-    out.update({f"param.{k}": (pj[k], pt[k]) for k in pt})
-    return out
+    return np.array(losses_t), _flat(convert.torch_to_flax(tstate.model.state_dict(), cfg))
 
 
 def variant(cfg: VAEConfig, **changes) -> VAEConfig:
