@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -61,17 +61,24 @@ def leftovers(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.name.endswith(".tmp") or "orbax-checkpoint-tmp" in p.name]
 
 
-@pytest.fixture
-def full_atomic_writes(monkeypatch):
-    """Every atomic write (config, summary, images, reports, exports, compare) hits a full disk."""
+def fill_atomic_writes(monkeypatch, hits: Callable[[str], bool] = lambda prefix: True) -> None:
+    """The atomic writes whose temp-file prefix `hits` accepts go to /dev/full (a full disk)."""
     real_mkstemp = tempfile.mkstemp
 
     def mkstemp(*args, **kwargs):
         fd, tmp = real_mkstemp(*args, **kwargs)
+        if not hits(str(kwargs.get("prefix", ""))):
+            return fd, tmp
         os.close(fd)
         return os.open("/dev/full", os.O_WRONLY), tmp
 
     monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+
+
+@pytest.fixture
+def full_atomic_writes(monkeypatch):
+    """Every atomic write (config, summary, images, reports, exports, compare) hits a full disk."""
+    fill_atomic_writes(monkeypatch)
 
 
 def _train(framework: str, out: Path, capsys, *extra: str):
@@ -123,16 +130,7 @@ def _patch_full_checkpoints(monkeypatch, framework: str) -> None:
     """Without a tmpfs: torch's checkpoint (through the atomic write) goes to /dev/full; orbax's save
     raises what orbax raises on a full disk (a ValueError carrying os_error_code)."""
     if framework == "torch":
-        real_mkstemp = tempfile.mkstemp
-
-        def mkstemp(*args, **kwargs):
-            fd, tmp = real_mkstemp(*args, **kwargs)
-            if not str(kwargs.get("prefix", "")).startswith(".ckpt_"):
-                return fd, tmp
-            os.close(fd)
-            return os.open("/dev/full", os.O_WRONLY), tmp
-
-        monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+        fill_atomic_writes(monkeypatch, lambda prefix: prefix.startswith(".ckpt_"))
         return
     import orbax.checkpoint as ocp
 
@@ -192,16 +190,7 @@ def test_full_disk_in_evaluate_export_compare_and_images(tmp_path, capsys, runs_
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_full_disk_at_the_images(tmp_path, capsys, monkeypatch, framework):
     """Training done, the images do not fit: one line naming the image, the checkpoint kept."""
-    real_mkstemp = tempfile.mkstemp
-
-    def mkstemp(*args, **kwargs):
-        fd, tmp = real_mkstemp(*args, **kwargs)
-        if not str(kwargs.get("prefix", "")).endswith(".png."):
-            return fd, tmp
-        os.close(fd)
-        return os.open("/dev/full", os.O_WRONLY), tmp
-
-    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+    fill_atomic_writes(monkeypatch, lambda prefix: prefix.endswith(".png."))
     code, lines = run_main(
         framework,
         ["train", "--steps", "4", *TINY[:-2], "--no-progress", "--out", str(tmp_path / "run")],
