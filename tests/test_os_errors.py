@@ -291,3 +291,9 @@ def test_full_disk_in_an_export_to_jax(tmp_path, capsys, monkeypatch, runs_to_re
         args = ["export", str(runs_to_read / "torch"), "--to-jax", "--out", str(out_dir / "params")]
         assert_one_line_error(*run_main("jax", args, capsys), str(out_dir / "params"), FULL)
         assert list(out_dir.iterdir()) == []
+
+
+def test_compare_out_is_checked_before_any_run_is_read(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    args = ["compare", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "file" / "c.png")]
+    assert_one_line_error(*run_main("jax", args, capsys), str(tmp_path / "file"), "is a file")

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from jax_vae.common import plots, runs
 from jax_vae.common.errors import RunError
+from jax_vae.common.files import check_writable
 
 CompareRun = tuple[str, str, Sequence[dict[str, Any]], Mapping[str, Any]]  # label, framework, records, cfg
 
@@ -29,7 +30,7 @@ def final_epoch(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 def check_out(out: Path, force: bool = False) -> Path:
     """--out, checked before anything is read: an extension matplotlib writes, no existing file unless
-    `force`."""
+    `force`, a place it can be written (files.check_writable)."""
     out = Path(out)
     formats = plots.figure_formats()
     if out.suffix[1:].lower() not in formats:
@@ -39,6 +40,7 @@ def check_out(out: Path, force: bool = False) -> Path:
         raise RunError(f"--out {out} is a folder; name a file such as {out / 'compare.png'}")
     if out.exists() and not force:
         raise RunError(f"{out} already exists; choose another --out, or pass --force to overwrite it")
+    check_writable(out, "comparison")  # a read-only folder or a parent that is a file, as evaluate/export
     return out
 
 
