@@ -140,13 +140,8 @@ def make_functional_chunk(
     graphdef: nnx.GraphDef, cfg: VAEConfig, tx: optax.GradientTransformation
 ) -> Callable[[js.TrainState, Array, Array, Array], tuple[js.TrainState, StepMetrics]]:
     """chunk(state, data [N, D], idx [S, B], eps_key) -> (state, metrics [S]): lax.scan of
-    functional_train_step over the batches data[idx[s]], gathered on device (the single-device
-    program of train.make_chunk_fn); state donated."""
+    functional_train_step over the batches data[idx[s]], gathered on device; state donated. It is
+    train.make_chunk_fn with the NNX loss, the program `train --api nnx` runs."""
+    from jax_vae.train import make_chunk_fn  # here: jax_vae.train imports this module
 
-    def chunk(state: js.TrainState, data: Array, idx: Array, eps_key: Array):
-        def body(state: js.TrainState, rows: Array):
-            return functional_train_step(graphdef, state, data[rows], eps_key, cfg, tx)  # [B, D] batch
-
-        return jax.lax.scan(body, state, idx)
-
-    return jax.jit(chunk, donate_argnums=0)
+    return make_chunk_fn(cfg, tx, apply_loss=params_loss(graphdef))
