@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_vae.checkpoint import load_params, save_params
+from jax_vae.checkpoint import load_params as load_checkpoint
+from jax_vae.checkpoint import save_params
 from jax_vae.common.backends import Backend
 from jax_vae.common.config import VAEConfig
+from jax_vae.common.errors import RunError
 from jax_vae.common.evaluation import EvalOptions
+from jax_vae.common.weights import is_safetensors
 from jax_vae.evaluate import evaluate as evaluate_params
 from jax_vae.parallel import initialize_distributed
 from jax_vae.train import Trainer, device_name, process_index, resolve_device
+from jax_vae.weights import from_state_dict, load_safetensors, read_tensors
+
+
+def load_params(path: Path, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """(params, meta) of a safetensors export or of a run folder / checkpoint / params export."""
+    if is_safetensors(path):
+        if step is not None:
+            raise RunError(f"{path} is a safetensors export (one set of weights); drop --step")
+        return load_safetensors(path)
+    return load_checkpoint(path, step)
 
 
 def evaluate(
@@ -37,6 +51,8 @@ BACKEND = Backend(
     load_params=load_params,
     save_params=save_params,
     evaluate=evaluate,
+    read_tensors=read_tensors,
+    from_state_dict=from_state_dict,
     data_parallel=True,
     start_distributed=initialize_distributed,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -9,11 +10,24 @@ import torch
 
 from jax_vae.common.backends import Backend
 from jax_vae.common.config import VAEConfig
+from jax_vae.common.errors import RunError
 from jax_vae.common.evaluation import EvalOptions
-from torch_reference.checkpoint import load_params, save_params
+from jax_vae.common.weights import is_safetensors
+from torch_reference.checkpoint import load_params as load_checkpoint
+from torch_reference.checkpoint import save_params
 from torch_reference.evaluate import evaluate as evaluate_params
 from torch_reference.models import VAE
 from torch_reference.train import Trainer, _set_threads, device_name, process_index, resolve_device
+from torch_reference.weights import from_state_dict, load_safetensors, read_tensors
+
+
+def load_params(path: Path, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """(params, meta) of a safetensors export or of a run folder / checkpoint / params export."""
+    if is_safetensors(path):
+        if step is not None:
+            raise RunError(f"{path} is a safetensors export (one set of weights); drop --step")
+        return load_safetensors(path)
+    return load_checkpoint(path, step)
 
 
 def evaluate(
@@ -37,4 +51,6 @@ BACKEND = Backend(
     load_params=load_params,
     save_params=save_params,
     evaluate=evaluate,
+    read_tensors=read_tensors,
+    from_state_dict=from_state_dict,
 )

@@ -30,7 +30,10 @@ class Backend:
     trainer(cfg, data, opts, checkpoint_dir, tick) -> loop.Trainer;
     load_params(path, step) -> (params in the twin's layout, meta); save_params(path, params, meta);
     evaluate(params, x [N, D], cfg, binarization, opts) -> (evaluation.summarize's dict, device name);
-    start_distributed(coordinator, num_processes, process_id): multi-process runs (data_parallel only).
+    start_distributed(coordinator, num_processes, process_id): multi-process runs (data_parallel only);
+    read_tensors(path) -> {key: numpy array} of a framework-native file (JAX: an orbax folder, PyTorch: a
+    torch.save file) for jax_vae.common.sources; from_state_dict(state, cfg) -> params in the twin's layout
+    from jax-vae's PyTorch-layout state_dict of numpy arrays.
     """
 
     framework: str
@@ -39,6 +42,8 @@ class Backend:
     load_params: Callable[[Path, int | None], tuple[Any, dict[str, Any]]]
     save_params: Callable[[Path, Any, dict[str, Any]], None]
     evaluate: Callable[[Any, np.ndarray, VAEConfig, str, Any], tuple[dict[str, Any], str]]
+    read_tensors: Callable[[Path], dict[str, np.ndarray]]
+    from_state_dict: Callable[[dict[str, np.ndarray], VAEConfig], Any]
     data_parallel: bool = False
     start_distributed: Callable[[str | None, int | None, int | None], bool] | None = None
 

@@ -123,6 +123,15 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
         raise RunError(f"{path} is not a valid run config ({one_line(err)})") from None
 
 
+def framework_of(path: Path) -> str | None:
+    """The framework of the run folder `path` is in (or is), else None."""
+    for folder in (Path(path), Path(path).parent):
+        record = read_run(folder) if folder.is_dir() else None
+        if record is not None:
+            return str(record["framework"])
+    return None
+
+
 def recorded_data_dir(record: dict[str, Any] | None) -> str | None:
     """The data folder config.json records the run was trained on, when it still exists."""
     recorded = (record or {}).get("data_dir")
