@@ -245,8 +245,15 @@ class Trainer:
         """A typed key onto the device or mesh (moved as its raw uint32 data)."""
         return jax.random.wrap_key_data(self._put(jax.random.key_data(key)))
 
-    def init_state(self) -> None:
+    def init_state(self, params: Any | None = None) -> None:
+        """Step-0 state: the preset's init, or `params` (Flax layout, e.g. --init-from) with a fresh
+        optimizer state, cast to the run's dtypes."""
         self.state = self._template()
+        if params is not None:
+            params = jax.tree_util.tree_map(
+                lambda t, p: jnp.asarray(p, t.dtype), self.state.params, params
+            )  # same tree as the template, or a ValueError naming the mismatch
+            self.state = self._put(jax.jit(lambda p: create_state(p, self.p.tx))(params))
 
     def _template(self) -> TrainState:
         """Step-0 state on the device, every leaf its own buffer (the scan donates the state, and an

@@ -112,8 +112,12 @@ class Trainer:
     def device_name(self) -> str:
         return device_name(self.device)
 
-    def init_state(self) -> None:
+    def init_state(self, params: Any | None = None) -> None:
+        """Step-0 state: the preset's init, or `params` (a state_dict, e.g. --init-from) with a fresh
+        optimizer."""
         model = init_params(self.cfg.seed, self.cfg).to(self.device)
+        if params is not None:
+            model.load_state_dict(params)
         self.state = create_state(model, make_optimizer(self.cfg, self.steps_per_epoch))
 
     def latest_checkpoint(self) -> int | None:

@@ -1,10 +1,10 @@
 """The one command line of both packages: `python -m jax_vae ...` and `python -m torch_reference ...`.
 
-Subcommands: train, evaluate, export, compare; each is an `add_<name>_command(subparsers, framework)` function
-in COMMANDS that registers its flags and a handler `(args, framework) -> exit code`; add one there to
-extend the CLI. The train flags of the run options are built from options.TrainOptions. User errors
-(jax_vae.common.errors) print one line `error: ...` on stderr and exit with their code, before
-writing anything.
+Subcommands: train, evaluate, export, import, compare; each is an `add_<name>_command(subparsers,
+framework)` function in COMMANDS that registers its flags and a handler `(args, framework) -> exit
+code`; add one there to extend the CLI. The train flags of the run options are built from
+options.TrainOptions. User errors (jax_vae.common.errors) print one line `error: ...` on stderr and
+exit with their code, before writing anything.
 """
 
 from __future__ import annotations
@@ -20,16 +20,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from jax_vae.common import backends, runs
+from jax_vae.common import backends, runs, sources
 from jax_vae.common.compare import compare
 from jax_vae.common.config import VAEConfig, apply_overrides, from_dict
 from jax_vae.common.data import INPUT_DIMS
 from jax_vae.common.errors import RunError, UserError, one_line
 from jax_vae.common.evaluation import EvalOptions, evaluate_run, report_line
 from jax_vae.common.export import export
+from jax_vae.common.imports import import_weights
 from jax_vae.common.loop import train
 from jax_vae.common.options import TrainOptions, thread_count
 from jax_vae.common.presets import PRESETS, get_preset
+from jax_vae.common.weights import FORMATS
 
 DEFAULT_PRESET = "stutz-rectangles"
 NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-(inf|nan)", re.IGNORECASE)  # a negative number
@@ -141,10 +143,17 @@ def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig,
     """(config, run folder, options) from the flags; on --resume, the saved run fills what is not given."""
     if args.resume and not args.out:
         raise RunError("--resume needs --out RUN_DIR")
+    if args.resume and args.init_from:
+        raise RunError("--init-from starts a new run; --resume continues one from its checkpoint")
     saved = runs.read_run(Path(args.out)) if args.resume and args.out else None
+    sets = parse_sets(args.set)
     try:
         if saved is not None and args.preset in (None, saved.get("preset")):
             base = from_dict(saved["config"])
+        elif args.init_from:  # the file's preset (or its source's, or --preset), widths from the file
+            named = get_preset(args.preset) if args.preset else None
+            source = args.source or TrainOptions.source
+            base = sources.load(args.init_from, source, named, keep={k.replace("-", "_") for k in sets})[1]
         else:
             base = get_preset(args.preset or DEFAULT_PRESET)
         overrides: dict[str, Any] = {}
@@ -158,7 +167,6 @@ def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig,
                 raise RunError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
         if args.epochs is not None:
             overrides.update(epochs=args.epochs, steps=0)
-        sets = parse_sets(args.set)
         overrides.update(sets)
         cfg = apply_overrides(base, overrides)
         if cfg.dataset != base.dataset and "input_dim" not in sets and cfg.dataset in INPUT_DIMS:
@@ -238,7 +246,25 @@ def add_evaluate_command(sub: Any, framework: str) -> None:
         "samples (Burda et al.: k = 5000), both in nats per image. Dynamic-"
         "binarization presets score the test set binarized once with --seed's draw.",
     )
-    p.add_argument("--run", required=True, help="run folder, its checkpoints/ folder or a params export")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--run", help="run folder, its checkpoints/ folder, a params export or a .safetensors export"
+    )
+    what.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="a weight file in the layout of --source (a source's own checkpoint: docs/weights.md)",
+    )
+    p.add_argument(
+        "--source",
+        choices=sources.NAMES,
+        default=sources.OWN,
+        help="with --weights: its layout (default jax-vae: jax-vae's own files)",
+    )
+    p.add_argument(
+        "--preset", help="with --weights: score it as this preset (default: the file's or source's)"
+    )
+    p.add_argument("--dataset", help="score on this dataset instead of the preset's (same image size)")
     p.add_argument("--k", type=int, default=5000, help="importance samples per image (default 5000)")
     p.add_argument(
         "--data-dir", help="folder with the IDX files ($JAX_VAE_DATA_DIR or ~/.cache/jax_vae/datasets)"
@@ -277,9 +303,14 @@ def cmd_evaluate(args: argparse.Namespace, framework: str) -> int:
         out=args.out,
         device=args.device,
         threads=args.threads,
+        source=args.source if args.weights else None,
+        preset=args.preset,
+        dataset=args.dataset,
     )
+    if args.preset and not args.weights:
+        raise RunError("--preset names the preset of --weights; a run records its own")
     apply_threads(opts.threads, framework)
-    print(report_line(evaluate_run(backends.get(framework), Path(args.run), opts)))
+    print(report_line(evaluate_run(backends.get(framework), Path(args.run or args.weights), opts)))
     return 0
 
 
@@ -298,6 +329,12 @@ def add_export_command(sub: Any, framework: str) -> None:
     p.add_argument("--to-jax", action="store_true", help="convert PyTorch weights to a JAX params checkpoint")
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.add_argument("--preset", help="preset of a bare state_dict that has no <file>.json beside it")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="PyTorch-layout file: pt (torch.save + <out>.json) or safetensors (no pickle; the config "
+        "in its metadata); default: safetensors for an --out ending in .safetensors, else pt",
+    )
     p.set_defaults(handler=cmd_export)
 
 
@@ -308,6 +345,38 @@ def cmd_export(args: argparse.Namespace, framework: str) -> int:
         to="jax" if args.to_jax else "torch",
         step=args.step,
         preset=args.preset,
+        fmt=args.format,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- import
+def add_import_command(sub: Any, framework: str) -> None:
+    p = sub.add_parser(
+        "import",
+        help="a source's own checkpoint (pytorch/examples, the posts, the Flax example) -> jax-vae weights",
+        description="Map a checkpoint saved by a source's own code onto jax-vae's layers through the key "
+        "map table (jax_vae.common.sources; docs/weights.md) and write "
+        + ("a JAX params folder" if framework == "jax" else "a PyTorch state_dict file (.safetensors or .pt)")
+        + " for evaluate --run, export and train --init-from. Layer widths are read from the file.",
+    )
+    p.add_argument(
+        "file", help="the source's file: .pt/.pth (torch.save), .safetensors, .npz or an orbax folder"
+    )
+    p.add_argument("--source", required=True, choices=sources.NAMES, help="the file's layout")
+    p.add_argument("--out", required=True, help="output path (never overwritten)")
+    p.add_argument("--preset", help="the preset to map it onto (default: the source's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    if framework == "torch":
+        p.add_argument("--format", choices=FORMATS, help="pt or safetensors (default: by --out's suffix)")
+    p.set_defaults(handler=cmd_import)
+
+
+def cmd_import(args: argparse.Namespace, framework: str) -> int:
+    fmt = getattr(args, "format", None)
+    out = import_weights(
+        framework, Path(args.file), args.source, Path(args.out), args.preset, parse_sets(args.set), fmt
     )
     print(f"wrote {out}")
     return 0
@@ -334,6 +403,7 @@ COMMANDS: list[Callable[[Any, str], None]] = [
     add_train_command,
     add_evaluate_command,
     add_export_command,
+    add_import_command,
     add_compare_command,
 ]
 

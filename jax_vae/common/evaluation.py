@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from jax_vae.common import runs
-from jax_vae.common.config import VAEConfig, from_dict
+from jax_vae.common import runs, sources
+from jax_vae.common.config import VAEConfig, apply_overrides, from_dict, to_dict
 from jax_vae.common.data import EVAL_BINARIZATION_SEED, binarize_for_evaluation, load_dataset, load_split
 from jax_vae.common.errors import RunError
 from jax_vae.common.files import atomic_write_text, check_writable
+from jax_vae.common.presets import get_preset
 
 ROW_BUDGET = 32768  # images x samples decoded at once: 32768 x 784 float32 logits ~ 100 MB
 CPU_EAGER_ROW_BUDGET = 4096  # eager torch on CPU: fresh 100 MB temporaries cost page faults (measured
@@ -175,6 +176,32 @@ class EvalOptions:
     out: str | None = None
     device: str = "auto"
     threads: str = "auto"  # options.thread_count: N >= 1 or auto
+    source: str | None = None  # set: `source` is a weight file in this layout (jax_vae.common.sources)
+    preset: str | None = None  # with source: the preset to score it as (default: the file's or source's)
+    dataset: str | None = None  # score on this dataset instead of the preset's (same image size)
+
+
+def load_weights(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> tuple[Any, dict[str, Any]]:
+    """(params in `backend`'s layout, meta with the config to score): a run / checkpoint / export of
+    the backend's framework, or with opts.source any weight file in that source's layout."""
+    if opts.source is None:
+        params, meta = backend.load_params(Path(source), opts.step)
+    else:
+        if opts.step is not None:
+            raise RunError("--step picks a checkpoint of a run; --weights is one set of weights")
+        try:
+            base = get_preset(opts.preset) if opts.preset else None
+        except KeyError as err:
+            raise RunError(err.args[0]) from None
+        state, cfg, meta = sources.load(Path(source), opts.source, base)
+        params, meta = backend.from_state_dict(state, cfg), {**meta, "config": to_dict(cfg)}
+    if opts.dataset is not None:
+        try:
+            cfg = apply_overrides(run_config(meta, source), {"dataset": opts.dataset.replace("-", "_")})
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunError(err.args[0] if err.args else str(err)) from None
+        meta = {**meta, "config": to_dict(cfg)}
+    return params, meta
 
 
 def evaluate_run(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> dict[str, Any]:
@@ -183,11 +210,16 @@ def evaluate_run(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> 
     path = report_path(source, opts.k, opts.out)
     if path is not None:  # before the work: an unwritable --out must not cost the evaluation
         check_writable(path, "report")
-    params, meta = backend.load_params(Path(source), opts.step)
+    params, meta = load_weights(backend, source, opts)
     cfg = run_config(meta, source)
     data_dir = opts.data_dir if opts.data_dir is not None else trained_data_dir(source)
     x, binarization = eval_data(cfg, data_dir, download=opts.download)
     x = x[: opts.num_images] if opts.num_images else x  # [N, D]
+    if x.shape[1] != cfg.input_dim:
+        raise RunError(
+            f"{source}: the model takes {cfg.input_dim} pixels per image, "
+            f"{cfg.dataset} images have {x.shape[1]}"
+        )
     t0 = time.perf_counter()
     result, device = backend.evaluate(params, x, cfg, binarization, opts)
     if result["non_finite_images"]:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jax_vae.common import plan, plots, progress, runs
+from jax_vae.common import plan, plots, progress, runs, sources
 from jax_vae.common.backends import Backend
 from jax_vae.common.config import VAEConfig, to_dict
 from jax_vae.common.data import FILES, binarize_for_evaluation, default_data_dir, load_dataset
@@ -36,7 +36,7 @@ class Trainer(Protocol):
 
     def versions(self) -> dict[str, str]: ...
     def device_name(self) -> str: ...
-    def init_state(self) -> None: ...
+    def init_state(self, params: Any | None = None) -> None: ...
     def latest_checkpoint(self) -> int | None: ...
     def checkpoint_config(self, step: int | None = None) -> dict[str, Any]: ...
     def restore(self, step: int | None = None) -> tuple[np.ndarray, dict[str, Any]]: ...
@@ -130,6 +130,8 @@ def train(
     The writing process holds the run folder's lock (jax_vae.common.runlock) throughout."""
     opts.check()
     run_dir = Path(run_dir)
+    if opts.init_from is not None:  # recorded absolute in config.json
+        opts = dataclasses.replace(opts, init_from=str(Path(opts.init_from).expanduser().absolute()))
     if opts.data_parallel and not backend.data_parallel:
         raise RunError("data-parallel training is JAX-only (python -m jax_vae train --data-parallel)")
     # Under jax.distributed every process runs this loop; process 0 alone writes the run folder
@@ -174,7 +176,7 @@ def _train(
     tick = (lambda step: bar is not None and bar.update(int(step) - bar.n)) if show_bar else None
     trainer = backend.trainer(cfg, data, opts, run_dir / runs.CHECKPOINT_DIR, tick)
     try:
-        _open(run, trainer, saved, opts.resume_step)
+        _open(run, trainer, backend, saved, opts)
         finished = runs.read_summary(run_dir) if run.resumed and run.start == run.total else None
         if finished is not None and finished.get("steps") == run.total:
             (log or _stderr)(
@@ -196,11 +198,24 @@ def _train(
     return _finish(run, trainer, opts, data, primary)
 
 
-def _open(run: _Run, trainer: Trainer, saved: dict[str, Any] | None, step: int | None) -> None:
-    """Fresh state, or the state, data order and epoch sums of the newest intact checkpoint (or of
-    checkpoint `step`) (read-only). A run folder to resume without one is refused."""
+def initial_params(backend: Backend, cfg: VAEConfig, opts: TrainOptions) -> Any:
+    """The weights of --init-from in the twin's layout (every key and shape checked against `cfg`), or
+    None for the preset's init."""
+    if opts.init_from is None:
+        return None
+    state, _, _ = sources.load(opts.init_from, opts.source, cfg, fit=False)
+    return backend.from_state_dict(state, cfg)
+
+
+def _open(
+    run: _Run, trainer: Trainer, backend: Backend, saved: dict[str, Any] | None, opts: TrainOptions
+) -> None:
+    """Fresh state (the preset's init or --init-from), or the state, data order and epoch sums of the
+    newest intact checkpoint (or of checkpoint opts.resume_step) (read-only). A run folder to resume
+    without one is refused."""
+    step = opts.resume_step
     if saved is None:
-        trainer.init_state()
+        trainer.init_state(initial_params(backend, run.cfg, opts))
         return
     if trainer.latest_checkpoint() is None:
         raise RunError(
@@ -247,6 +262,8 @@ def _write_record(
     spe, cfg = run.layout.steps_per_epoch, run.cfg
     if log is not None:
         what = f"resuming at step {run.start}" if run.resumed else "training"
+        if opts.init_from is not None and not run.resumed:
+            what = f"fine-tuning ({opts.source} weights {opts.init_from})"
         log(
             f"{trainer.framework}: {what} {cfg.name} on {cfg.dataset} for {run.total} steps "
             f"({run.total / spe:g} epochs of {spe}, batch {cfg.batch_size}, seed {cfg.seed}) on "

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from jax_vae.common.errors import RunError
+from jax_vae.common.sources import NAMES as SOURCE_NAMES
 
 JitMode = Literal["scan", "step"]
 Api = Literal["linen", "nnx"]
@@ -90,6 +91,17 @@ class TrainOptions:
         "with --resume: continue from this checkpoint step (default: the newest intact one)",
         persist=False,
     )
+    init_from: str | None = option(
+        None,
+        "start a new run from these weights instead of the preset's init (fine-tuning, a fresh optimizer): "
+        "a jax-vae export (.safetensors, .pt) or run folder, or with --source a source's own checkpoint; "
+        "without --preset, the file's preset (or the source's), its layer widths read from the file",
+    )
+    source: str = option(
+        "jax-vae",
+        "the layout of --init-from (and of evaluate --weights): jax-vae (default: jax-vae's own files) "
+        f"or a source's own: {', '.join(SOURCE_NAMES[1:])} (docs/weights.md)",
+    )
     data_dir: str | None = option(
         None, "folder with the IDX files ($JAX_VAE_DATA_DIR or ~/.cache/jax_vae/datasets)", persist=False
     )
@@ -122,6 +134,8 @@ class TrainOptions:
         if self.resume_step is not None and (not self.resume or self.resume_step < 0):
             raise RunError(f"--resume-step needs --resume and a step >= 0, got {self.resume_step}")
         thread_count(self.threads, "torch")  # validates "auto" or N >= 1
+        if self.source not in SOURCE_NAMES:
+            raise RunError(f"unknown source {self.source!r}; source layouts: {', '.join(SOURCE_NAMES)}")
         if self.jit not in typing.get_args(JitMode):
             raise RunError(f"unknown jit mode {self.jit!r}; valid: {', '.join(typing.get_args(JitMode))}")
         for name in ("checkpoint_every", "chunk_steps"):
