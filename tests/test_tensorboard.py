@@ -129,6 +129,10 @@ def test_events_hold_the_metrics_and_grids_and_a_resume_shows_each_step_once(tmp
     assert {s for _, s in expected_scalars(run)} == {2, 4}
     pixels = images[("images/reconstruction", 4)]
     assert (pixels[0] == 128).all() and len(np.unique(pixels)) > 2  # grey padding, then images
+    plain = tmp_path / "plain"  # drawing the grids mid-run leaves the training numbers as they are
+    code, lines = run_main(framework, [*TRAIN, "--steps", "4", "--no-images", "--out", str(plain)], capsys)
+    assert code == 0 and tensorboard.event_files(plain) == [], lines
+    assert metric_records(plain) == metric_records(run)
     # Continue the 4-step run to 8: the flag is restored from config.json; step 4 was the end of the
     # shorter run (an epoch record there, now dropped from metrics.jsonl), so the new file purges from 4.
     code, lines = run_main(framework, ["train", "--resume", "--steps", "8", "--out", str(run)], capsys)
