@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from jax_vae.common import runs
-from jax_vae.common.errors import RunError
+from jax_vae.common.errors import RunError, one_line
 
 EVENT_GLOB = "events.out.tfevents.*"
 PREFIX = {"step": "train", "epoch": "epoch"}  # record kind -> tag prefix
@@ -52,8 +52,10 @@ def import_tensorboardx() -> Any:
     try:
         import tensorboardX
         import tensorboardX.proto.summary_pb2
-    except ImportError:
-        raise RunError("--tensorboard needs tensorboardX: pip install tensorboardX") from None
+    except ImportError as err:
+        raise RunError(
+            f"--tensorboard needs tensorboardX ({one_line(err)}): pip install tensorboardX"
+        ) from None
     finally:
         if hide:
             del sys.modules["torch"]
