@@ -193,6 +193,7 @@ def test_cli_two_processes_over_jax_distributed_match_single_device(tmp_path):
         f"127.0.0.1:{port}",
         "--num-processes",
         "2",
+        "--tensorboard",
     ]
     _wait(
         [
@@ -208,6 +209,7 @@ def test_cli_two_processes_over_jax_distributed_match_single_device(tmp_path):
     )
     record = json.loads((multi / "config.json").read_text())
     assert record["options"]["data_parallel"] is True
+    assert len(list(multi.glob("events.out.tfevents.*"))) == 1  # process 0 alone writes TensorBoard events
     summary = json.loads((multi / "summary.json").read_text())
     assert summary["device"].startswith("8 x cpu") and "2 process(es)" in summary["device"]
     assert summary["steps"] == 40 and sorted(p.name for p in (multi / "checkpoints").iterdir()) == [

@@ -13,12 +13,13 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from jax_vae.common import plan, plots, progress, runs, sources
+from jax_vae.common import plan, plots, progress, runs, sources, tensorboard
 from jax_vae.common.backends import Backend
 from jax_vae.common.config import VAEConfig, to_dict
 from jax_vae.common.data import FILES, binarize_for_evaluation, default_data_dir, load_dataset
@@ -129,6 +130,8 @@ def train(
     return the summary; `log` receives one line once the checks have passed (the CLI prints it).
     The writing process holds the run folder's lock (jax_vae.common.runlock) throughout."""
     opts.check()
+    if opts.tensorboard:
+        tensorboard.import_tensorboardx()  # missing: one line before anything is written
     run_dir = Path(run_dir)
     if opts.init_from is not None:  # recorded absolute in config.json
         opts = dataclasses.replace(opts, init_from=str(Path(opts.init_from).expanduser().absolute()))
@@ -187,8 +190,12 @@ def _train(
         # ---- nothing was written before this line
         _write_record(run, trainer, opts, saved, primary, log, data_dir)
         bar = progress.bar(run.total, run.start, f"{backend.framework} {cfg.name}", show_bar)
-        writer = runs.MetricsWriter(run.run_dir / runs.METRICS_FILE) if primary else runs.NoWriter()
+        writer: Any = runs.MetricsWriter(run.run_dir / runs.METRICS_FILE) if primary else runs.NoWriter()
         try:
+            if opts.tensorboard and primary:  # the same records, also as TensorBoard events
+                draw = partial(plots.canvases, cfg, trainer.decode, trainer.reconstruct, data["test"])
+                board = tensorboard.open_board(run.run_dir, run.start, draw if opts.images else None)
+                writer = tensorboard.Tee(writer, board)
             _train_chunks(run, trainer, opts, writer, bar, primary)
         finally:
             writer.close()

@@ -85,6 +85,12 @@ class TrainOptions:
         "--coordinator); parameters replicated; the batch size must be a "
         "multiple of the device count",
     )
+    tensorboard: bool = option(
+        False,
+        "also write TensorBoard event files (tensorboardX) into the run folder: every scalar of "
+        "metrics.jsonl and, unless --no-images, the image grids per epoch (docs/training.md#tensorboard); "
+        "a resumed run keeps it on",
+    )
     resume: bool = option(False, "continue the run in --out from its last checkpoint", persist=False)
     resume_step: int | None = option(
         None,

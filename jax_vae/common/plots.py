@@ -137,6 +137,39 @@ def _save_canvas(path: Path, canvas: np.ndarray, title: str, extent=None, labels
     return save_figure(fig, path, dpi=100)
 
 
+def reconstruction_canvas(cfg: VAEConfig, reconstruct: Decode, test_x: np.ndarray) -> np.ndarray:
+    """16 test inputs in rows 1 and 3, their reconstructions at z = mean below them: [4, 8] tiles."""
+    x = np.asarray(test_x[:16], np.float32)  # [16, D]
+    rec = to_pixels(reconstruct(x), cfg)  # [16, D]
+    pairs = np.concatenate([x[:8], rec[:8], x[8:16], rec[8:16]])  # rows: in, out, in, out
+    return tile(pairs, 4, 8, image_shape(cfg))
+
+
+def samples_canvas(cfg: VAEConfig, decode: Decode) -> np.ndarray:
+    """The decoded prior_codes(cfg): [8, 8] tiles."""
+    return tile(to_pixels(decode(prior_codes(cfg)), cfg), 8, 8, image_shape(cfg))  # from [64, D]
+
+
+def manifold_canvas(cfg: VAEConfig, decode: Decode) -> tuple[np.ndarray, np.ndarray]:
+    """(canvas, axis): the decoder over manifold_codes(axis) of a 2-D latent, [R, C] tiles."""
+    axis = manifold_axis(cfg)
+    grid = to_pixels(decode(manifold_codes(axis)), cfg)  # [R*C, D]
+    return tile(grid, len(axis), len(axis), image_shape(cfg)), axis
+
+
+def canvases(
+    cfg: VAEConfig, decode: Decode, reconstruct: Decode, test_x: np.ndarray
+) -> dict[str, np.ndarray]:
+    """write_images' grids as [H, W] arrays in [0, 1]: reconstruction, samples, manifold (2-D latents)."""
+    grids = {
+        "reconstruction": reconstruction_canvas(cfg, reconstruct, test_x),
+        "samples": samples_canvas(cfg, decode),
+    }
+    if cfg.latent_dim == 2:
+        grids["manifold"] = manifold_canvas(cfg, decode)[0]
+    return grids
+
+
 def write_images(
     image_dir: Path,
     cfg: VAEConfig,
@@ -149,32 +182,24 @@ def write_images(
     """reconstructions.png, samples.png, manifold.png (2-D latents) and curves.png; returns the paths."""
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
-    shape, paths = image_shape(cfg), []
-    x = np.asarray(test_x[:16], np.float32)  # [16, D]
-    rec = to_pixels(reconstruct(x), cfg)  # [16, D]
-    pairs = np.concatenate([x[:8], rec[:8], x[8:16], rec[8:16]])  # rows: in, out, in, out
-    paths.append(
+    paths = [
         _save_canvas(
             image_dir / "reconstructions.png",
-            tile(pairs, 4, 8, shape),
+            reconstruction_canvas(cfg, reconstruct, test_x),
             f"{title}\ntest inputs (rows 1, 3), reconstructions at z = mean (rows 2, 4)",
-        )
-    )
-    samples = to_pixels(decode(prior_codes(cfg)), cfg)  # [64, D]
-    paths.append(
+        ),
         _save_canvas(
-            image_dir / "samples.png", tile(samples, 8, 8, shape), f"{title}\ndecoded samples z ~ N(0, I)"
-        )
-    )
+            image_dir / "samples.png", samples_canvas(cfg, decode), f"{title}\ndecoded samples z ~ N(0, I)"
+        ),
+    ]
     if cfg.latent_dim == 2:
-        axis = manifold_axis(cfg)
-        grid = to_pixels(decode(manifold_codes(axis)), cfg)  # [R*C, D]
+        canvas, axis = manifold_canvas(cfg, decode)
         step = axis[1] - axis[0]
         extent = (axis[0] - step / 2, axis[-1] + step / 2, axis[0] - step / 2, axis[-1] + step / 2)
         paths.append(
             _save_canvas(
                 image_dir / "manifold.png",
-                tile(grid, len(axis), len(axis), shape),
+                canvas,
                 f"{title}\ndecoder over a {len(axis)}x{len(axis)} grid of codes",
                 extent=extent,
                 labels=("z1", "z2"),

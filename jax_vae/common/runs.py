@@ -5,6 +5,7 @@ A run folder (both frameworks, same layout and schema):
     metrics.jsonl   one JSON object per line, `kind` "step" or "epoch" (see STEP_KEYS / EPOCH_KEYS)
     checkpoints/    orbax steps (JAX) or ckpt_<step>.pt files (PyTorch)
     images/         reconstructions.png, samples.png, manifold.png (2-D latents), curves.png
+    events.out.tfevents.*  with --tensorboard: the same records as TensorBoard events (tensorboard.py)
     summary.json    the final numbers, also printed as one summary line
 Losses are per image: nats for Bernoulli presets; for MSE presets the same sums/means of squared
 error (+ KL) the preset optimizes, which are not nats.
