@@ -28,7 +28,7 @@ from jax_vae.common import convert
 from jax_vae.common.config import VAEConfig, apply_overrides
 from jax_vae.common.data import make_rectangles
 from jax_vae.common.options import TrainOptions
-from jax_vae.common.presets import PRESETS, get_preset
+from jax_vae.common.presets import get_preset
 from jax_vae.common.runs import EPOCH_KEYS, STEP_KEYS
 from jax_vae.losses import loss_fn
 
@@ -77,8 +77,15 @@ def _same_runs(a: Path, b: Path, step: int) -> None:
     assert all(np.isfinite(r["loss"]) for r in _steps(a))
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
-def test_nnx_trains_every_preset_as_linen_bit_for_bit_in_scan_and_step_mode(tmp_path, preset):
+# The trainer paths that differ between presets: lua_adam with lr decay and bce_lua (stutz-rectangles),
+# the iwae objective, lr schedule and dynamic binarization (iwae-paper), the split sigma head with the
+# day37 KL and MSE (day37). Every preset's model, loss and step equality is in
+# parity_tests/test_nnx_parity.py; this is the trainer around them (CI time: ~12 s a preset).
+TRAINER_PRESETS = ["stutz-rectangles", "iwae-paper", "day37"]
+
+
+@pytest.mark.parametrize("preset", TRAINER_PRESETS)
+def test_nnx_trains_as_linen_bit_for_bit_in_scan_and_step_mode(tmp_path, preset):
     """3 steps of --jit scan with each API: the same params, step records and test loss, every bit;
     then each run resumes with --jit step to step 5 in its own API: the same bits again."""
     run = train_fn("jax")
