@@ -245,3 +245,23 @@ def test_import_evaluate_and_fine_tune_a_source_checkpoint_from_both_clis(tmp_pa
     a, b = scores["jax"], scores["torch"]  # other RNG streams: equal within the Monte Carlo error
     for key in ("neg_elbo", "iwae_nll"):
         assert abs(a[key] - b[key]) < 5 * np.hypot(a[f"{key}_sem"], b[f"{key}_sem"]) + 1e-3 * abs(b[key]), key
+
+
+def test_the_plain_pytorch_safetensors_snippet_in_the_docs_runs(runs, tmp_path, capsys):
+    """docs/weights.md's snippet, executed beside a real safetensors export."""
+    assert (
+        run_main("jax", ["export", str(runs["jax"]), "--out", str(tmp_path / "model.safetensors")], capsys)[0]
+        == 0
+    )
+    text = (REPO / "docs" / "weights.md").read_text()
+    start = text.index("```python\n") + len("```python\n")
+    snippet = text[start : text.index("\n```", start)]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        scope: dict[str, Any] = {}
+        exec(compile(snippet, "docs/weights.md", "exec"), scope)  # noqa: S102 - the doc's own code
+    finally:
+        os.chdir(cwd)
+    expect = load_params("torch", runs["torch"])[0].keys()
+    assert scope["cfg"].input_dim == 64 and scope["model"].state_dict().keys() == expect

@@ -242,8 +242,9 @@ def evaluate_run(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> 
 
 def report_line(r: dict[str, Any]) -> str:
     """One line per evaluation: -ELBO and IWAE-k NLL (+- standard error) in nats per image."""
+    where = f"step {r['step']}" if r.get("step") is not None else f"weights {Path(r['source']).name}"
     line = (
-        f"{r['framework']} {r['preset']} (step {r['step']}): test -ELBO {r['neg_elbo']:.2f} "
+        f"{r['framework']} {r['preset']} ({where}): test -ELBO {r['neg_elbo']:.2f} "
         f"+- {r['neg_elbo_sem']:.2f}, IWAE-{r['k']} NLL {r['iwae_nll']:.2f} +- {r['iwae_nll_sem']:.2f} "
         f"nats/image over {r['num_images']} images; binarization {r['binarization']}; "
         f"{r['eval_s']:.1f} s on {r['device']}"
