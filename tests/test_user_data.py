@@ -16,6 +16,7 @@ from PIL import Image
 from jax_vae.common import data, plots, runs, userdata
 from jax_vae.common.config import VAEConfig, to_dict
 from jax_vae.common.data import DataError
+from jax_vae.common.errors import RunError
 from jax_vae.common.presets import get_preset
 
 from train_helpers import (  # noqa: F401
@@ -351,6 +352,9 @@ def test_python_train_on_folder(tmp_path, monkeypatch):
     assert saved["config"]["dataset"] == f"folder:{tmp_path / 'imgs'}"
     assert (saved["config"]["input_dim"], saved["config"]["image_shape"]) == (240, [12, 20])
     assert summary["steps"] == 3  # one epoch of the 18 training images (2 held out) in batches of 8
+    save_png(Path("imgs") / "c0" / "20.png", X8[20])  # the folder changed: resuming is refused
+    with pytest.raises(RunError, match="is of a dataset of 18 training images; folder:.*imgs now has 19"):
+        train_fn("jax")(dataclasses.replace(cfg, epochs=2), tmp_path / "run", resume=True, progress=False)
 
 
 def test_old_config_without_new_fields_is_compatible():

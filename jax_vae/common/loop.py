@@ -231,6 +231,11 @@ def _open(run: _Run, trainer: Trainer, saved: dict[str, Any] | None, step: int |
     where = f"the checkpoint in {trainer.checkpoint_dir}"
     runs.check_compatible(trainer.checkpoint_config(step), run.cfg, where)
     run.order, meta = trainer.restore(step)
+    if len(run.order) != run.layout.n:  # e.g. images added to a folder:PATH since
+        raise RunError(
+            f"{where} is of a dataset of {len(run.order)} training images; {run.cfg.dataset} now has "
+            f"{run.layout.n}"
+        )
     run.start = run.step = int(meta["step"])
     if run.start > run.total:
         raise RunError(
