@@ -353,13 +353,14 @@ def test_python_train_on_folder(tmp_path, monkeypatch):
     """loop.train from Python on a relative folder:PATH: the config adapts to the images (input_dim,
     image_shape) and records the absolute path."""
     monkeypatch.chdir(tmp_path)
-    for i in range(20):
+    for i in range(30):  # 27 training images, as in test_cli_non_square_run: the same JAX programs
         save_png(Path("imgs") / f"c{i % 2}" / f"{i:02d}.png", X8[i])
     cfg = dataclasses.replace(
         get_preset("pytorch-examples"),
         dataset="folder:imgs",
         encoder_hidden=(8,),
         decoder_hidden=(8,),
+        latent_dim=2,
         batch_size=8,
         epochs=1,
     )
@@ -368,9 +369,9 @@ def test_python_train_on_folder(tmp_path, monkeypatch):
     assert saved is not None
     assert saved["config"]["dataset"] == f"folder:{tmp_path / 'imgs'}"
     assert (saved["config"]["input_dim"], saved["config"]["image_shape"]) == (240, [12, 20])
-    assert summary["steps"] == 3  # one epoch of the 18 training images (2 held out) in batches of 8
-    save_png(Path("imgs") / "c0" / "20.png", X8[20])  # the folder changed: resuming is refused
-    with pytest.raises(RunError, match="is of a dataset of 18 training images; folder:.*imgs now has 19"):
+    assert summary["steps"] == 4  # one epoch of the 27 training images (3 held out) in batches of 8
+    save_png(Path("imgs") / "c0" / "30.png", X8[0])  # the folder changed: resuming is refused
+    with pytest.raises(RunError, match="is of a dataset of 27 training images; folder:.*imgs now has 28"):
         train_fn("jax")(dataclasses.replace(cfg, epochs=2), tmp_path / "run", resume=True, progress=False)
 
 

@@ -63,7 +63,9 @@ def prepare_data(cfg: VAEConfig, data_dir: Any, download: bool) -> dict[str, np.
     return data
 
 
-def fit_to_data(cfg: VAEConfig, data: dict[str, np.ndarray] | None, download: bool) -> tuple[VAEConfig, Any]:
+def fit_to_data(
+    cfg: VAEConfig, data: dict[str, np.ndarray] | None, download: bool
+) -> tuple[VAEConfig, dict[str, np.ndarray] | None]:
     """(config, data) for the user's own data: its path absolute (as config.json records it), its
     input_dim and image_shape those of its images (the MLP's first and last layers follow). Other
     datasets: unchanged, and their data read later (from the run's data folder)."""

@@ -18,7 +18,6 @@ images' (H, W) (`()` for flat [N, D] arrays), and every bad input is one `DataEr
 
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 import zipfile
@@ -41,8 +40,6 @@ UserData = tuple[dict[str, np.ndarray], tuple[int, ...]]  # (load_dataset's dict
 def split_indices(n: int, test_fraction: float, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices of N images, each sorted: the test split is the first
     max(1, round(N * f)) of RandomState(SPLIT_SEED).permutation(N), whatever the run seed."""
-    if not 0 < test_fraction < 1:
-        raise DataError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     n_test = max(1, round(n * test_fraction))
     if n_test >= n:
         raise DataError(
@@ -246,6 +243,6 @@ LOADERS = {"npz": load_npz, "folder": load_folder}
 
 def load(kind: str, path: str | os.PathLike, test_fraction: float) -> UserData:
     """Dispatch on the dataset kind ("npz" or "folder")."""
-    if not 0 < test_fraction < 1 or not math.isfinite(test_fraction):
+    if not 0 < test_fraction < 1:  # also refuses nan
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     return LOADERS[kind](pathlib.Path(path), test_fraction)
