@@ -23,7 +23,7 @@ from typing import Any, Literal
 from jax_vae.common import backends, runs, sources
 from jax_vae.common.compare import compare
 from jax_vae.common.config import VAEConfig, apply_overrides, from_dict
-from jax_vae.common.data import INPUT_DIMS
+from jax_vae.common.data import INPUT_DIMS, VALID_DATASETS, canonical_name
 from jax_vae.common.errors import RunError, UserError, one_line
 from jax_vae.common.evaluation import EvalOptions, evaluate_run, report_line
 from jax_vae.common.export import export
@@ -100,7 +100,17 @@ def add_train_command(sub: Any, framework: str) -> None:
         "--preset",
         help=f"preset name (default {DEFAULT_PRESET}; on --resume, the run's): " + ", ".join(PRESETS),
     )
-    p.add_argument("--dataset", help=f"{', '.join(INPUT_DIMS)} (default: the preset's)")
+    p.add_argument(
+        "--dataset",
+        help=f"{VALID_DATASETS} (default: the preset's); npz:PATH / folder:PATH are your own images "
+        "(docs/training.md#your-own-images), their size sets input_dim",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        help="your own data without x_test: the fraction held out as the test split, a fixed subset "
+        "whatever the seed (default 0.1)",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="train for this many epochs")
     length.add_argument("--steps", type=int, help="train for this many steps instead of epochs")
@@ -158,8 +168,8 @@ def resolve_config(args: argparse.Namespace, framework: str) -> tuple[VAEConfig,
             base = get_preset(args.preset or DEFAULT_PRESET)
         overrides: dict[str, Any] = {}
         if args.dataset is not None:
-            overrides["dataset"] = args.dataset.replace("-", "_")
-        for key in ("batch_size", "lr", "seed", "steps"):
+            overrides["dataset"] = canonical_name(args.dataset)
+        for key in ("batch_size", "lr", "seed", "steps", "test_fraction"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         for flag in ("epochs", "steps"):

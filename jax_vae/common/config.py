@@ -12,7 +12,7 @@ import math
 import typing
 from typing import Any, Literal
 
-from jax_vae.common.data import Binarization, DatasetName
+from jax_vae.common.data import DEFAULT_TEST_FRACTION, VALID_DATASETS, Binarization, DataError, parse_dataset
 
 Activation = Literal["relu", "tanh", "identity"]
 EncoderHead = Literal["separate", "split"]
@@ -44,6 +44,7 @@ class VAEConfig:
     name: str
     # --- architecture
     input_dim: int = 784
+    image_shape: tuple[int, ...] = ()  # (H, W) with H * W = input_dim; () = square sqrt(input_dim)
     encoder_hidden: tuple[int, ...] = (400,)
     latent_dim: int = 20
     decoder_hidden: tuple[int, ...] = (400,)
@@ -72,7 +73,8 @@ class VAEConfig:
     b2: float = 0.999
     adam_eps: float = 1e-8
     # --- data and schedule
-    dataset: DatasetName = "mnist"
+    dataset: str = "mnist"  # a known name (data.DATASETS), or the user's own "npz:PATH" / "folder:PATH"
+    test_fraction: float = DEFAULT_TEST_FRACTION  # the user's data without a test split: held out
     binarization: Binarization = "none"
     batch_size: int = 128
     micro_batch: int = 0  # > 0: accumulate each batch's gradient over chunks of this many
@@ -86,6 +88,12 @@ class VAEConfig:
         for field, allowed in enum_fields().items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{self.name}: {field}={getattr(self, field)!r}, expected one of {allowed}")
+        try:
+            parse_dataset(self.dataset)
+        except DataError:
+            raise ValueError(
+                f"{self.name}: dataset={self.dataset!r}, expected one of {VALID_DATASETS}"
+            ) from None
         if _LIKELIHOOD_OUTPUT[self.likelihood] != self.decoder_output:
             raise ValueError(
                 f"{self.name}: likelihood {self.likelihood} needs decoder_output "
@@ -126,6 +134,17 @@ def _check_ranges(cfg: VAEConfig) -> None:
     need(cfg.epochs >= 0, "epochs", ">= 0")  # epochs = steps = 0 is a program config (no run length)
     need(cfg.micro_batch <= cfg.batch_size, "micro_batch", f"0 (off) or at most batch_size {cfg.batch_size}")
     need(0 <= cfg.seed < SEED_LIMIT, "seed", f"in [0, 2**32) = [0, {SEED_LIMIT - 1}]")
+    need(0 < cfg.test_fraction < 1, "test_fraction", "in (0, 1)")  # also rejects nan
+    need(
+        cfg.image_shape == ()
+        or (
+            len(cfg.image_shape) == 2
+            and min(cfg.image_shape) >= 1
+            and math.prod(cfg.image_shape) == cfg.input_dim
+        ),
+        "image_shape",
+        f"() or (H, W) with H * W = input_dim {cfg.input_dim}",
+    )
 
 
 @functools.cache

@@ -14,6 +14,9 @@ The decompressed digest is the portable check: gzip wrappers differ between mirr
 Downloads pass the same check in memory before they are written (temp file + os.replace), so a bad or
 partial download never becomes visible; existing files are only read, never overwritten.
 
+User data. `npz:PATH` and `folder:PATH` are read by jax_vae.common.userdata (its docstring: formats,
+labels, the fixed test split); their input size comes from the files.
+
 Rectangles. David Stutz's Lua-torch VAE (vae-articles/vae.lua) draws, per image, with torch.manualSeed(1):
 h = random(8, 8), w = random(8, 8), aH = random(1, 24 - h), aW = random(1, 24 - w) and fills rows aH..aH+8,
 columns aW..aW+8 (inclusive, 1-based), i.e. a 9x9 square whose 0-based top-left corner is uniform over
@@ -40,14 +43,21 @@ from typing import Literal
 
 import numpy as np
 
+from jax_vae.common import userdata
 from jax_vae.common.errors import DataError, one_line
 from jax_vae.common.files import atomic_write_bytes
 
-DatasetName = Literal["mnist", "fashion_mnist", "rectangles"]
+DatasetName = Literal["mnist", "fashion_mnist", "rectangles"]  # the known names; also npz:PATH, folder:PATH
+DatasetKind = Literal["idx", "generated", "npz", "folder"]
 Binarization = Literal["none", "static", "dynamic"]
-# The one table of datasets: name -> pixels per image (train/test sizes are in FILES and RECTANGLES_SPLITS).
+# The one table of datasets: name -> kind, and pixels per image (train/test sizes are in FILES and
+# RECTANGLES_SPLITS); the user's own data (jax_vae.common.userdata) is "npz:PATH" or "folder:PATH".
+KNOWN: dict[str, DatasetKind] = {"mnist": "idx", "fashion_mnist": "idx", "rectangles": "generated"}
 INPUT_DIMS: dict[str, int] = {"mnist": 784, "fashion_mnist": 784, "rectangles": 576}
+USER_KINDS: tuple[DatasetKind, ...] = ("npz", "folder")
 DATASETS: tuple[str, ...] = typing.get_args(DatasetName)
+VALID_DATASETS = ", ".join((*DATASETS, *(f"{k}:PATH" for k in USER_KINDS)))
+DEFAULT_TEST_FRACTION = 0.1  # the user's data without a test split: the held-out fraction
 SPLITS: tuple[str, ...] = ("train", "test")
 BINARIZATIONS: tuple[str, ...] = typing.get_args(Binarization)
 EVAL_BINARIZATION_SEED = 0  # dynamic presets: the test split is binarized once, with this seed
@@ -255,21 +265,67 @@ def _locate(name: str, spec: IDXFile, data_dir: pathlib.Path, download: bool) ->
     )
 
 
-def _check_name(name: str) -> str:
-    canonical = name.replace("-", "_")
-    if canonical not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
-    return canonical
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A parsed dataset name: its kind, and for the user's own data ("npz:PATH", "folder:PATH") the path.
+    IDX datasets read --data-dir; the user's data sets input_dim and the image shape from its files."""
+
+    name: str  # canonical: "fashion_mnist", "npz:/abs/x.npz" (as given until absolute())
+    kind: DatasetKind
+    path: pathlib.Path | None = None
+
+    @property
+    def reads_data_dir(self) -> bool:
+        return self.kind == "idx"
+
+    @property
+    def sized_by_data(self) -> bool:
+        return self.kind in USER_KINDS
+
+    def absolute(self) -> Dataset:
+        """The same dataset with its path made absolute (~ expanded): the form config.json records."""
+        if self.path is None:
+            return self
+        path = self.path.expanduser().absolute()
+        return Dataset(f"{self.kind}:{path}", self.kind, path)
+
+
+def canonical_name(name: str) -> str:
+    """'fashion-mnist' -> 'fashion_mnist'; a user dataset's path is kept as written."""
+    prefix, sep, _ = name.partition(":")
+    return name if sep and prefix in USER_KINDS else name.replace("-", "_")
+
+
+def parse_dataset(name: str) -> Dataset:
+    """The Dataset a name means: a known name, or npz:PATH / folder:PATH (DataError otherwise)."""
+    prefix, sep, path = name.partition(":")
+    if sep and prefix in USER_KINDS:
+        if not path.strip():
+            raise DataError(f"dataset {name!r} names no path; pass {prefix}:PATH")
+        return Dataset(name, typing.cast(DatasetKind, prefix), pathlib.Path(path))
+    canonical = canonical_name(name)
+    if canonical not in KNOWN:
+        raise DataError(f"unknown dataset {name!r}; valid datasets: {VALID_DATASETS}")
+    return Dataset(canonical, KNOWN[canonical])
 
 
 def load_split(
-    name: str, split: str, data_dir: str | os.PathLike | None = None, download: bool = True
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(images float32 [N, D] in [0, 1], labels int64 [N]) of one split of a dataset."""
-    name = _check_name(name)
+    """(images float32 [N, D] in [0, 1], labels int64 [N]) of one split of a dataset (the user's own
+    data without a test split: the held-out `test_fraction`, see userdata)."""
+    dataset = parse_dataset(name)
+    name = dataset.name
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} of {name}; valid splits: {', '.join(SPLITS)}")
-    if name == "rectangles":
+    if dataset.path is not None:
+        arrays, _ = userdata.load(dataset.kind, dataset.path, test_fraction)
+        return arrays[split], arrays[f"{split}_labels"]
+    if dataset.kind == "generated":
         n, seed = RECTANGLES_SPLITS[split]
         return make_rectangles(n, seed)
     data_dir = pathlib.Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
@@ -339,14 +395,24 @@ def load_dataset(
     binarization: str = "none",
     seed: int = 0,
     download: bool = True,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
 ) -> dict[str, np.ndarray]:
-    """{"train", "test": float32 [N, D], "train_labels", "test_labels": int64 [N]}, binarized if asked."""
-    name = _check_name(name)
+    """{"train", "test": float32 [N, D], "train_labels", "test_labels": int64 [N]}, binarized if asked;
+    the user's own data also has "image_shape": int64 [2] (H, W) for [N, H, W] images, [0] for [N, D]."""
+    dataset = parse_dataset(name)
     if binarization not in BINARIZATIONS:
         raise DataError(f"unknown binarization {binarization!r}; valid: {', '.join(BINARIZATIONS)}")
-    x_train, y_train = load_split(name, "train", data_dir, download)
-    x_test, y_test = load_split(name, "test", data_dir, download)
+    extra: dict[str, np.ndarray] = {}
+    if dataset.path is not None:
+        arrays, shape = userdata.load(dataset.kind, dataset.path, test_fraction)
+        x_train, y_train, x_test, y_test = (
+            arrays[k] for k in ("train", "train_labels", "test", "test_labels")
+        )
+        extra["image_shape"] = np.array(shape, np.int64)  # [2] or [0]
+    else:
+        x_train, y_train = load_split(dataset.name, "train", data_dir, download)
+        x_test, y_test = load_split(dataset.name, "test", data_dir, download)
     if binarization == "static":  # one fixed draw; "dynamic" leaves grey values for per-epoch draws
         x_train = binarize(x_train, derive_seed(seed, 0))
         x_test = binarize(x_test, derive_seed(seed, 1))
-    return {"train": x_train, "test": x_test, "train_labels": y_train, "test_labels": y_test}
+    return {"train": x_train, "test": x_test, "train_labels": y_train, "test_labels": y_test, **extra}

@@ -63,12 +63,21 @@ def eval_data(
     training saw); none: grey values as they are.
     """
     if cfg.binarization == "static":
-        data = load_dataset(cfg.dataset, data_dir, "static", cfg.seed, download)
-        return data[split], f"static (loader's fixed draw, seed {cfg.seed})"
-    x, _ = load_split(cfg.dataset, split, data_dir, download)
+        data = load_dataset(cfg.dataset, data_dir, "static", cfg.seed, download, cfg.test_fraction)
+        return _fits(data[split], cfg), f"static (loader's fixed draw, seed {cfg.seed})"
+    x = _fits(load_split(cfg.dataset, split, data_dir, download, cfg.test_fraction)[0], cfg)
     if cfg.binarization == "dynamic":
         return binarize_for_evaluation(x, seed), f"dynamic (test set binarized once, seed {seed})"
     return x, "none (grey values)"
+
+
+def _fits(x: np.ndarray, cfg: VAEConfig) -> np.ndarray:
+    """x [N, D] when D is the run's input_dim (the user's files may have changed since training)."""
+    if x.shape[1] != cfg.input_dim:
+        raise RunError(
+            f"{cfg.dataset} now has {x.shape[1]} pixels per image; the run was trained on {cfg.input_dim}"
+        )
+    return x
 
 
 def summarize(stats: dict[str, np.ndarray], k: int, binarization: str, cfg: VAEConfig) -> dict[str, Any]:

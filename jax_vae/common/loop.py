@@ -22,7 +22,7 @@ import numpy as np
 from jax_vae.common import plan, plots, progress, runs, sources, tensorboard
 from jax_vae.common.backends import Backend
 from jax_vae.common.config import VAEConfig, to_dict
-from jax_vae.common.data import FILES, binarize_for_evaluation, default_data_dir, load_dataset
+from jax_vae.common.data import binarize_for_evaluation, default_data_dir, load_dataset, parse_dataset
 from jax_vae.common.errors import Interrupted, NonFiniteLossError, RunError, one_line
 from jax_vae.common.options import TrainOptions
 from jax_vae.common.runlock import RunLock
@@ -58,10 +58,25 @@ def loss_unit(cfg: VAEConfig) -> str:
 
 def prepare_data(cfg: VAEConfig, data_dir: Any, download: bool) -> dict[str, np.ndarray]:
     """The preset's dataset; a dynamic preset's test split is binarized once (as evaluation does)."""
-    data = dict(load_dataset(cfg.dataset, data_dir, cfg.binarization, cfg.seed, download))
+    data = dict(load_dataset(cfg.dataset, data_dir, cfg.binarization, cfg.seed, download, cfg.test_fraction))
     if cfg.binarization == "dynamic":
         data["test"] = binarize_for_evaluation(data["test"])
     return data
+
+
+def fit_to_data(
+    cfg: VAEConfig, data: dict[str, np.ndarray] | None, download: bool
+) -> tuple[VAEConfig, dict[str, np.ndarray] | None]:
+    """(config, data) for the user's own data: its path absolute (as config.json records it), its
+    input_dim and image_shape those of its images (the MLP's first and last layers follow). Other
+    datasets: unchanged, and their data read later (from the run's data folder)."""
+    dataset = parse_dataset(cfg.dataset).absolute()
+    if not dataset.sized_by_data:
+        return cfg, data
+    cfg = dataclasses.replace(cfg, dataset=dataset.name)
+    data = prepare_data(cfg, None, download) if data is None else data
+    shape = tuple(int(v) for v in data.get("image_shape", ()))
+    return dataclasses.replace(cfg, input_dim=int(data["train"].shape[-1]), image_shape=shape), data
 
 
 def check_data(cfg: VAEConfig, data: dict[str, np.ndarray]) -> int:
@@ -76,7 +91,14 @@ def check_data(cfg: VAEConfig, data: dict[str, np.ndarray]) -> int:
         )
     n = train.shape[0]
     if cfg.batch_size > n:
-        raise RunError(f"batch size {cfg.batch_size} is larger than the {n} training images of {cfg.dataset}")
+        hint = (
+            f" (test_fraction {cfg.test_fraction:g} held out)"
+            if parse_dataset(cfg.dataset).sized_by_data
+            else ""
+        )
+        raise RunError(
+            f"batch size {cfg.batch_size} is larger than the {n} training images of {cfg.dataset}{hint}"
+        )
     return n
 
 
@@ -160,6 +182,7 @@ def _train(
     primary: bool,
 ) -> dict[str, Any]:
     """train() once the run folder is locked (or on a non-writing process)."""
+    cfg, data = fit_to_data(cfg, data, opts.download)
     saved = (
         runs.check_run_dir(run_dir, backend.framework, cfg, opts.resume)
         if primary
@@ -232,6 +255,11 @@ def _open(
     where = f"the checkpoint in {trainer.checkpoint_dir}"
     runs.check_compatible(trainer.checkpoint_config(step), run.cfg, where)
     run.order, meta = trainer.restore(step)
+    if len(run.order) != run.layout.n:  # e.g. images added to a folder:PATH since
+        raise RunError(
+            f"{where} is of a dataset of {len(run.order)} training images; {run.cfg.dataset} now has "
+            f"{run.layout.n}"
+        )
     run.start = run.step = int(meta["step"])
     if run.start > run.total:
         raise RunError(
@@ -264,7 +292,8 @@ def _write_record(
     if saved is not None:
         record["created"] = saved.get("created", record["created"])
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    record["data_dir"] = str(folder.resolve()) if run.cfg.dataset in FILES else None  # None: generated
+    reads = parse_dataset(run.cfg.dataset).reads_data_dir
+    record["data_dir"] = str(folder.resolve()) if reads else None  # None: generated or a user dataset
     runs.write_run(run.run_dir, record)
     spe, cfg = run.layout.steps_per_epoch, run.cfg
     if log is not None:

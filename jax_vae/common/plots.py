@@ -74,7 +74,10 @@ def train_loss_label(cfg: Mapping[str, Any]) -> str:
 
 
 def image_shape(cfg: VAEConfig) -> tuple[int, int]:
-    """(H, W) of a flattened square image; (1, D) when D is not a square."""
+    """(H, W) of a flattened image: cfg.image_shape when set (the user's data), else a square; (1, D)
+    when D is not a square."""
+    if cfg.image_shape:
+        return cfg.image_shape[0], cfg.image_shape[1]
     side = math.isqrt(cfg.input_dim)
     return (side, side) if side * side == cfg.input_dim else (1, cfg.input_dim)
 

@@ -140,11 +140,11 @@ def recorded_data_dir(record: dict[str, Any] | None) -> str | None:
 
 
 def config_diff(saved: dict[str, Any], cfg: VAEConfig, ignore: Iterable[str] = RESUMABLE_FIELDS) -> list[str]:
-    """'field: saved -> new' for every config field that differs (order of VAEConfig)."""
-    new = to_dict(cfg)
-    return [
-        f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in new.items() if k not in ignore and saved.get(k) != v
-    ]
+    """'field: saved -> new' for every config field that differs (order of VAEConfig); a field the
+    saved config predates counts as its default."""
+    new, default = to_dict(cfg), to_dict(VAEConfig(name=cfg.name))
+    old = {k: saved.get(k, default[k]) for k in new}
+    return [f"{k}: {old[k]!r} -> {v!r}" for k, v in new.items() if k not in ignore and old[k] != v]
 
 
 def check_compatible(saved: dict[str, Any], cfg: VAEConfig, what: str) -> None:
