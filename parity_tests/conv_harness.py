@@ -61,6 +61,12 @@ DIMS = ("NHWC", "HWIO", "NHWC")  # lax.conv_general_dilated's layouts of the JAX
 Pairs = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+def tol_kind(name: str) -> str:
+    """The tolerances.TOLERANCES kind of a pair: 'grad' for gradients, else 'forward' (outputs and
+    BatchNorm's running statistics, a forward computation)."""
+    return "grad" if ".grad." in f".{name}" else "forward"
+
+
 def _normal(dtype: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(DTYPES[dtype][0])
 

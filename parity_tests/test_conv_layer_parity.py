@@ -33,8 +33,7 @@ def _check(where: str, pairs: ch.Pairs, dtype: str) -> None:
     """Outputs and running statistics at the forward tolerance, gradients at the gradient one."""
     assert pairs, where
     for name, (a, b) in pairs.items():
-        kind = "grad" if ".grad." in f".{name}" else "forward"
-        assert_close(f"{where}/{name}", a, b, tol(dtype, kind))
+        assert_close(f"{where}/{name}", a, b, tol(dtype, ch.tol_kind(name)))
 
 
 @pytest.mark.parametrize("case", list(ch.CONV_CASES))
