@@ -226,3 +226,55 @@ def test_chw_permutation_is_the_layout_change():
     x = np.random.default_rng(9).standard_normal((1, c, h, w))
     perm = convert.chw_permutation((c, h, w))
     assert np.array_equal(x.reshape(-1)[perm], x.transpose(0, 2, 3, 1).reshape(-1))
+
+
+def test_nnx_batchnorm_in_place_steps(dtype):
+    """The idiomatic NNX form (nnx.jit of nnx.grad on the module, statistics updated in place) takes
+    torch's 3 training steps: outputs, the gradients w.r.t. the input and parameters, and the running
+    statistics. (A module closed over inside nnx.grad instead raises TraceContextError on the update.)"""
+    pairs = ch.batchnorm_pair(dtype, "nnx")
+    xs, cts = ch.batchnorm_inputs(dtype)
+    variables = ch.batchnorm_layer(dtype)[1]
+    layer = nnx.eval_shape(lambda: nc.BatchNorm2d(ch.IN_CHANNELS, param_dtype=ch.DTYPES[dtype][0]))
+    nnx.update(layer, *({k: jnp.asarray(v) for k, v in tree["bn"].items()} for tree in variables.values()))
+
+    @nnx.jit
+    def step(layer: nc.BatchNorm2d, x: jax.Array, ct: jax.Array) -> tuple[jax.Array, Any, jax.Array]:
+        def loss(layer: nc.BatchNorm2d, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+            y = layer(x)
+            return jnp.sum(y * ct), y
+
+        (grads, gx), y = nnx.grad(loss, argnums=(0, 1), has_aux=True)(layer, x)
+        return y, grads, gx
+
+    for i in range(ch.BN_STEPS):
+        y, grads, gx = step(layer, jnp.asarray(ch.nhwc(xs[i])), jnp.asarray(ch.nhwc(cts[i])))
+        got = {"out": y, "grad.x": gx} | {f"grad.{k}": v for k, v in nnx.to_pure_dict(grads).items()}
+        for name, value in got.items():
+            where = f"train.step{i + 1}.{name}"
+            assert_close(f"{dtype}/{where}", value, pairs[where][1], tol(dtype, ch.tol_kind(name)))
+    for leaf in ("mean", "var"):
+        got = getattr(layer, leaf)[...]
+        assert_close(f"{dtype}/running_{leaf}", got, pairs[f"train.running_{leaf}"][1], tol(dtype, "forward"))
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+def test_torch_default_init_uses_torchs_fan_in(kind):
+    """init_scheme 'torch' draws W, b ~ U(+-1/sqrt(fan_in)) on both sides with torch's fan_in, which
+    for ConvTranspose2d is out * kh * kw (torch reads weight dim 1): every draw inside the bound and
+    the largest near it, for the kernel and the bias."""
+    c_in, c_out, k = 16, 40, (3, 2)  # fan_in 96 (conv) vs 240 (transposed): distinguishable bounds
+    bound = 1.0 / np.sqrt((c_in if kind == "conv" else c_out) * k[0] * k[1])
+    linen_cls, _, torch_cls = ch.LAYERS[kind]
+    torch.manual_seed(0)
+    layer = torch_cls(c_in, c_out, k)
+    x = jnp.zeros((1, 5, 5, c_in))
+    params = jax.jit(linen_cls(c_in, c_out, k).init)(jax.random.key(0), x)["params"]
+    for side, weights in (("torch", (layer.weight.detach(), layer.bias.detach())), ("jax", params.values())):
+        for w in weights:
+            w = np.abs(np.asarray(w))
+            assert w.max() <= bound and w.max() > (0.75 if w.size < 10 else 0.9) * bound, (
+                side,
+                w.max(),
+                bound,
+            )
