@@ -100,6 +100,7 @@ def _conv_rows(dtypes: list[str], apis: list[str]) -> list[str]:
     differences, and the worst |jax - torch| / (atol + rtol |torch|) of either (<= 1 passes)."""
     import numpy as np
 
+    from parity_tests import conv_flatten_harness as cf
     from parity_tests import conv_harness as ch
     from parity_tests.tolerances import max_diffs, tol
 
@@ -112,7 +113,7 @@ def _conv_rows(dtypes: list[str], apis: list[str]) -> list[str]:
                 if layer == "batchnorm":
                     pairs = ch.batchnorm_pair(dtype, api)
                 elif layer == "flatten":
-                    pairs = ch.flatten_pair(dtype, api)
+                    pairs = cf.flatten_pair(dtype, api)
                 else:
                     pairs = ch.conv_pair(layer, case, dtype, api)
                 worst = {"out": [0.0, 0.0], "grad": [0.0, 0.0]}

@@ -24,6 +24,7 @@ from jax_vae import conv_layers as jc
 from jax_vae import nnx_conv_layers as nc
 from jax_vae.common import convert
 from jax_vae.common.conv import conv_padding, conv_transpose_output_size, pair
+from parity_tests import conv_flatten_harness as cf
 from parity_tests import conv_harness as ch
 from parity_tests.tolerances import assert_close, tol
 from torch_reference import conv_layers as tc
@@ -55,12 +56,12 @@ def test_batchnorm2d_train_and_eval(dtype, api):
 def test_flatten_and_reshape_linears(dtype, api):
     """conv -> flatten -> Linear and Linear -> reshape -> transposed conv agree with the (C, H, W)
     permutation of the Linears (linear_from_chw / linear_to_chw)."""
-    _check(f"flatten/{dtype}/{api}", ch.flatten_pair(dtype, api), dtype)
+    _check(f"flatten/{dtype}/{api}", cf.flatten_pair(dtype, api), dtype)
 
 
 def test_flatten_order_matters():
     """Mapping those Linears as plain ones (no permutation) breaks parity: the check can fail."""
-    jax_out, torch_out = ch.flatten_pair("float64", "linen", permute=False)["out"]
+    jax_out, torch_out = cf.flatten_pair("float64", "linen", permute=False)["out"]
     assert np.abs(jax_out - torch_out).max() > 1e-2
 
 
@@ -156,9 +157,9 @@ def test_nnx_batchnorm_follows_train_and_eval():
 
 
 def _torch_layers() -> torch.nn.ModuleDict:
-    """One torch layer of every LayerSpec kind (ch.flatten_specs' model plus a BatchNorm and a Linear)."""
+    """One torch layer of every LayerSpec kind (cf.flatten_specs' model plus a BatchNorm and a Linear)."""
     torch.manual_seed(0)
-    model = ch._torch_flatten_model()
+    model = cf.torch_flatten_model()
     bn = tc.BatchNorm2d(4)
     ch._randomize_batchnorm(bn, seed=8)
     typing.cast(torch.Tensor, bn.num_batches_tracked).fill_(7)
@@ -167,7 +168,7 @@ def _torch_layers() -> torch.nn.ModuleDict:
     return model
 
 
-_FLAT = ch.flatten_specs()
+_FLAT = cf.flatten_specs()
 SPECS = [*_FLAT[:2], convert.LayerSpec("enc.bn", "batchnorm", 4, 4), *_FLAT[2:]]
 SPECS.append(convert.LayerSpec("dec.out", "linear", 7, 2))  # in the modules' order, as state_dict
 

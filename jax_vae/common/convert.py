@@ -96,7 +96,7 @@ def flax_to_torch(params: Mapping[str, Any], cfg: VAEConfig) -> dict[str, np.nda
 #
 # torch (NCHW)                                       Flax (NHWC)
 # conv            weight [O, I, kh, kw]         <->  kernel [kh, kw, I, O]          (transpose 2, 3, 1, 0)
-# conv_transpose  weight [I, O, kh, kw]         <->  kernel [kh, kw, O, I]          (transpose 2, 3, 0, 1;
+# conv_transpose  weight [I, O, kh, kw]         <->  kernel [kh, kw, O, I]          (transpose 2, 3, 1, 0;
 #                 no flip: the layer flips, lax.conv_transpose(transpose_kernel=True), Keras' layout)
 # batchnorm       weight, bias [C]              <->  params scale, bias [C]
 #                 running_mean, running_var [C] <->  batch_stats mean, var [C]      (the same values:
