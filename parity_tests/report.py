@@ -1,9 +1,10 @@
 """Parity report: per preset, dtype and JAX model API (Linen, NNX), max abs / rel JAX-vs-torch
 differences of the loss, every gradient and the 100-step trajectory, as a Markdown table; then NNX
-against Linen (forward, loss and gradients; both NNX step styles' trajectories).
+against Linen (forward, loss and gradients; both NNX step styles' trajectories); then the
+convolution layers alone (conv_harness: each padding form, BatchNorm train / eval, flatten order).
 
     python -m parity_tests.report [--presets a,b] [--apis linen,nnx] [--steps 100]
-                                  [--precision highest|default]
+                                  [--precision highest|default] [--tables models,conv]
 """
 
 from __future__ import annotations
@@ -94,6 +95,45 @@ def _nnx_vs_linen_row(preset: str, dtype: str, steps: int) -> str:
     )
 
 
+def _conv_rows(dtypes: list[str], apis: list[str]) -> list[str]:
+    """One row per conv-layer case, dtype and API: worst output (and running-statistics) and gradient
+    differences, and the worst |jax - torch| / (atol + rtol |torch|) of either (<= 1 passes)."""
+    import numpy as np
+
+    from parity_tests import conv_flatten_harness as cf
+    from parity_tests import conv_harness as ch
+    from parity_tests.tolerances import max_diffs, tol
+
+    cases = [("conv", c) for c in ch.CONV_CASES] + [("conv_transpose", c) for c in ch.CONV_TRANSPOSE_CASES]
+    cases += [("batchnorm", "train 3 steps + eval"), ("flatten", "conv-fc-fc-convt")]
+    rows = []
+    for layer, case in cases:
+        for dtype in dtypes:
+            for api in apis:
+                if layer == "batchnorm":
+                    pairs = ch.batchnorm_pair(dtype, api)
+                elif layer == "flatten":
+                    pairs = cf.flatten_pair(dtype, api)
+                else:
+                    pairs = ch.conv_pair(layer, case, dtype, api)
+                worst = {"out": [0.0, 0.0], "grad": [0.0, 0.0]}
+                scaled = 0.0
+                for name, (a, b) in pairs.items():
+                    kind = ch.tol_kind(name)
+                    d_abs, d_rel = max_diffs(a, b)
+                    w = worst["grad" if kind == "grad" else "out"]
+                    w[0], w[1] = max(w[0], d_abs), max(w[1], d_rel)
+                    t = tol(dtype, kind)
+                    atol = t.atol_scale * float(np.abs(b).max()) + t.floor
+                    scaled = max(scaled, float((np.abs(a - b) / (atol + t.rtol * np.abs(b))).max()))
+                (o_abs, o_rel), (g_abs, g_rel) = worst["out"], worst["grad"]
+                rows.append(
+                    f"| {layer} | {case} | {dtype} | {api} | {o_abs:.2e} | {o_rel:.2e} | {g_abs:.2e} | "
+                    f"{g_rel:.2e} | {scaled:.2f} |"
+                )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the Markdown parity table to stdout."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -104,7 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--precision", default="highest", choices=["highest", "high", "default"])
+    parser.add_argument(
+        "--tables", default="models,conv", help="models (per preset, then NNX vs Linen), conv (layers alone)"
+    )
     args = parser.parse_args(argv)
+    tables = {t for t in args.tables.split(",") if t}
+    if tables - {"models", "conv"}:
+        print(
+            f"error: unknown table(s) {sorted(tables - {'models', 'conv'})}; known: models, conv",
+            file=sys.stderr,
+        )
+        return 2
     _configure(args.precision)
     import jax
     import torch
@@ -121,31 +171,41 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.precision}) vs torch {torch.__version__}; python {platform.python_version()}; "
         f"{args.steps}-step trajectories.\n"
     )
-    print(
-        "| preset | dtype | api | loss max abs | loss max rel | grad max abs | grad max rel | "
-        "grad err / tol | trajectory max abs | trajectory max rel |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
     apis = [a for a in args.apis.split(",") if a]
-    for preset in presets:
-        for dtype in args.dtypes.split(","):
-            for api in apis:
-                print(_row(preset, dtype, args.steps, api), flush=True)
-    print(
-        "\ngrad err / tol: worst |jax - torch| / (atol + rtol |torch|) over every gradient "
-        "element (<= 1 passes). Trajectory: float64 compares every parameter after the last "
-        "step, float32 every step's loss. api: the JAX half's model API (linen: models.VAE params; "
-        "nnx: nnx_models.VAE, trained by the idiomatic nnx.Optimizer step)."
-    )
-    if "nnx" in apis:
+    if "models" in tables:
         print(
-            "\nNNX vs Linen (same device, dtype, weights and eps; max |nnx - linen|; 0 is every bit):\n\n"
-            "| preset | dtype | forward, loss, grads | idiomatic trajectory | functional trajectory |\n"
-            "|---|---|---|---|---|"
+            "| preset | dtype | api | loss max abs | loss max rel | grad max abs | grad max rel | "
+            "grad err / tol | trajectory max abs | trajectory max rel |"
         )
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for preset in presets:
             for dtype in args.dtypes.split(","):
-                print(_nnx_vs_linen_row(preset, dtype, args.steps), flush=True)
+                for api in apis:
+                    print(_row(preset, dtype, args.steps, api), flush=True)
+        print(
+            "\ngrad err / tol: worst |jax - torch| / (atol + rtol |torch|) over every gradient "
+            "element (<= 1 passes). Trajectory: float64 compares every parameter after the last "
+            "step, float32 every step's loss. api: the JAX half's model API (linen: models.VAE params; "
+            "nnx: nnx_models.VAE, trained by the idiomatic nnx.Optimizer step)."
+        )
+        if "nnx" in apis:
+            print(
+                "\nNNX vs Linen (same device, dtype, weights and eps; max |nnx - linen|; 0 is every bit):\n\n"
+                "| preset | dtype | forward, loss, grads | idiomatic trajectory | functional trajectory |\n"
+                "|---|---|---|---|---|"
+            )
+            for preset in presets:
+                for dtype in args.dtypes.split(","):
+                    print(_nnx_vs_linen_row(preset, dtype, args.steps), flush=True)
+    if "conv" in tables:
+        print(
+            "\nConvolution layers alone (parity_tests/conv_harness.py: batch 4, 3 -> 5 channels, "
+            "8x9 inputs, 4x5 for transposed convs; outputs include BatchNorm's running statistics):\n\n"
+            "| layer | case | dtype | api | output max abs | output max rel | grad max abs | grad max rel | "
+            "err / tol |\n|---|---|---|---|---|---|---|---|---|"
+        )
+        for row in _conv_rows(args.dtypes.split(","), apis):
+            print(row, flush=True)
     return 0
 
 

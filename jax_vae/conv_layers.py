@@ -1,0 +1,171 @@
+"""Flax Linen convolution layers with PyTorch's semantics, NHWC inside: Conv2d, ConvTranspose2d and
+BatchNorm2d.
+
+Mirror of torch_reference/conv_layers.py (same class, argument and parameter names). Padding forms
+(torch integers, TF/Keras 'same' and 'valid') are reduced to explicit (low, high) pairs by
+common.conv, so both twins pad identically. Parameters (kernels in Flax's layouts; common.convert
+maps torch's):
+
+    Conv2d           kernel [kh, kw, in, out], bias [out]   (torch weight [out, in, kh, kw])
+    ConvTranspose2d  kernel [kh, kw, out, in], bias [out]   (torch weight [in, out, kh, kw])
+    BatchNorm2d      params scale, bias [C]; batch_stats mean, var [C]
+
+The pure functions below hold the math; nnx_conv_layers.py calls the same ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+from jax import lax
+
+from jax_vae.common.conv import Padding, conv_fans, conv_padding, conv_transpose_padding, pair
+from jax_vae.models import init_fns
+
+Array = jax.Array
+Pads = Sequence[tuple[int, int]]  # [(low_h, high_h), (low_w, high_w)]
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv2d(x: Array, kernel: Array, bias: Array, stride: tuple[int, int], pads: Pads) -> Array:
+    """y = cross-correlation(zero-pad(x, pads), kernel) strided + bias; x [B, H, W, I] -> [B, H', W', O]."""
+    x, kernel, bias = promote_dtype(x, kernel, bias)  # as Flax's own layers: the widest dtype
+    y = lax.conv_general_dilated(x, kernel, stride, pads, dimension_numbers=_DIMS)
+    return y + bias  # [B, H', W', O]
+
+
+def _conv_transpose2d(x: Array, kernel: Array, bias: Array, stride: tuple[int, int], pads: Pads) -> Array:
+    """The gradient of conv2d w.r.t. its input, plus bias; x [B, H, W, I] -> [B, H', W', O].
+
+    lax.conv_transpose with transpose_kernel=True flips the kernel [kh, kw, O, I] spatially and swaps
+    it to [kh, kw, I, O], then runs a stride-1 correlation of the input dilated by `stride`
+    (lhs_dilation) with explicit padding `pads` = common.conv.conv_transpose_padding: torch's
+    (k - 1 - p, k - 1 - p + output_padding) or Keras' 'same' / 'valid' pairs. That is the adjoint
+    of the forward conv (x -> conv2d with padding p, stride s): test_conv_layer_parity checks it
+    against jax.vjp of that conv, and against torch's ConvTranspose2d, in float64.
+    """
+    x, kernel, bias = promote_dtype(x, kernel, bias)
+    y = lax.conv_transpose(x, kernel, stride, pads, dimension_numbers=_DIMS, transpose_kernel=True)
+    return y + bias  # [B, H', W', O]
+
+
+def _batch_norm(x: Array, scale: Array, bias: Array, mean: Array, var: Array, eps: float) -> Array:
+    """(x - mean) / sqrt(var + eps) * scale + bias over the channel axis; x [B, H, W, C]."""
+    return (x - mean) * lax.rsqrt(var + eps) * scale + bias
+
+
+def _batch_stats(x: Array) -> tuple[Array, Array, Array]:
+    """(mean, biased var, unbiased var) [C] over the B H W positions of x [B, H, W, C]."""
+    n = x.shape[0] * x.shape[1] * x.shape[2]
+    mean = jnp.mean(x, axis=(0, 1, 2))  # [C]
+    var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))  # [C], biased: torch normalizes with it
+    return mean, var, var * (n / max(n - 1, 1))
+
+
+def _running_update(running: Array, batch: Array, momentum: float) -> Array:
+    """torch's exponential moving average: (1 - momentum) running + momentum batch, in running's dtype."""
+    return ((1.0 - momentum) * running + momentum * lax.stop_gradient(batch)).astype(running.dtype)
+
+
+def _initializer(init: str, fan_in: int, which: int) -> Callable[..., Array]:
+    return init_fns(init, fan_in)[which]
+
+
+class Conv2d(nn.Module):
+    """torch.nn.Conv2d on NHWC: x [B, H, W, in] -> [B, H', W', out]; padding an int (torch) or
+    'same' / 'valid' (TF: 'same' puts the odd padding row/column at the bottom/right)."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int | tuple[int, int]
+    stride: int | tuple[int, int] = 1
+    padding: Padding = 0
+    init_scheme: str = "torch"  # models.init_fns(init_scheme, fan_in) with torch's fan_in (conv_fans)
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kh, kw = k = pair(self.kernel_size, "kernel_size")
+        stride = pair(self.stride, "stride")
+        _check_channels(x, self.in_channels)
+        fan_in = conv_fans("conv", self.in_channels, self.out_channels, k)
+        shape = (kh, kw, self.in_channels, self.out_channels)
+        kernel = self.param("kernel", _initializer(self.init_scheme, fan_in, 0), shape, self.param_dtype)
+        bias = self.param(
+            "bias", _initializer(self.init_scheme, fan_in, 1), (self.out_channels,), self.param_dtype
+        )
+        pads = [conv_padding(n, kk, s, self.padding) for n, kk, s in zip(x.shape[1:3], k, stride)]
+        return _conv2d(x, kernel, bias, stride, pads)
+
+
+class ConvTranspose2d(nn.Module):
+    """torch.nn.ConvTranspose2d on NHWC: x [B, H, W, in] -> [B, H', W', out], H' = (H - 1) s - 2p + k
+    + output_padding; padding 'same' / 'valid' is Keras Conv2DTranspose (H' = H s for 'same')."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int | tuple[int, int]
+    stride: int | tuple[int, int] = 1
+    padding: Padding = 0
+    output_padding: int | tuple[int, int] = 0
+    init_scheme: str = "torch"
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kh, kw = k = pair(self.kernel_size, "kernel_size")
+        stride, extra = pair(self.stride, "stride"), pair(self.output_padding, "output_padding")
+        _check_channels(x, self.in_channels)
+        fan_in = conv_fans("conv_transpose", self.in_channels, self.out_channels, k)
+        shape = (kh, kw, self.out_channels, self.in_channels)
+        kernel = self.param("kernel", _initializer(self.init_scheme, fan_in, 0), shape, self.param_dtype)
+        bias = self.param(
+            "bias", _initializer(self.init_scheme, fan_in, 1), (self.out_channels,), self.param_dtype
+        )
+        pads = [
+            conv_transpose_padding(n, kk, s, self.padding, op)
+            for n, kk, s, op in zip(x.shape[1:3], k, stride, extra)
+        ]
+        return _conv_transpose2d(x, kernel, bias, stride, pads)
+
+
+class BatchNorm2d(nn.Module):
+    """torch.nn.BatchNorm2d on NHWC, x [B, H, W, C] -> same shape.
+
+    Training (use_running_average=False, apply with mutable=['batch_stats']): normalize with the
+    batch mean and biased variance, and update mean <- (1 - m) mean + m batch_mean, var <- (1 - m) var
+    + m unbiased_batch_var (torch's momentum m = 0.1, i.e. Flax's momentum 0.9; Flax's nn.BatchNorm
+    stores the biased variance instead). Evaluation: normalize with the running mean and var.
+    Initialization leaves the statistics at mean 0, var 1.
+    """
+
+    num_features: int
+    eps: float = 1e-5
+    momentum: float = 0.1
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, use_running_average: bool) -> Array:
+        _check_channels(x, self.num_features)
+        c = (self.num_features,)
+        scale = self.param("scale", nn.initializers.ones, c, self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, c, self.param_dtype)
+        mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(c, self.param_dtype))
+        var = self.variable("batch_stats", "var", lambda: jnp.ones(c, self.param_dtype))
+        if use_running_average:
+            return _batch_norm(x, scale, bias, mean.value, var.value, self.eps)
+        batch_mean, batch_var, unbiased = _batch_stats(x)  # [C] x3
+        if not self.is_initializing():
+            mean.value = _running_update(mean.value, batch_mean, self.momentum)
+            var.value = _running_update(var.value, unbiased, self.momentum)
+        return _batch_norm(x, scale, bias, batch_mean, batch_var, self.eps)
+
+
+def _check_channels(x: Array, channels: int) -> None:
+    if x.ndim != 4 or x.shape[-1] != channels:
+        raise ValueError(f"expected NHWC input with {channels} channels, got shape {x.shape}")
