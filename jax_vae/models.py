@@ -18,6 +18,7 @@ _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": nn.relu,
     "tanh": jnp.tanh,
     "identity": lambda h: h,
+    "leaky_relu": lambda h: nn.leaky_relu(h, 0.01),  # torch's default slope
 }
 
 
@@ -99,24 +100,36 @@ def reparameterize(mean: Array, std: Array, eps: Array) -> Array:
 
 
 class VAE(nn.Module):
-    """Encoder + Decoder; __call__(x, eps) -> (outputs [L, B, D], mean [B, Z], scale [B, Z])."""
+    """Encoder + Decoder; __call__(x, eps) -> (outputs [L, B, D], mean [B, Z], scale [B, Z]). `train`
+    (conv presets with BatchNorm): batch statistics, apply with mutable=['batch_stats']."""
 
     config: VAEConfig
 
     def setup(self) -> None:
-        self.encoder = Encoder(self.config)
-        self.decoder = Decoder(self.config)
+        if self.config.arch == "conv":
+            from jax_vae.conv_models import ConvDecoder, ConvEncoder  # conv_models imports this module
 
-    def __call__(self, x: Array, eps: Array) -> tuple[Array, Array, Array]:
-        mean, scale = self.encoder(x)  # [B, Z] x2
+            self.encoder: nn.Module = ConvEncoder(self.config)
+            self.decoder: nn.Module = ConvDecoder(self.config)
+        else:
+            self.encoder, self.decoder = Encoder(self.config), Decoder(self.config)
+
+    def __call__(self, x: Array, eps: Array, train: bool = False) -> tuple[Array, Array, Array]:
+        mean, scale = self._encode(x, train)  # [B, Z] x2
         z = reparameterize(mean, std_from_scale(scale, self.config.scale_param), eps)  # [L, B, Z]
-        return self.decoder(z), mean, scale
+        return self._decode(z, train), mean, scale
+
+    def _encode(self, x: Array, train: bool) -> tuple[Array, Array]:
+        return self.encoder(x, train) if self.config.arch == "conv" else self.encoder(x)
+
+    def _decode(self, z: Array, train: bool) -> Array:
+        return self.decoder(z, train) if self.config.arch == "conv" else self.decoder(z)
 
     def encode(self, x: Array) -> tuple[Array, Array]:
-        return self.encoder(x)
+        return self._encode(x, False)
 
     def decode(self, z: Array) -> Array:
-        return self.decoder(z)
+        return self._decode(z, False)
 
 
 def sample_eps(

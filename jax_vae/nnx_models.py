@@ -21,6 +21,7 @@ from flax import nnx
 from jax_vae.common.config import VAEConfig, layer_specs
 from jax_vae.losses import _as_eps, objective
 from jax_vae.models import _ACTIVATIONS, init_fns, init_params, reparameterize, std_from_scale
+from jax_vae.nnx_conv_models import ConvDecoder, ConvEncoder
 
 Array = jax.Array
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]  # (params, x, eps, cfg, beta) -> (loss, aux)
@@ -86,19 +87,26 @@ class VAE(nnx.Module):
 
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs, param_dtype: Any = jnp.float32) -> None:
         self.config = cfg
-        self.encoder = Encoder(cfg, rngs=rngs, param_dtype=param_dtype)
-        self.decoder = Decoder(cfg, rngs=rngs, param_dtype=param_dtype)
+        conv = cfg.arch == "conv"
+        self.encoder: nnx.Module = (ConvEncoder if conv else Encoder)(cfg, rngs=rngs, param_dtype=param_dtype)
+        self.decoder: nnx.Module = (ConvDecoder if conv else Decoder)(cfg, rngs=rngs, param_dtype=param_dtype)
 
-    def __call__(self, x: Array, eps: Array) -> tuple[Array, Array, Array]:
-        mean, scale = self.encoder(x)  # [B, Z] x2
+    def __call__(self, x: Array, eps: Array, train: bool = False) -> tuple[Array, Array, Array]:
+        mean, scale = self._encode(x, train)  # [B, Z] x2
         z = reparameterize(mean, std_from_scale(scale, self.config.scale_param), eps)  # [L, B, Z]
-        return self.decoder(z), mean, scale
+        return self._decode(z, train), mean, scale
+
+    def _encode(self, x: Array, train: bool) -> tuple[Array, Array]:
+        return self.encoder(x, train) if self.config.arch == "conv" else self.encoder(x)
+
+    def _decode(self, z: Array, train: bool) -> Array:
+        return self.decoder(z, train) if self.config.arch == "conv" else self.decoder(z)
 
     def encode(self, x: Array) -> tuple[Array, Array]:
-        return self.encoder(x)
+        return self._encode(x, False)
 
     def decode(self, z: Array) -> Array:
-        return self.decoder(z)
+        return self._decode(z, False)
 
 
 def abstract_model(cfg: VAEConfig, dtype: Any = jnp.float32) -> VAE:

@@ -21,6 +21,7 @@ TWINS = {"jax": REPO / "jax_vae", "torch": REPO / "torch_reference"}
 JAX_ONLY_FILES = {
     "parallel.py": "data-parallel training over a jax.sharding mesh",
     "nnx_models.py": "the Flax NNX modules: a second JAX API over models.py's params tree (torch has one)",
+    "nnx_conv_models.py": "the Flax NNX conv VAEs over conv_models.py's params tree (torch has one API)",
     "nnx_step.py": "the NNX train steps (nnx.Optimizer + nnx.jit, and split/merge + jax.jit) over step.py",
     "nnx_conv_layers.py": "the Flax NNX twins of conv_layers.py's Linen layers (torch has one API)",
 }

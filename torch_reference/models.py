@@ -13,7 +13,12 @@ from torch import Tensor, nn
 
 from jax_vae.common.config import VAEConfig, layer_specs
 
-_ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "identity": lambda h: h}
+_ACTIVATIONS = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "identity": lambda h: h,
+    "leaky_relu": lambda h: torch.nn.functional.leaky_relu(h, 0.01),  # torch's default slope
+}
 
 
 Init = Callable[[Tensor], object]  # fills a tensor in place
@@ -114,8 +119,16 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
+        if config.arch == "conv":
+            from torch_reference.conv_models import (
+                ConvDecoder,
+                ConvEncoder,
+            )  # conv_models imports this module
+
+            self.encoder: nn.Module = ConvEncoder(config)
+            self.decoder: nn.Module = ConvDecoder(config)
+        else:
+            self.encoder, self.decoder = Encoder(config), Decoder(config)
 
     def forward(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         mean, scale = self.encoder(x)  # [B, Z] x2

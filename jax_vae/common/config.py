@@ -14,10 +14,12 @@ from typing import Any, Literal
 
 from jax_vae.common.data import DEFAULT_TEST_FRACTION, VALID_DATASETS, Binarization, DataError, parse_dataset
 
-Activation = Literal["relu", "tanh", "identity"]
+Activation = Literal["relu", "tanh", "identity", "leaky_relu"]  # leaky_relu: slope 0.01 (torch's default)
+Architecture = Literal["mlp", "conv"]
+FinalLayer = Literal["conv_transpose", "conv"]
 EncoderHead = Literal["separate", "split"]
 ScaleParam = Literal["logvar", "sigma"]
-DecoderOutput = Literal["sigmoid", "logits", "identity"]
+DecoderOutput = Literal["sigmoid", "logits", "identity", "tanh"]
 Likelihood = Literal["bce_probs", "bce_lua", "bce_logits", "mse_sum", "mse_mean"]
 KLForm = Literal["analytic", "day37"]
 Reduction = Literal["sum", "mean"]
@@ -28,12 +30,12 @@ Objective = Literal["elbo", "iwae"]
 ManifoldGrid = Literal["quantile", "linear"]
 
 # Which decoder output each likelihood consumes.
-_LIKELIHOOD_OUTPUT = {
-    "bce_probs": "sigmoid",
-    "bce_lua": "sigmoid",
-    "bce_logits": "logits",
-    "mse_sum": "identity",
-    "mse_mean": "identity",
+_LIKELIHOOD_OUTPUT: dict[str, tuple[str, ...]] = {
+    "bce_probs": ("sigmoid",),
+    "bce_lua": ("sigmoid",),
+    "bce_logits": ("logits",),
+    "mse_sum": ("identity", "tanh"),
+    "mse_mean": ("identity", "tanh"),
 }
 
 
@@ -44,7 +46,26 @@ class VAEConfig:
     name: str
     # --- architecture
     input_dim: int = 784
-    image_shape: tuple[int, ...] = ()  # (H, W) with H * W = input_dim; () = square sqrt(input_dim)
+    image_shape: tuple[int, ...] = ()  # (H, W), H * W * image_channels = input_dim; () = square
+    image_channels: int = 1  # C: an image is input_dim = H * W * C values, flattened in (H, W, C) order
+    # --- convolutional architecture (arch="conv"; jax_vae.common.architecture builds its layers):
+    # encoder: per conv_channels c, Conv2d(c, conv_kernel, conv_stride, conv_padding) [-> BatchNorm]
+    # -> activation; flatten; the head (encoder_head) from the flattened map. decoder: Linear(latent ->
+    # decoder_start C*H*W) [-> activation], per deconv_channels c ConvTranspose2d(c, conv_kernel,
+    # conv_stride, deconv_padding, output_padding) [-> BatchNorm] -> activation, then the stride-1
+    # final_layer (kernel conv_kernel, padding deconv_padding) to image_channels, then decoder_output.
+    arch: Architecture = "mlp"
+    conv_channels: tuple[int, ...] = ()
+    conv_kernel: int = 3
+    conv_stride: int = 2
+    conv_padding: str = "valid"  # "valid" / "same" (TF, odd row at the bottom) or torch's int, e.g. "1"
+    deconv_channels: tuple[int, ...] = ()
+    deconv_padding: str = "same"  # "same" / "valid" (Keras Conv2DTranspose) or torch's int padding
+    output_padding: int = 0  # torch ConvTranspose2d output_padding (integer deconv_padding only)
+    decoder_start: tuple[int, ...] = ()  # (C, H, W) the decoder's first Linear is reshaped to
+    decoder_start_activation: bool = True  # the activation after that Linear
+    final_layer: FinalLayer = "conv_transpose"
+    batch_norm: bool = False  # BatchNorm2d (torch semantics, momentum 0.1) after every hidden conv
     encoder_hidden: tuple[int, ...] = (400,)
     latent_dim: int = 20
     decoder_hidden: tuple[int, ...] = (400,)
@@ -94,10 +115,10 @@ class VAEConfig:
             raise ValueError(
                 f"{self.name}: dataset={self.dataset!r}, expected one of {VALID_DATASETS}"
             ) from None
-        if _LIKELIHOOD_OUTPUT[self.likelihood] != self.decoder_output:
+        if self.decoder_output not in _LIKELIHOOD_OUTPUT[self.likelihood]:
             raise ValueError(
                 f"{self.name}: likelihood {self.likelihood} needs decoder_output "
-                f"{_LIKELIHOOD_OUTPUT[self.likelihood]!r}, got {self.decoder_output!r}"
+                f"{' or '.join(map(repr, _LIKELIHOOD_OUTPUT[self.likelihood]))}, got {self.decoder_output!r}"
             )
         if self.kl == "day37" and self.scale_param != "sigma":
             raise ValueError(f"{self.name}: kl='day37' is defined on sigma, set scale_param='sigma'")
@@ -135,16 +156,21 @@ def _check_ranges(cfg: VAEConfig) -> None:
     need(cfg.micro_batch <= cfg.batch_size, "micro_batch", f"0 (off) or at most batch_size {cfg.batch_size}")
     need(0 <= cfg.seed < SEED_LIMIT, "seed", f"in [0, 2**32) = [0, {SEED_LIMIT - 1}]")
     need(0 < cfg.test_fraction < 1, "test_fraction", "in (0, 1)")  # also rejects nan
+    need(cfg.image_channels >= 1, "image_channels", ">= 1")
     need(
         cfg.image_shape == ()
         or (
             len(cfg.image_shape) == 2
             and min(cfg.image_shape) >= 1
-            and math.prod(cfg.image_shape) == cfg.input_dim
+            and math.prod(cfg.image_shape) * cfg.image_channels == cfg.input_dim
         ),
         "image_shape",
-        f"() or (H, W) with H * W = input_dim {cfg.input_dim}",
+        f"() or (H, W) with H * W * image_channels = input_dim {cfg.input_dim}",
     )
+    if cfg.arch == "conv":
+        from jax_vae.common.architecture import check_conv  # it reads VAEConfig
+
+        check_conv(cfg)
 
 
 @functools.cache

@@ -25,8 +25,17 @@ def _to_numpy(t: Any) -> np.ndarray:
     return np.asarray(t)
 
 
+def conv_specs(cfg: VAEConfig) -> list[LayerSpec]:
+    """The LayerSpecs of a conv VAE (jax_vae.common.architecture.plan), in torch module order."""
+    from jax_vae.common.architecture import plan  # it builds LayerSpecs from this module
+
+    return list(plan(cfg).specs)
+
+
 def expected_torch_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
     """state_dict key -> shape, in module order."""
+    if cfg.arch == "conv":
+        return {k: v for spec in conv_specs(cfg) for k, v in layer_torch_shapes(spec).items()}
     shapes: dict[str, tuple[int, ...]] = {}
     for module, layer, fan_in, fan_out in layer_specs(cfg):
         shapes[f"{module}.{layer}.weight"] = (fan_out, fan_in)
@@ -49,7 +58,11 @@ def _check_keys(got: set[str], want: set[str], what: str, preset: str) -> None:
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], cfg: VAEConfig) -> dict:
-    """torch state_dict (tensors or arrays) -> Flax params of numpy arrays, dtype kept."""
+    """torch state_dict (tensors or arrays) -> the JAX weights as numpy arrays, dtype kept: Flax params,
+    or with cfg.batch_norm the variables {'params': ..., 'batch_stats': ...}."""
+    if cfg.arch == "conv":
+        variables = torch_to_flax_variables(state_dict, conv_specs(cfg), cfg.name)
+        return variables if cfg.batch_norm else variables["params"]
     shapes = expected_torch_shapes(cfg)
     _check_keys(set(state_dict), set(shapes), "state_dict", cfg.name)
     params: dict = {}
@@ -68,8 +81,14 @@ def torch_to_flax(state_dict: Mapping[str, Any], cfg: VAEConfig) -> dict:
     return params
 
 
-def flax_to_torch(params: Mapping[str, Any], cfg: VAEConfig) -> dict[str, np.ndarray]:
-    """Flax params -> state_dict {key: numpy array, weights [out, in]}."""
+def flax_to_torch(
+    params: Mapping[str, Any], cfg: VAEConfig, num_batches_tracked: int = 0
+) -> dict[str, np.ndarray]:
+    """The JAX weights (as torch_to_flax returns them) -> state_dict {key: numpy array, weights [out,
+    in]}; BatchNorm's num_batches_tracked is `num_batches_tracked` (JAX keeps no count)."""
+    if cfg.arch == "conv":
+        variables = params if cfg.batch_norm else {"params": params}
+        return flax_to_torch_variables(variables, conv_specs(cfg), cfg.name, num_batches_tracked)
     flat = {}
     for module, layers in params.items():
         for layer, leaves in layers.items():
