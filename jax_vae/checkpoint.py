@@ -1,6 +1,7 @@
 """Orbax checkpoints of a JAX run (mirror of torch_reference/checkpoint.py).
 
-A checkpoint of step k holds the TrainState (params, optimizer state, step), the data order of the
+A checkpoint of step k holds the TrainState (params, optimizer state, step, a BatchNorm model's
+running statistics), the data order of the
 epoch in progress, the RNG state (the eps key; every step's key is fold_in(key, step)) and a JSON
 `meta` (preset, config, epoch position, running epoch sums).
 Orbax writes each step into `<k>.orbax-checkpoint-tmp-*` and renames it when complete, so a crash
@@ -145,7 +146,7 @@ class Checkpoints:
         mngr = self._writer()
         for stale in [s for s in mngr.all_steps() if s >= step]:
             mngr.delete(stale)
-        tree = {"state": state, "order": np.asarray(order, np.int32), "rng": rng}
+        tree = {"state": _state_tree(state), "order": np.asarray(order, np.int32), "rng": rng}
         args = ocp.args.Composite(train=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
         saved = _write(lambda: mngr.save(step, args=args), self.directory / str(step))
         if not saved:
@@ -165,13 +166,14 @@ class Checkpoints:
         checkpoint `step` (default: the newest intact one)."""
         step = self.pick(step)
         abstract = {
-            "state": jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template),
+            "state": jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _state_tree(template)),
             "order": jax.ShapeDtypeStruct((n,), np.int32),
             "rng": ocp.utils.to_shape_dtype_struct(rng),
         }
         args = ocp.args.Composite(train=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
         got = self._read(step, lambda: self._reader().restore(step, args=args), fit=True)
-        return got.train["state"], np.asarray(got.train["order"]), got.train["rng"], got.meta
+        state = TrainState(**got.train["state"])
+        return state, np.asarray(got.train["order"]), got.train["rng"], got.meta
 
     def _read(self, step: int, read: Callable[[], T], fit: bool = False) -> T:
         """read() of intact checkpoint `step`; what orbax still raises is one RunError line (with
@@ -193,6 +195,13 @@ class Checkpoints:
         if self._manager is not None:
             self._manager.close()
             self._manager = None
+
+
+def _state_tree(state: TrainState) -> dict[str, Any]:
+    """The TrainState as checkpoints store it: {'step', 'params', 'opt_state'} and, for a BatchNorm
+    model only, 'batch_stats' (so checkpoints of models without it keep the layout they always had)."""
+    tree = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+    return tree | ({"batch_stats": state.batch_stats} if state.batch_stats else {})
 
 
 def cause(err: BaseException) -> str:
@@ -339,7 +348,9 @@ def load_params(path: Path, step: int | None = None) -> tuple[dict, dict[str, An
             ),
         ),
     )
-    return jax.tree_util.tree_map(np.asarray, got.train["state"]["params"]), got.meta
+    state = got.train["state"]
+    weights = {k: state[k] for k in ("params", "batch_stats")} if "batch_stats" in state else state["params"]
+    return jax.tree_util.tree_map(np.asarray, weights), got.meta  # models.weights
 
 
 def _local_target(item_dir: Path) -> Any:

@@ -20,7 +20,7 @@ import numpy as np
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.evaluation import check_evaluable, chunking, summarize
 from jax_vae.losses import LIKELIHOODS, kl_term, log_weights
-from jax_vae.models import VAE, reparameterize, sample_eps, std_from_scale
+from jax_vae.models import VAE, reparameterize, sample_eps, std_from_scale, variables
 
 Array = jax.Array
 
@@ -39,14 +39,14 @@ def _chunked_stats(
     eps_of(i) -> eps [chunk, B, Z] of chunk i; samples with index >= k are masked out.
     """
     model = VAE(cfg)
-    encoded: Any = model.apply({"params": params}, x, method=VAE.encode)  # flax types apply loosely
+    encoded: Any = model.apply(variables(params, cfg), x, method=VAE.encode)  # flax types apply loosely
     mean, scale = encoded  # [B, Z] x2
     std = std_from_scale(scale, cfg.scale_param)
 
     def body(recon_sum: Array, i: Array) -> tuple[Array, Array]:
         eps = eps_of(i)  # [C, B, Z]
         outputs: Any = model.apply(
-            {"params": params}, reparameterize(mean, std, eps), method=VAE.decode
+            variables(params, cfg), reparameterize(mean, std, eps), method=VAE.decode
         )  # [C, B, D]
         recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)  # [C, B]
         log_w = log_weights(recon_l, mean, scale, eps, cfg)  # [C, B]

@@ -185,12 +185,31 @@ def objective(
 
 
 def loss_fn(
-    params: dict, x: Array, eps_or_key: Array, cfg: VAEConfig, beta: Array | float | None = None
+    params: dict,
+    x: Array,
+    eps_or_key: Array,
+    cfg: VAEConfig,
+    beta: Array | float | None = None,
+    batch_stats: dict | None = None,
+    train: bool = True,
 ) -> tuple[Array, dict[str, Array]]:
     """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
     recon [B] (mean over the L samples), kl [B], the per-example objective [B] and the per-example
-    latent sums mu_sum, logvar_sum, logvar_dev2 [B] that step.latent_stats reduces."""
+    latent sums mu_sum, logvar_sum, logvar_dev2 [B] that step.latent_stats reduces. With BatchNorm
+    (`batch_stats`): `train` normalizes with the batch statistics and returns the updated running
+    ones as metrics['batch_stats']; train=False normalizes with the running ones."""
     eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)  # [L, B, Z]
-    out: Any = VAE(cfg).apply({"params": params}, x, eps)  # flax types apply loosely
+    model, updated = VAE(cfg), None
+    out: Any  # flax types apply loosely
+    if batch_stats is None:
+        out = model.apply({"params": params}, x, eps)
+    elif train:
+        variables = {"params": params, "batch_stats": batch_stats}
+        out, updated = model.apply(variables, x, eps, train=True, mutable=["batch_stats"])
+    else:
+        out = model.apply({"params": params, "batch_stats": batch_stats}, x, eps)
     outputs, mean, scale = out  # [L, B, D], [B, Z] x2
-    return objective(outputs, mean, scale, x, eps, cfg, beta)
+    loss, aux = objective(outputs, mean, scale, x, eps, cfg, beta)
+    if updated is not None:
+        aux["batch_stats"] = updated["batch_stats"]
+    return loss, aux

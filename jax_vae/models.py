@@ -140,9 +140,32 @@ def sample_eps(
     return jax.random.normal(key, (L, batch, cfg.latent_dim), dtype)
 
 
-def init_params(key: Array, cfg: VAEConfig, dtype=jnp.float32) -> dict:
-    """Fresh parameters {'encoder': ..., 'decoder': ...} drawn with the preset's initializer."""
+def init_variables(key: Array, cfg: VAEConfig, dtype=jnp.float32) -> dict:
+    """Fresh Flax variables {'params': ..., and with BatchNorm 'batch_stats': mean 0, var 1}."""
     x = jnp.zeros((1, cfg.input_dim), dtype)
     eps = jnp.zeros((1, 1, cfg.latent_dim), dtype)
-    init = jax.jit(lambda k: VAE(cfg).init(k, x, eps)["params"])  # one program, not op by op
+    init = jax.jit(lambda k: dict(VAE(cfg).init(k, x, eps)))  # one program, not op by op
     return jax.tree_util.tree_map(lambda p: p.astype(dtype), init(key))
+
+
+def init_params(key: Array, cfg: VAEConfig, dtype=jnp.float32) -> dict:
+    """Fresh parameters {'encoder': ..., 'decoder': ...} drawn with the preset's initializer."""
+    return init_variables(key, cfg, dtype)["params"]
+
+
+# The JAX weights of a preset (what checkpoints, exports and the converter hold): its params tree, or
+# with BatchNorm the variables {'params': ..., 'batch_stats': ...} (the running statistics are weights
+# for evaluation, but the optimizer never sees them).
+def weights(params: dict, batch_stats: dict | None, cfg: VAEConfig) -> dict:
+    """The weights of (params, batch_stats)."""
+    return {"params": params, "batch_stats": batch_stats or {}} if cfg.batch_norm else params
+
+
+def split_weights(w: dict, cfg: VAEConfig) -> tuple[dict, dict | None]:
+    """(params, batch_stats or None) of the weights."""
+    return (w["params"], w["batch_stats"]) if cfg.batch_norm else (w, None)
+
+
+def variables(w: dict, cfg: VAEConfig) -> dict:
+    """The Flax variables to apply the weights with."""
+    return w if cfg.batch_norm else {"params": w}

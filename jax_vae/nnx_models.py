@@ -20,7 +20,7 @@ from flax import nnx
 
 from jax_vae.common.config import VAEConfig, layer_specs
 from jax_vae.losses import _as_eps, objective
-from jax_vae.models import _ACTIVATIONS, init_fns, init_params, reparameterize, std_from_scale
+from jax_vae.models import _ACTIVATIONS, init_fns, init_variables, reparameterize, std_from_scale
 from jax_vae.nnx_conv_models import ConvDecoder, ConvEncoder
 
 Array = jax.Array
@@ -114,8 +114,9 @@ def abstract_model(cfg: VAEConfig, dtype: Any = jnp.float32) -> VAE:
     return nnx.eval_shape(lambda: VAE(cfg, rngs=nnx.Rngs(0), param_dtype=dtype))
 
 
-def from_linen_params(cfg: VAEConfig, params: dict) -> VAE:
-    """The NNX VAE holding `params` (the Linen tree, or anything of its structure and shapes)."""
+def from_linen_params(cfg: VAEConfig, params: dict, batch_stats: dict | None = None) -> VAE:
+    """The NNX VAE holding `params` (the Linen tree, or anything of its structure and shapes) and a
+    BatchNorm model's running statistics (the Linen 'batch_stats' collection)."""
     model = abstract_model(cfg)
     want = jax.tree_util.tree_flatten_with_path(to_linen_params(model))[0]  # [(path, ShapeDtypeStruct)]
     have = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -130,6 +131,8 @@ def from_linen_params(cfg: VAEConfig, params: dict) -> VAE:
                 f"{cfg.name}: {jax.tree_util.keystr(path)} has shape {jnp.shape(h)}, expected {w.shape}"
             )
     nnx.update(model, params)
+    if batch_stats is not None:
+        nnx.update(model, batch_stats)
     return model
 
 
@@ -144,26 +147,47 @@ def init_model(key: Array, cfg: VAEConfig, dtype: Any = jnp.float32) -> VAE:
     Drawn through the Linen init: Linen derives each layer's key from its module path, which
     nnx.Rngs' counter streams do not reproduce; `VAE(cfg, rngs=nnx.Rngs(key))` draws from the same
     initializers with NNX's own keys (same distribution, other values)."""
-    return from_linen_params(cfg, init_params(key, cfg, dtype))
+    variables = init_variables(key, cfg, dtype)
+    return from_linen_params(cfg, variables["params"], variables.get("batch_stats"))
 
 
 def loss_fn(
-    model: VAE, x: Array, eps_or_key: Array, cfg: VAEConfig, beta: Array | float | None = None
+    model: VAE,
+    x: Array,
+    eps_or_key: Array,
+    cfg: VAEConfig,
+    beta: Array | float | None = None,
+    train: bool = True,
 ) -> tuple[Array, dict[str, Array]]:
     """(loss, metrics) of losses.objective on the NNX model's outputs: the same loss and per-example
-    metrics [B] as losses.loss_fn on the Linen params."""
+    metrics [B] as losses.loss_fn on the Linen params. A BatchNorm model in `train` mode normalizes
+    with the batch statistics and updates its nnx.BatchStat running ones in place."""
     eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)  # [L, B, Z]
-    outputs, mean, scale = model(x, eps)  # [L, B, D], [B, Z] x2
+    outputs, mean, scale = model(x, eps, train)  # [L, B, D], [B, Z] x2
     return objective(outputs, mean, scale, x, eps, cfg, beta)
 
 
 def params_loss(graphdef: nnx.GraphDef) -> LossFn:
-    """loss(params, x, eps_or_key, cfg, beta) = loss_fn(nnx.merge(graphdef, params), ...): the NNX
-    loss as a function of the params tree, the form step.value_and_grad differentiates."""
+    """loss(params, x, eps_or_key, cfg, beta, batch_stats, train) = loss_fn(nnx.merge(graphdef,
+    params[, batch_stats]), ...): the NNX loss as a function of the params tree, the form
+    step.value_and_grad differentiates (losses.loss_fn's signature; the updated running statistics
+    of a train-mode BatchNorm model are returned as metrics['batch_stats'], as there)."""
 
     def loss(
-        params: Any, x: Array, eps_or_key: Array, cfg: VAEConfig, beta: Array | float | None = None
+        params: Any,
+        x: Array,
+        eps_or_key: Array,
+        cfg: VAEConfig,
+        beta: Array | float | None = None,
+        batch_stats: Any = None,
+        train: bool = True,
     ) -> tuple[Array, dict[str, Array]]:
-        return loss_fn(nnx.merge(graphdef, params), x, eps_or_key, cfg, beta)
+        if batch_stats is None:
+            return loss_fn(nnx.merge(graphdef, params), x, eps_or_key, cfg, beta)
+        model = nnx.merge(graphdef, params, batch_stats, copy=True)  # copy: the update is traced
+        value, aux = loss_fn(model, x, eps_or_key, cfg, beta, train)
+        if train:  # a tree among the [B] arrays, as losses.loss_fn returns it
+            aux["batch_stats"] = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))  # type: ignore[assignment]
+        return value, aux
 
     return loss

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -31,11 +32,16 @@ class TrainState:
     step: Array
     params: dict
     opt_state: optax.OptState
+    batch_stats: dict = flax.struct.field(default_factory=dict)  # BatchNorm running statistics, or {}
 
 
-def create_state(params: dict, tx: optax.GradientTransformation) -> TrainState:
-    """Step 0 state for `params`."""
-    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params))
+def create_state(
+    params: dict, tx: optax.GradientTransformation, batch_stats: dict | None = None
+) -> TrainState:
+    """Step 0 state for `params` (and a BatchNorm model's initial running statistics)."""
+    return TrainState(
+        step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params), batch_stats=batch_stats or {}
+    )
 
 
 def kl_weight(cfg: VAEConfig, step: Array) -> Array:
@@ -161,12 +167,17 @@ def update(
     shards: int = 1,
     apply_loss: LossFn = loss_fn,
 ) -> tuple[TrainState, StepMetrics]:
-    """One optimizer step on batch [B, D] with injected eps [L, B, Z]."""
+    """One optimizer step on batch [B, D] with injected eps [L, B, Z]; a BatchNorm model normalizes
+    with the batch statistics and carries the updated running ones (no micro-batches: config check)."""
     beta = kl_weight(cfg, state.step)
+    if state.batch_stats:
+        apply_loss = functools.partial(apply_loss, batch_stats=state.batch_stats)
     (loss, aux), grads = value_and_grad(state.params, batch, eps, cfg, beta, shards, apply_loss)
+    batch_stats: Any = aux.pop("batch_stats", state.batch_stats)  # a tree, not one Array
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(state.step + 1, params, opt_state), step_metrics(loss, aux, cfg.latent_dim)
+    metrics = step_metrics(loss, aux, cfg.latent_dim)
+    return TrainState(state.step + 1, params, opt_state, batch_stats), metrics
 
 
 def train_step(

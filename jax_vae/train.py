@@ -39,7 +39,7 @@ from jax_vae.common.errors import RunError
 from jax_vae.common.options import Api, Tick, TrainOptions
 from jax_vae.common.runs import StepMetrics
 from jax_vae.losses import loss_fn
-from jax_vae.models import VAE, init_params, sample_eps
+from jax_vae.models import VAE, init_variables, sample_eps, split_weights, variables, weights
 from jax_vae.nnx_step import make_functional_step
 from jax_vae.optim import make_optimizer
 from jax_vae.step import LossFn, TrainState, create_state, make_train_step, train_step
@@ -159,7 +159,7 @@ def programs(key: ProgramKey) -> Programs:
             tx=tx,
             chunk=make_chunk_fn(pcfg, tx, tick, mesh, apply_loss),
             step=step,
-            init=jax.jit(lambda key: create_state(init(key), tx)),
+            init=jax.jit(lambda key: _fresh_state(init(key), tx)),
             eval=jax.jit(functools.partial(_eval_sums, cfg=pcfg, apply_loss=apply_loss)),
             decode=jax.jit(decode),
             encode=jax.jit(encode),
@@ -168,21 +168,23 @@ def programs(key: ProgramKey) -> Programs:
 
 
 def _model_fns(cfg: VAEConfig, graphdef: nnx.GraphDef | None) -> tuple[Callable, LossFn, Callable, Callable]:
-    """(init(key) -> params, loss(params, x, eps, cfg, beta), decode(params, z), encode(params, x)) of
-    the Linen model, or with the NNX model's graphdef of the NNX model (nnx.merge inside each)."""
+    """(init(key) -> variables, loss(params, x, eps, cfg, beta, batch_stats, train), decode(weights,
+    z), encode(weights, x)) of the Linen model, or with the NNX model's graphdef of the NNX model
+    (nnx.merge inside each); `weights` are models.weights (params, or params and running statistics)."""
     if graphdef is not None:
+        merge = lambda w: nnx.merge(graphdef, *split_weights(w, cfg)[: 2 if cfg.batch_norm else 1])
         return (
-            lambda key: nnx_models.to_linen_params(nnx_models.init_model(key, cfg)),
+            lambda key: init_variables(key, cfg),  # nnx_models.init_model draws through it too
             nnx_models.params_loss(graphdef),
-            lambda params, z: nnx.merge(graphdef, params).decode(z),  # [N, Z] -> [N, D]
-            lambda params, x: nnx.merge(graphdef, params).encode(x),  # [N, D] -> ([N, Z], [N, Z])
+            lambda w, z: merge(w).decode(z),  # [N, Z] -> [N, D]
+            lambda w, x: merge(w).encode(x),  # [N, D] -> ([N, Z], [N, Z])
         )
     model = VAE(cfg)
     return (
-        lambda key: init_params(key, cfg),
+        lambda key: init_variables(key, cfg),
         loss_fn,
-        lambda params, z: model.apply({"params": params}, z, method=VAE.decode),
-        lambda params, x: model.apply({"params": params}, x, method=VAE.encode),
+        lambda w, z: model.apply(variables(w, cfg), z, method=VAE.decode),
+        lambda w, x: model.apply(variables(w, cfg), x, method=VAE.encode),
     )
 
 
@@ -247,14 +249,16 @@ class Trainer:
         return jax.random.wrap_key_data(self._put(jax.random.key_data(key)))
 
     def init_state(self, params: Any | None = None) -> None:
-        """Step-0 state: the preset's init, or `params` (Flax layout, e.g. --init-from) with a fresh
-        optimizer state, cast to the run's dtypes."""
+        """Step-0 state: the preset's init, or `params` (the JAX weights, e.g. --init-from) with a
+        fresh optimizer state, cast to the run's dtypes."""
         self.state = self._template()
         if params is not None:
-            params = jax.tree_util.tree_map(
-                lambda t, p: jnp.asarray(p, t.dtype), self.state.params, params
-            )  # same tree as the template, or a ValueError naming the mismatch
-            self.state = self._put(jax.jit(lambda p: create_state(p, self.p.tx))(params))
+            given, stats = split_weights(params, self.cfg)
+            cast = lambda t, p: jnp.asarray(p, t.dtype)  # same tree as the template, or a ValueError
+            given = jax.tree_util.tree_map(cast, self.state.params, given)
+            stats = jax.tree_util.tree_map(cast, self.state.batch_stats, stats or {})
+            fresh = jax.jit(lambda p, b: create_state(p, self.p.tx, b))
+            self.state = self._put(fresh(given, stats))
 
     def _template(self) -> TrainState:
         """Step-0 state on the device, every leaf its own buffer (the scan donates the state, and an
@@ -318,7 +322,7 @@ class Trainer:
         m = self.test_x.shape[0]
         for i, lo in enumerate(range(0, m, EVAL_BATCH)):
             x = self.test_x[lo : lo + EVAL_BATCH]
-            sums = self.p.eval(self.state.params, x, jax.random.fold_in(self.eval_key, i))
+            sums = self.p.eval(self._weights(), x, jax.random.fold_in(self.eval_key, i))
             total += np.asarray(parallel.to_host(sums), np.float64)
         return {"test_loss": total[0] / m, "test_recon": total[1] / m, "test_kl": total[2] / m}
 
@@ -332,23 +336,33 @@ class Trainer:
         mean, _ = self.p.encode(self._local_params(), jax.device_put(np.asarray(x, np.float32), self.device))
         return self.decode(np.asarray(mean))
 
+    def _weights(self) -> dict:
+        """models.weights of the state: params, or params and BatchNorm running statistics."""
+        return weights(self.state.params, self.state.batch_stats, self.cfg)
+
     def _local_params(self) -> dict:
-        """Params on this process's device: images are drawn by process 0 alone, so no collective."""
+        """The weights on this process's device: images are drawn by process 0 alone, so no collective."""
         if self.mesh is None:
-            return self.state.params
-        return jax.device_put(parallel.to_host(self.state.params), self.device)
+            return self._weights()
+        return jax.device_put(parallel.to_host(self._weights()), self.device)
 
     def close(self) -> None:
         _TICK[0] = None
         self.ckpts.close()
 
 
-def _eval_sums(params: dict, x: Array, key: Array, cfg: VAEConfig, apply_loss: LossFn = loss_fn) -> Array:
-    """[sum of -ELBO, sum of recon, sum of KL] over the batch x [B, D]."""
+def _fresh_state(variables: dict, tx: optax.GradientTransformation) -> TrainState:
+    """Step-0 state of fresh Flax variables (params, and a BatchNorm model's running statistics)."""
+    return create_state(variables["params"], tx, variables.get("batch_stats"))
+
+
+def _eval_sums(w: dict, x: Array, key: Array, cfg: VAEConfig, apply_loss: LossFn = loss_fn) -> Array:
+    """[sum of -ELBO, sum of recon, sum of KL] over the batch x [B, D] (BatchNorm: running statistics)."""
     eps = sample_eps(key, cfg, x.shape[0], dtype=x.dtype)  # [L, B, Z]
     if cfg.eval_use_mean:
         eps = jnp.zeros_like(eps)
-    _, aux = apply_loss(params, x, eps, cfg, beta=1.0)
+    params, batch_stats = split_weights(w, cfg)
+    _, aux = apply_loss(params, x, eps, cfg, 1.0, batch_stats, False)
     return jnp.stack([aux["per_example"].sum(), aux["recon"].sum(), aux["kl"].sum()])
 
 
