@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from jax_vae.common import celeba, data, inputs, resize
+from jax_vae.common import celeba, data, inputs, plots, resize
 from jax_vae.common.config import VAEConfig, apply_overrides, from_dict, to_dict
 from jax_vae.common.data import DataError
 from jax_vae.common.evaluation import check_evaluable
@@ -201,3 +201,21 @@ def test_cli_trains_on_celeba(tmp_path, capsys, monkeypatch):
     (tmp_path / "faces" / celeba.PARTITION_FILE).unlink()
     code, lines = run_main("torch", [*args[:-1], "run2"], capsys)
     assert_one_line_error(code, lines, "no list_eval_partition.txt")
+
+
+def test_rgb_canvases_and_pngs(tmp_path):
+    """image_channels=3: tiles are [H, W, 3] cells of the flat H, W, C images, the square side comes from
+    D / C, and write_images saves colour PNGs (recon, samples, 2-D manifold)."""
+    cfg = VAEConfig(name="rgb", input_dim=4 * 4 * 3, image_channels=3, latent_dim=2, decoder_output="sigmoid")
+    assert plots.image_shape(cfg) == (4, 4)
+    x = RNG.random((16, 48), dtype=np.float32)  # [16, H*W*C]
+    decode = lambda z: np.tile(np.linspace(0, 1, 48, dtype=np.float32), (len(z), 1))  # noqa: E731
+    grids = plots.canvases(cfg, decode, lambda v: v, x)
+    assert grids["reconstruction"].shape == (4 * 5 + 1, 8 * 5 + 1, 3)
+    assert np.array_equal(grids["reconstruction"][1:5, 1:5], x[0].reshape(4, 4, 3))  # first input, HWC
+    assert grids["samples"].shape == (8 * 5 + 1, 8 * 5 + 1, 3) and grids["manifold"].shape[2] == 3
+    paths = plots.write_images(tmp_path, cfg, decode, lambda v: v, x, [], "rgb")
+    assert [p.name for p in paths] == ["reconstructions.png", "samples.png", "manifold.png"]
+    with Image.open(paths[0]) as img:
+        rgb = np.asarray(img.convert("RGB"), np.int64)
+    assert np.abs(rgb[..., 0] - rgb[..., 1]).max() > 50  # colour, not grey
