@@ -124,10 +124,31 @@ def kl_day37(mean: Array, sigma: Array, input_dim: int) -> Array:
     return 0.5 * (jnp.square(mean) + var - jnp.log(1e-8 + var) - 1.0).sum(-1) / input_dim
 
 
-def kl_term(mean: Array, scale: Array, cfg: VAEConfig) -> Array:
-    """The preset's KL term per example: [B, Z] -> [B]."""
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def log_normal_pdf(sample: Array, mean: Array | float, logvar: Array | float) -> Array:
+    """sum_z -0.5 ((sample - mean)^2 exp(-logvar) + logvar + log 2 pi), the TF CVAE tutorial's
+    log_normal_pdf as written: [..., Z] -> [...] nats."""
+    return (-0.5 * (jnp.square(sample - mean) * jnp.exp(-logvar) + logvar + LOG_2PI)).sum(-1)
+
+
+def kl_monte_carlo(mean: Array, scale: Array, eps: Array, scale_param: str) -> Array:
+    """log q(z|x) - log p(z) at z = eps exp(logvar / 2) + mean, averaged over the L samples (the
+    single-sample estimate of KL(q || p) at L = 1): [B, Z] x2, eps [L, B, Z] -> [B] nats."""
+    logvar = scale if scale_param == "logvar" else jnp.log(jnp.square(scale))  # [B, Z]
+    z = eps * jnp.exp(logvar * 0.5) + mean  # [L, B, Z], the tutorial's reparameterize
+    return (log_normal_pdf(z, mean, logvar) - log_normal_pdf(z, 0.0, 0.0)).mean(0)
+
+
+def kl_term(mean: Array, scale: Array, cfg: VAEConfig, eps: Array | None = None) -> Array:
+    """The preset's KL term per example: [B, Z] -> [B] (monte_carlo needs the eps [L, B, Z] of z)."""
     if cfg.kl == "day37":
         return kl_day37(mean, scale, cfg.input_dim)
+    if cfg.kl == "monte_carlo":
+        if eps is None:
+            raise ValueError("kl='monte_carlo' needs the eps of the sampled z")
+        return kl_monte_carlo(mean, scale, eps, cfg.scale_param)
     return kl_normal(mean, scale, cfg.scale_param)
 
 
@@ -170,7 +191,7 @@ def objective(
 ) -> tuple[Array, dict[str, Array]]:
     """(loss, metrics) from decoder outputs [L, B, D], posterior [B, Z] x2 and eps [L, B, Z]."""
     recon_l = LIKELIHOODS[cfg.likelihood](outputs, x)  # [L, B]
-    kl = kl_term(mean, scale, cfg)  # [B]
+    kl = kl_term(mean, scale, cfg, eps)  # [B]
     recon = recon_l.mean(0)  # [B]
     beta = jnp.asarray(cfg.beta if beta is None else beta, recon.dtype)  # no float64 promotion
     if cfg.objective == "iwae":

@@ -56,12 +56,27 @@ def iwae_lr_schedule(lr: float, steps_per_epoch: int, stages: int = 8) -> optax.
     return optax.piecewise_constant_schedule(lr, {b: 10 ** (-1 / 7) for b in boundaries})
 
 
+def exponential_lr_schedule(lr: float, gamma: float, steps_per_epoch: int) -> optax.Schedule:
+    """lr * gamma**e during epoch e = step // steps_per_epoch (integer division: exact at every step):
+    torch's ExponentialLR stepped once per epoch."""
+
+    def schedule(count: jax.Array) -> jax.Array:
+        epoch = jnp.asarray(count) // steps_per_epoch
+        return lr * jnp.power(gamma, epoch.astype(jnp.result_type(float)))
+
+    return schedule
+
+
 def _learning_rate(cfg: VAEConfig, steps_per_epoch: int | None) -> float | optax.Schedule:
-    """The preset's learning rate: a constant, or the IWAE step schedule."""
+    """The preset's learning rate: a constant, the IWAE step schedule or the per-epoch exponential."""
+    if cfg.lr_schedule in ("iwae", "exponential") and not steps_per_epoch:
+        raise ValueError(f"lr_schedule={cfg.lr_schedule!r} needs steps_per_epoch")
     if cfg.lr_schedule == "iwae":
-        if not steps_per_epoch:
-            raise ValueError("lr_schedule='iwae' needs steps_per_epoch")
+        assert steps_per_epoch
         return iwae_lr_schedule(cfg.lr, steps_per_epoch)
+    if cfg.lr_schedule == "exponential":
+        assert steps_per_epoch
+        return exponential_lr_schedule(cfg.lr, cfg.lr_gamma, steps_per_epoch)
     return cfg.lr
 
 

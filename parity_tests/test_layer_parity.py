@@ -9,7 +9,8 @@ import torch
 
 from jax_vae import losses as jl
 from jax_vae import models as jm
-from parity_tests.harness import DTYPES
+from jax_vae.common.presets import PRESETS
+from parity_tests.harness import DTYPES, variant
 from parity_tests.tolerances import assert_close, tol
 from torch_reference import losses as tl
 from torch_reference import models as tm
@@ -60,6 +61,80 @@ def test_kl_value_and_grad(dtype, form):
     assert_close(f"{dtype}/kl[{form}]", kl_j, kl_t.detach().numpy(), tol(dtype, "loss_terms"))
     assert_close(f"{dtype}/dkl/dmean[{form}]", gm_j, _grad(m_t), tol(dtype, "grad"))
     assert_close(f"{dtype}/dkl/dscale[{form}]", gs_j, _grad(s_t), tol(dtype, "grad"))
+
+
+@pytest.mark.parametrize("scale_param", ["logvar", "sigma"])
+@pytest.mark.parametrize("samples", [1, 3])
+def test_kl_monte_carlo_value_and_grad(dtype, scale_param, samples):
+    """kl='monte_carlo' (tf-cvae): log q(z|x) - log p(z) at z = eps exp(logvar / 2) + mean, averaged over
+    L samples, per example [B] and its gradients, both twins; float64 also against numpy's
+    sum(0.5 z^2 - 0.5 eps^2 - 0.5 logvar), the same number with the log 2 pi terms cancelled."""
+    mean, scale, eps = _rng_arrays(dtype, (8, 5), (8, 5), (samples, 8, 5), seed=4)
+    cfg = variant(PRESETS["pytorch-examples"], kl="monte_carlo", scale_param=scale_param)
+    # JAX half
+    fn_j = lambda m, s: jl.kl_term(m, s, cfg, jnp.asarray(eps))
+    kl_j = fn_j(jnp.asarray(mean), jnp.asarray(scale))
+    gm_j, gs_j = jax.grad(lambda m, s: fn_j(m, s).sum(), argnums=(0, 1))(
+        jnp.asarray(mean), jnp.asarray(scale)
+    )
+    # torch half
+    m_t, s_t = (torch.from_numpy(a).requires_grad_() for a in (mean, scale))
+    kl_t = tl.kl_term(m_t, s_t, cfg, torch.from_numpy(eps))
+    kl_t.sum().backward()
+    assert kl_j.shape == (8,)
+    assert_close(
+        f"{dtype}/kl[mc,{scale_param},L={samples}]", kl_j, kl_t.detach().numpy(), tol(dtype, "loss_terms")
+    )
+    assert_close(f"{dtype}/dkl_mc/dmean[{scale_param}]", gm_j, _grad(m_t), tol(dtype, "grad"))
+    assert_close(f"{dtype}/dkl_mc/dscale[{scale_param}]", gs_j, _grad(s_t), tol(dtype, "grad"))
+    if dtype == "float64":
+        logvar = scale if scale_param == "logvar" else np.log(np.square(scale))
+        z = eps * np.exp(0.5 * logvar) + mean
+        expected = (0.5 * (np.square(z) - np.square(eps) - logvar)).sum(-1).mean(0)
+        assert_close("numpy kl[mc]", kl_t.detach().numpy(), expected, tol(dtype, "loss_terms"))
+        # d/dmean of the one-sample estimate is z (the q terms cancel), averaged over the samples
+        assert_close("numpy dkl_mc/dmean", _grad(m_t), z.mean(0), tol(dtype, "grad"))
+    with pytest.raises(ValueError, match="needs the eps"):
+        jl.kl_term(jnp.asarray(mean), jnp.asarray(scale), cfg)
+
+
+def test_monte_carlo_objective_is_the_tutorials_loss(dtype):
+    """objective() with bce_logits, kl='monte_carlo', reduction mean: -mean(log p(x|z) + log p(z) -
+    log q(z|x)) as the TF CVAE tutorial's compute_loss writes it (numpy, float64), and both twins'
+    loss and gradients (decoder logits, mean, logvar) agree."""
+    cfg = variant(
+        PRESETS["pytorch-examples"],
+        kl="monte_carlo",
+        likelihood="bce_logits",
+        decoder_output="logits",
+        reduction="mean",
+        latent_dim=5,
+        input_dim=12,
+    )
+    logits, mean, logvar, eps = _rng_arrays(dtype, (1, 8, 12), (8, 5), (8, 5), (1, 8, 5), seed=5)
+    x = (np.random.default_rng(6).random((8, 12)) > 0.5).astype(DTYPES[dtype][0])
+    # JAX half
+    loss_j = lambda o, m, s: jl.objective(o, m, s, jnp.asarray(x), jnp.asarray(eps), cfg)[0]
+    args_j = [jnp.asarray(a) for a in (logits, mean, logvar)]
+    value_j, grads_j = jax.value_and_grad(loss_j, argnums=(0, 1, 2))(*args_j)
+    # torch half
+    args_t = [torch.from_numpy(a).requires_grad_() for a in (logits, mean, logvar)]
+    lg_t, m_t, lv_t = args_t
+    value_t = tl.objective(lg_t, m_t, lv_t, torch.from_numpy(x), torch.from_numpy(eps), cfg)[0]
+    value_t.backward()
+    assert_close(f"{dtype}/mc loss", value_j, value_t.detach().numpy(), tol(dtype, "loss"))
+    for name, g_j, a_t in zip(("logits", "mean", "logvar"), grads_j, args_t):
+        assert_close(f"{dtype}/dloss_mc/d{name}", g_j, _grad(a_t), tol(dtype, "grad"))
+    if dtype == "float64":
+        lg, z = logits[0], eps[0] * np.exp(logvar * 0.5) + mean
+        cross_ent = np.maximum(lg, 0) - lg * x + np.log1p(np.exp(-np.abs(lg)))  # TF's stable form
+        log2pi = np.log(2.0 * np.pi)
+        logpz = (-0.5 * (z**2 + log2pi)).sum(1)
+        logqz_x = (-0.5 * ((z - mean) ** 2 * np.exp(-logvar) + logvar + log2pi)).sum(1)
+        expected = -np.mean(-cross_ent.sum(1) + logpz - logqz_x)
+        assert_close(
+            "numpy tutorial loss", value_t.detach().numpy(), np.float64(expected), tol(dtype, "loss")
+        )
 
 
 def test_kl_matches_closed_form_numbers():

@@ -1,6 +1,6 @@
-"""Optimizer steps on their own: optax vs torch for Adam, coupled weight decay and Lua-torch Adam
-(and LuaAdam's foreach step), 10 steps on the same random gradients, every parameter compared after
-each step."""
+"""Optimizer steps on their own: optax vs torch for Adam, coupled weight decay, Lua-torch Adam (and
+LuaAdam's foreach step) and the IWAE and per-epoch exponential schedules, 10 steps on the same random
+gradients, every parameter compared after each step (and the learning rate of every step)."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +20,11 @@ CASES = {
     "lua_adam": PRESETS["stutz-rectangles"],
     "lua_adam+wd": variant(PRESETS["stutz-rectangles"], weight_decay=1e-3),
     "adam+iwae_schedule": variant(PRESETS["iwae-paper"]),
+    # AntixK's Adam(lr 0.005) with ExponentialLR stepped per epoch; gamma 0.5 so 5 epochs of 2 steps
+    # move the rate by 16x (0.95 would be within the float32 tolerance of a constant rate)
+    "adam+exponential_schedule": variant(
+        PRESETS["pytorch-examples"], lr=0.005, lr_schedule="exponential", lr_gamma=0.5
+    ),
 }
 
 
@@ -110,3 +115,27 @@ def test_lua_adam_is_not_torch_adam():
     expected_lua = -1e-3 * 1e-9 / (1e-9 + 1e-8 / np.sqrt(1e-3))
     assert float(u_lua["w"][0]) == pytest.approx(expected_lua, rel=1e-5)
     assert float(u_std["w"][0]) == pytest.approx(-1e-3 * 1e-9 / (1e-9 + 1e-8), rel=1e-5)
+
+
+@pytest.mark.parametrize("gamma", [0.95, 0.5])
+def test_exponential_lr_every_step(dtype, gamma):
+    """The rate of every step over 4 epochs of 3 steps: optax's schedule at the step count against the
+    torch optimizer's lr (EpochExponentialLR stepped after each step), both lr * gamma**(step // 3)."""
+    cfg = variant(PRESETS["pytorch-examples"], lr=0.005, lr_schedule="exponential", lr_gamma=gamma)
+    schedule = jo.exponential_lr_schedule(cfg.lr, cfg.lr_gamma, steps_per_epoch=3)
+    w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64 if dtype == "float64" else torch.float32))
+    opt, sched = to.make_optimizer(cfg, steps_per_epoch=3, foreach=False, fused=False).init([w])
+    assert sched is not None
+    for step in range(12):
+        expected = cfg.lr * gamma ** (step // 3)
+        got_torch = opt.param_groups[0]["lr"]
+        assert_close(
+            f"torch lr, step {step}", np.float64(got_torch), np.float64(expected), tol(dtype, "forward")
+        )
+        got_jax = np.asarray(schedule(jnp.asarray(step)), np.float64)
+        assert_close(f"jax lr, step {step}", got_jax, np.float64(got_torch), tol(dtype, "forward"))
+        w.grad = torch.ones_like(w)
+        opt.step()
+        sched.step()
+    state = sched.state_dict()
+    assert state["calls"] == 12 and state["last_epoch"] == 4, state

@@ -39,6 +39,10 @@ ONE_SIDED = {
     ("optim", "LuaAdam"): "torch: a torch.optim.Optimizer subclass; JAX has the lua_adam transform",
     ("optim", "LuaAdamState"): "JAX: the optax state of lua_adam; torch keeps it in Optimizer.state",
     ("optim", "Transform"): "torch: optax's GradientTransformation has no torch counterpart to return",
+    ("optim", "exponential_lr_schedule"): "JAX: the per-epoch exponential as an optax schedule of the step "
+    "count; torch steps its own ExponentialLR (EpochExponentialLR)",
+    ("optim", "EpochExponentialLR"): "torch: ExponentialLR stepped once per epoch by the per-step scheduler "
+    "call; JAX has exponential_lr_schedule",
     ("train", "Programs"): "JAX: the compiled programs of one program key; eager torch compiles nothing",
     ("train", "programs"): "JAX: the one program cache",
     ("train", "program_config"): "JAX: the config fields that shape a compiled program",

@@ -280,7 +280,10 @@ def test_split_errors(tmp_path):
         data.parse_dataset("folder:")
     with pytest.raises(ValueError, match="test_fraction must be in"):
         VAEConfig(name="x", test_fraction=1.5)
-    with pytest.raises(ValueError, match=r"image_shape must be \(\) or \(H, W\) with H \* W = input_dim 784"):
+    with pytest.raises(
+        ValueError,
+        match=r"image_shape must be \(\) or \(H, W\) with H \* W \* image_channels = input_dim 784",
+    ):
         VAEConfig(name="x", image_shape=(12, 20))
     assert data.canonical_name("fashion-mnist") == "fashion_mnist"
     assert data.canonical_name("npz:my-data.npz") == "npz:my-data.npz"  # paths are kept as written

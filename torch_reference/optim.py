@@ -121,6 +121,25 @@ def iwae_lr_schedule(steps_per_epoch: int, stages: int = 8) -> Callable[[int], f
 Scheduler = torch.optim.lr_scheduler.LRScheduler
 
 
+class EpochExponentialLR(torch.optim.lr_scheduler.ExponentialLR):
+    """torch's ExponentialLR (lr *= gamma) stepped once per epoch although TrainState steps its
+    scheduler after every optimizer step: only every steps_per_epoch-th call steps the ExponentialLR.
+    The call count is an attribute, so it travels in state_dict() (checkpoints, bit-identical resume)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, gamma: float, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        super().__init__(optimizer, gamma)  # its initial step() runs before `calls` exists
+        self.calls = 0
+
+    def step(self, epoch: None = None) -> None:  # type: ignore[override]
+        """One optimizer step done; at an epoch's end, ExponentialLR.step()."""
+        if not hasattr(self, "calls"):  # the base constructor's initial step
+            return super().step()
+        self.calls += 1
+        if self.calls % self.steps_per_epoch == 0:
+            super().step()
+
+
 @dataclasses.dataclass(frozen=True)
 class Transform:
     """torch's counterpart of an optax GradientTransformation: `init(params)` builds the optimizer over
@@ -140,8 +159,8 @@ def make_optimizer(
     (LuaAdam: foreach=True is its multi-tensor step; it has no fused one); capturable keeps Adam's
     step count on the device (CUDA-graph capture; LuaAdam's foreach step always does). Parity tests
     pin foreach=False, fused=False."""
-    if cfg.lr_schedule == "iwae" and not steps_per_epoch:
-        raise ValueError("lr_schedule='iwae' needs steps_per_epoch")
+    if cfg.lr_schedule in ("iwae", "exponential") and not steps_per_epoch:
+        raise ValueError(f"lr_schedule={cfg.lr_schedule!r} needs steps_per_epoch")
 
     def init(params: Iterable[torch.Tensor]) -> tuple[torch.optim.Optimizer, Scheduler | None]:
         opt: torch.optim.Optimizer
@@ -172,6 +191,9 @@ def make_optimizer(
         if cfg.lr_schedule == "iwae":
             assert steps_per_epoch
             return opt, torch.optim.lr_scheduler.LambdaLR(opt, iwae_lr_schedule(steps_per_epoch))
+        if cfg.lr_schedule == "exponential":
+            assert steps_per_epoch
+            return opt, EpochExponentialLR(opt, cfg.lr_gamma, steps_per_epoch)
         return opt, None
 
     return Transform(init)

@@ -21,10 +21,10 @@ EncoderHead = Literal["separate", "split"]
 ScaleParam = Literal["logvar", "sigma"]
 DecoderOutput = Literal["sigmoid", "logits", "identity", "tanh"]
 Likelihood = Literal["bce_probs", "bce_lua", "bce_logits", "mse_sum", "mse_mean"]
-KLForm = Literal["analytic", "day37"]
+KLForm = Literal["analytic", "day37", "monte_carlo"]
 Reduction = Literal["sum", "mean"]
 Init = Literal["torch", "lua", "wiseodd", "flax", "glorot"]
-LRSchedule = Literal["constant", "iwae"]
+LRSchedule = Literal["constant", "iwae", "exponential"]
 Optimizer = Literal["adam", "lua_adam"]
 Objective = Literal["elbo", "iwae"]
 ManifoldGrid = Literal["quantile", "linear"]
@@ -76,7 +76,7 @@ class VAEConfig:
     init: Init = "torch"  # weight/bias initializer family (see jax_vae.models.init_fns)
     # --- objective
     likelihood: Likelihood = "bce_probs"
-    kl: KLForm = "analytic"
+    kl: KLForm = "analytic"  # monte_carlo: log q(z|x) - log p(z) at the sampled z (tf-cvae)
     reduction: Reduction = "sum"  # how per-example losses reduce over the batch
     objective: Objective = "elbo"  # elbo (L-sample average) or iwae (log-mean-exp over samples)
     num_samples: int = 1  # L samples of z per input
@@ -89,14 +89,17 @@ class VAEConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0  # coupled L2, as torch.optim.Adam(weight_decay=...)
     lr_decay: float = 0.0  # lua_adam: lr / (1 + t * lr_decay)
-    lr_schedule: LRSchedule = "constant"  # iwae: lr * 10**(-i/7) during stage i (3**i epochs each)
+    lr_schedule: LRSchedule = "constant"  # iwae: lr * 10**(-i/7) during stage i (3**i epochs each);
+    # exponential: lr * lr_gamma**e during epoch e (torch ExponentialLR stepped once per epoch)
+    lr_gamma: float = 0.95  # the exponential schedule's factor per epoch
     b1: float = 0.9
     b2: float = 0.999
     adam_eps: float = 1e-8
     # --- data and schedule
     dataset: str = "mnist"  # a known name (data.DATASETS), or the user's own "npz:PATH" / "folder:PATH"
     test_fraction: float = DEFAULT_TEST_FRACTION  # the user's data without a test split: held out
-    binarization: Binarization = "none"
+    binarization: Binarization = "none"  # static: a Bernoulli draw; threshold: x > 0.5; dynamic: per epoch
+    resize: int = 0  # > 0: every image resized to resize x resize (PIL bilinear, data.resize), 0 = off
     batch_size: int = 128
     micro_batch: int = 0  # > 0: accumulate each batch's gradient over chunks of this many
     # examples (same update up to summation order; see step.py)
@@ -140,7 +143,7 @@ def _check_ranges(cfg: VAEConfig) -> None:
         if not ok:
             raise ValueError(f"{cfg.name}: {field} must be {rule}, got {getattr(cfg, field)!r}")
 
-    for field in ("batch_size", "input_dim", "latent_dim", "num_samples"):
+    for field in ("batch_size", "input_dim", "latent_dim", "num_samples", "image_channels"):
         need(getattr(cfg, field) >= 1, field, ">= 1")
     for field in ("encoder_hidden", "decoder_hidden"):
         need(all(w >= 1 for w in getattr(cfg, field)), field, "layer widths >= 1")
@@ -150,13 +153,13 @@ def _check_ranges(cfg: VAEConfig) -> None:
         need(math.isfinite(getattr(cfg, field)) and getattr(cfg, field) >= 0, field, "finite and >= 0")
     for field in ("b1", "b2"):
         need(0 <= getattr(cfg, field) < 1, field, "in [0, 1)")
-    for field in ("kl_warmup_steps", "steps", "micro_batch"):  # steps = 0: train for `epochs`
+    need(math.isfinite(cfg.lr_gamma) and 0 < cfg.lr_gamma <= 1, "lr_gamma", "in (0, 1]")
+    for field in ("kl_warmup_steps", "steps", "micro_batch", "resize"):  # steps = 0: train for `epochs`
         need(getattr(cfg, field) >= 0, field, ">= 0")
     need(cfg.epochs >= 0, "epochs", ">= 0")  # epochs = steps = 0 is a program config (no run length)
     need(cfg.micro_batch <= cfg.batch_size, "micro_batch", f"0 (off) or at most batch_size {cfg.batch_size}")
     need(0 <= cfg.seed < SEED_LIMIT, "seed", f"in [0, 2**32) = [0, {SEED_LIMIT - 1}]")
     need(0 < cfg.test_fraction < 1, "test_fraction", "in (0, 1)")  # also rejects nan
-    need(cfg.image_channels >= 1, "image_channels", ">= 1")
     need(
         cfg.image_shape == ()
         or (

@@ -15,7 +15,11 @@ Downloads pass the same check in memory before they are written (temp file + os.
 partial download never becomes visible; existing files are only read, never overwritten.
 
 User data. `npz:PATH` and `folder:PATH` are read by jax_vae.common.userdata (its docstring: formats,
-labels, the fixed test split); their input size comes from the files.
+labels, the fixed test split); their input size comes from the files. `celeba:PATH` is CelebA as
+AntixK/PyTorch-VAE transforms it (jax_vae.common.celeba), RGB.
+
+Resize. `resize = N > 0` resizes every image of every dataset to N x N (jax_vae.common.resize: Pillow's
+BILINEAR on float images; CelebA: Pillow on its 8-bit crops, as torchvision), before any binarization.
 
 Rectangles. David Stutz's Lua-torch VAE (vae-articles/vae.lua) draws, per image, with torch.manualSeed(1):
 h = random(8, 8), w = random(8, 8), aH = random(1, 24 - h), aW = random(1, 24 - w) and fills rows aH..aH+8,
@@ -43,20 +47,27 @@ from typing import Literal
 
 import numpy as np
 
-from jax_vae.common import userdata
+from jax_vae.common import celeba, userdata
 from jax_vae.common.errors import DataError, one_line
 from jax_vae.common.files import atomic_write_bytes
+from jax_vae.common.resize import resize_flat
 
 DatasetName = Literal["mnist", "fashion_mnist", "rectangles"]  # the known names; also npz:PATH, folder:PATH
-DatasetKind = Literal["idx", "generated", "npz", "folder"]
-Binarization = Literal["none", "static", "dynamic"]
+DatasetKind = Literal["idx", "generated", "npz", "folder", "celeba"]
+Binarization = Literal["none", "static", "dynamic", "threshold"]
 # The one table of datasets: name -> kind, and pixels per image (train/test sizes are in FILES and
 # RECTANGLES_SPLITS); the user's own data (jax_vae.common.userdata) is "npz:PATH" or "folder:PATH".
 KNOWN: dict[str, DatasetKind] = {"mnist": "idx", "fashion_mnist": "idx", "rectangles": "generated"}
 INPUT_DIMS: dict[str, int] = {"mnist": 784, "fashion_mnist": 784, "rectangles": 576}
 USER_KINDS: tuple[DatasetKind, ...] = ("npz", "folder")
+PATH_KINDS: tuple[DatasetKind, ...] = (*USER_KINDS, "celeba")  # KIND:PATH names; input size from the files
+IMAGE_SHAPES: dict[str, tuple[int, int]] = {
+    "mnist": (28, 28),
+    "fashion_mnist": (28, 28),
+    "rectangles": (24, 24),
+}
 DATASETS: tuple[str, ...] = typing.get_args(DatasetName)
-VALID_DATASETS = ", ".join((*DATASETS, *(f"{k}:PATH" for k in USER_KINDS)))
+VALID_DATASETS = ", ".join((*DATASETS, *(f"{k}:PATH" for k in PATH_KINDS)))
 DEFAULT_TEST_FRACTION = 0.1  # the user's data without a test split: the held-out fraction
 SPLITS: tuple[str, ...] = ("train", "test")
 BINARIZATIONS: tuple[str, ...] = typing.get_args(Binarization)
@@ -280,7 +291,7 @@ class Dataset:
 
     @property
     def sized_by_data(self) -> bool:
-        return self.kind in USER_KINDS
+        return self.kind in PATH_KINDS
 
     def absolute(self) -> Dataset:
         """The same dataset with its path made absolute (~ expanded): the form config.json records."""
@@ -293,13 +304,13 @@ class Dataset:
 def canonical_name(name: str) -> str:
     """'fashion-mnist' -> 'fashion_mnist'; a user dataset's path is kept as written."""
     prefix, sep, _ = name.partition(":")
-    return name if sep and prefix in USER_KINDS else name.replace("-", "_")
+    return name if sep and prefix in PATH_KINDS else name.replace("-", "_")
 
 
 def parse_dataset(name: str) -> Dataset:
     """The Dataset a name means: a known name, or npz:PATH / folder:PATH (DataError otherwise)."""
     prefix, sep, path = name.partition(":")
-    if sep and prefix in USER_KINDS:
+    if sep and prefix in PATH_KINDS:
         if not path.strip():
             raise DataError(f"dataset {name!r} names no path; pass {prefix}:PATH")
         return Dataset(name, typing.cast(DatasetKind, prefix), pathlib.Path(path))
@@ -315,17 +326,35 @@ def load_split(
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    resize: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(images float32 [N, D] in [0, 1], labels int64 [N]) of one split of a dataset (the user's own
-    data without a test split: the held-out `test_fraction`, see userdata)."""
+    data without a test split: the held-out `test_fraction`, see userdata), resized to resize x resize
+    when resize > 0."""
     dataset = parse_dataset(name)
     name = dataset.name
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} of {name}; valid splits: {', '.join(SPLITS)}")
+    if dataset.kind == "celeba":
+        assert dataset.path is not None
+        return celeba.load_split(dataset.path, split, resize)
     if dataset.path is not None:
-        arrays, _ = userdata.load(dataset.kind, dataset.path, test_fraction)
-        return arrays[split], arrays[f"{split}_labels"]
-    if dataset.kind == "generated":
+        arrays, shape = userdata.load(dataset.kind, dataset.path, test_fraction)
+        return _resized(arrays[split], shape, resize, name), arrays[f"{split}_labels"]
+    x, labels = _load_known(name, split, data_dir, download)
+    return _resized(x, IMAGE_SHAPES[name], resize, name), labels
+
+
+def _resized(x: np.ndarray, shape: tuple[int, ...], resize: int, where: str) -> np.ndarray:
+    """Grey images [N, H * W] as they are (resize = 0) or resized to [N, resize * resize]."""
+    return resize_flat(x, shape, 1, resize, where) if resize else x
+
+
+def _load_known(
+    name: str, split: str, data_dir: str | os.PathLike | None, download: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 [N, D] in [0, 1], labels int64 [N]) of a known dataset's split."""
+    if KNOWN[name] == "generated":
         n, seed = RECTANGLES_SPLITS[split]
         return make_rectangles(n, seed)
     data_dir = pathlib.Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
@@ -383,6 +412,12 @@ def binarize(x: np.ndarray, seed: int) -> np.ndarray:
     return (u < x).astype(np.float32)
 
 
+def threshold(x: np.ndarray) -> np.ndarray:
+    """x > 0.5 as float32 {0, 1}: the TF CVAE tutorial's np.where(x > .5, 1.0, 0.0) (fixed, no draw;
+    on 8-bit images / 255 the same as its float64 test, as no v / 255 lies within float32 rounding of 0.5)."""
+    return np.where(np.asarray(x) > 0.5, np.float32(1), np.float32(0))
+
+
 def binarize_for_evaluation(x: np.ndarray, seed: int = EVAL_BINARIZATION_SEED) -> np.ndarray:
     """A dynamic preset's test split binarized ONCE, with derive_seed(seed, 1): every run (and the
     trainer's per-epoch test loss) is scored on the same binary images."""
@@ -396,23 +431,34 @@ def load_dataset(
     seed: int = 0,
     download: bool = True,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    resize: int = 0,
 ) -> dict[str, np.ndarray]:
-    """{"train", "test": float32 [N, D], "train_labels", "test_labels": int64 [N]}, binarized if asked;
-    the user's own data also has "image_shape": int64 [2] (H, W) for [N, H, W] images, [0] for [N, D]."""
+    """{"train", "test": float32 [N, D], "train_labels", "test_labels": int64 [N]}, resized (resize > 0)
+    and binarized if asked; the user's own data and CelebA also have "image_shape": int64 [2] (H, W) for
+    [N, H, W] images, [0] for [N, D], and "image_channels": int64 [] (C: 1 grey, 3 CelebA's RGB)."""
     dataset = parse_dataset(name)
     if binarization not in BINARIZATIONS:
         raise DataError(f"unknown binarization {binarization!r}; valid: {', '.join(BINARIZATIONS)}")
     extra: dict[str, np.ndarray] = {}
-    if dataset.path is not None:
+    if dataset.kind == "celeba":
+        x_train, y_train = load_split(dataset.name, "train", resize=resize)
+        x_test, y_test = load_split(dataset.name, "test", resize=resize)
+        size = resize or celeba.CROP
+        extra = {"image_shape": np.array((size, size), np.int64), "image_channels": np.array(celeba.CHANNELS)}
+    elif dataset.path is not None:
         arrays, shape = userdata.load(dataset.kind, dataset.path, test_fraction)
         x_train, y_train, x_test, y_test = (
             arrays[k] for k in ("train", "train_labels", "test", "test_labels")
         )
-        extra["image_shape"] = np.array(shape, np.int64)  # [2] or [0]
+        x_train, x_test = (_resized(x, shape, resize, dataset.name) for x in (x_train, x_test))
+        shape = (resize, resize) if resize else shape
+        extra = {"image_shape": np.array(shape, np.int64), "image_channels": np.array(1)}  # [2] or [0]
     else:
-        x_train, y_train = load_split(dataset.name, "train", data_dir, download)
-        x_test, y_test = load_split(dataset.name, "test", data_dir, download)
+        x_train, y_train = load_split(dataset.name, "train", data_dir, download, resize=resize)
+        x_test, y_test = load_split(dataset.name, "test", data_dir, download, resize=resize)
     if binarization == "static":  # one fixed draw; "dynamic" leaves grey values for per-epoch draws
         x_train = binarize(x_train, derive_seed(seed, 0))
         x_test = binarize(x_test, derive_seed(seed, 1))
+    elif binarization == "threshold":  # fixed, as static, but a threshold instead of a draw
+        x_train, x_test = threshold(x_train), threshold(x_test)
     return {"train": x_train, "test": x_test, "train_labels": y_train, "test_labels": y_test, **extra}

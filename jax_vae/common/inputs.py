@@ -23,7 +23,11 @@ def loss_unit(cfg: VAEConfig) -> str:
 
 def prepare_data(cfg: VAEConfig, data_dir: Any, download: bool) -> dict[str, np.ndarray]:
     """The preset's dataset; a dynamic preset's test split is binarized once (as evaluation does)."""
-    data = dict(load_dataset(cfg.dataset, data_dir, cfg.binarization, cfg.seed, download, cfg.test_fraction))
+    data = dict(
+        load_dataset(
+            cfg.dataset, data_dir, cfg.binarization, cfg.seed, download, cfg.test_fraction, cfg.resize
+        )
+    )
     if cfg.binarization == "dynamic":
         data["test"] = binarize_for_evaluation(data["test"])
     return data
@@ -32,16 +36,26 @@ def prepare_data(cfg: VAEConfig, data_dir: Any, download: bool) -> dict[str, np.
 def fit_to_data(
     cfg: VAEConfig, data: dict[str, np.ndarray] | None, download: bool
 ) -> tuple[VAEConfig, dict[str, np.ndarray] | None]:
-    """(config, data) for the user's own data: its path absolute (as config.json records it), its
-    input_dim and image_shape those of its images (the MLP's first and last layers follow). Other
-    datasets: unchanged, and their data read later (from the run's data folder)."""
+    """(config, data) for the user's own data and CelebA: its path absolute (as config.json records it),
+    its input_dim, image_shape and image_channels those of its images (the first and last layers follow).
+    Other datasets: resize > 0 sets image_shape (resize, resize) and input_dim resize^2 * image_channels;
+    their data are read later (from the run's data folder)."""
     dataset = parse_dataset(cfg.dataset).absolute()
     if not dataset.sized_by_data:
+        if cfg.resize:
+            size = cfg.resize
+            cfg = dataclasses.replace(
+                cfg, input_dim=size * size * cfg.image_channels, image_shape=(size, size)
+            )
         return cfg, data
     cfg = dataclasses.replace(cfg, dataset=dataset.name)
     data = prepare_data(cfg, None, download) if data is None else data
     shape = tuple(int(v) for v in data.get("image_shape", ()))
-    return dataclasses.replace(cfg, input_dim=int(data["train"].shape[-1]), image_shape=shape), data
+    channels = int(data.get("image_channels", 1))
+    fitted = dataclasses.replace(
+        cfg, input_dim=int(data["train"].shape[-1]), image_shape=shape, image_channels=channels
+    )
+    return fitted, data
 
 
 def check_data(cfg: VAEConfig, data: dict[str, np.ndarray]) -> int:

@@ -74,12 +74,13 @@ def train_loss_label(cfg: Mapping[str, Any]) -> str:
 
 
 def image_shape(cfg: VAEConfig) -> tuple[int, int]:
-    """(H, W) of a flattened image: cfg.image_shape when set (the user's data), else a square; (1, D)
-    when D is not a square."""
+    """(H, W) of a flattened image: cfg.image_shape when set (the user's data), else a square of
+    D / image_channels pixels; (1, D / C) when that is not a square."""
     if cfg.image_shape:
         return cfg.image_shape[0], cfg.image_shape[1]
-    side = math.isqrt(cfg.input_dim)
-    return (side, side) if side * side == cfg.input_dim else (1, cfg.input_dim)
+    pixels = cfg.input_dim // cfg.image_channels
+    side = math.isqrt(pixels)
+    return (side, side) if side * side == pixels else (1, pixels)
 
 
 def to_pixels(outputs: np.ndarray, cfg: VAEConfig) -> np.ndarray:
@@ -109,15 +110,19 @@ def prior_codes(cfg: VAEConfig, n: int = 64, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, cfg.latent_dim)).astype(np.float32)
 
 
-def tile(images: np.ndarray, rows: int, cols: int, shape: tuple[int, int], pad: int = 1) -> np.ndarray:
-    """[rows*cols, H*W] -> one [rows*(H+pad)+pad, cols*(W+pad)+pad] canvas (padding = 0.5 grey)."""
+def tile(
+    images: np.ndarray, rows: int, cols: int, shape: tuple[int, int], pad: int = 1, channels: int = 1
+) -> np.ndarray:
+    """[rows*cols, H*W*C] (flat H, W, C) -> one [rows*(H+pad)+pad, cols*(W+pad)+pad] canvas, with a
+    trailing C axis when C > 1 (RGB); padding = 0.5 grey."""
     h, w = shape
-    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)
+    cell = (h, w) if channels == 1 else (h, w, channels)
+    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, *cell[2:]), 0.5)
     for k, img in enumerate(images[: rows * cols]):
         r, c = divmod(k, cols)
         canvas[
             pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w
-        ] = img.reshape(h, w)
+        ] = img.reshape(cell)
     return canvas
 
 
@@ -145,25 +150,27 @@ def reconstruction_canvas(cfg: VAEConfig, reconstruct: Decode, test_x: np.ndarra
     x = np.asarray(test_x[:16], np.float32)  # [16, D]
     rec = to_pixels(reconstruct(x), cfg)  # [16, D]
     pairs = np.concatenate([x[:8], rec[:8], x[8:16], rec[8:16]])  # rows: in, out, in, out
-    return tile(pairs, 4, 8, image_shape(cfg))
+    return tile(pairs, 4, 8, image_shape(cfg), channels=cfg.image_channels)
 
 
 def samples_canvas(cfg: VAEConfig, decode: Decode) -> np.ndarray:
     """The decoded prior_codes(cfg): [8, 8] tiles."""
-    return tile(to_pixels(decode(prior_codes(cfg)), cfg), 8, 8, image_shape(cfg))  # from [64, D]
+    samples = to_pixels(decode(prior_codes(cfg)), cfg)  # [64, D]
+    return tile(samples, 8, 8, image_shape(cfg), channels=cfg.image_channels)
 
 
 def manifold_canvas(cfg: VAEConfig, decode: Decode) -> tuple[np.ndarray, np.ndarray]:
     """(canvas, axis): the decoder over manifold_codes(axis) of a 2-D latent, [R, C] tiles."""
     axis = manifold_axis(cfg)
     grid = to_pixels(decode(manifold_codes(axis)), cfg)  # [R*C, D]
-    return tile(grid, len(axis), len(axis), image_shape(cfg)), axis
+    return tile(grid, len(axis), len(axis), image_shape(cfg), channels=cfg.image_channels), axis
 
 
 def canvases(
     cfg: VAEConfig, decode: Decode, reconstruct: Decode, test_x: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """write_images' grids as [H, W] arrays in [0, 1]: reconstruction, samples, manifold (2-D latents)."""
+    """write_images' grids as [H, W] ([H, W, C] for colour) arrays in [0, 1]: reconstruction, samples,
+    manifold (2-D latents)."""
     grids = {
         "reconstruction": reconstruction_canvas(cfg, reconstruct, test_x),
         "samples": samples_canvas(cfg, decode),

@@ -83,21 +83,26 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 def to_uint8(canvas: np.ndarray) -> np.ndarray:
-    """A [H, W] canvas in [0, 1] -> [H, W] uint8 grey levels (rounded, as PNG stores them)."""
+    """A [H, W] (or [H, W, 3]) canvas in [0, 1] -> uint8 levels of the same shape (rounded, as PNG stores
+    them)."""
     return np.round(np.clip(np.asarray(canvas, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def image_summary(tbx: Any, tag: str, canvas: np.ndarray) -> Any:
-    """A Summary holding `canvas` as a one-channel PNG (SummaryWriter.add_image writes RGB: twice the
-    bytes, measured on an untrained 2-D manifold grid)."""
+    """A Summary holding `canvas` as a one-channel PNG, or an RGB one for an [H, W, 3] canvas
+    (SummaryWriter.add_image writes RGB: twice the bytes of grey, measured on an untrained 2-D manifold)."""
     from PIL import Image
 
-    pixels = to_uint8(canvas)  # [H, W]
+    pixels = to_uint8(canvas)  # [H, W] or [H, W, 3]
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     pb = tbx.proto.summary_pb2.Summary
+    colorspace = 3 if pixels.ndim == 3 else 1
     image = pb.Image(
-        height=pixels.shape[0], width=pixels.shape[1], colorspace=1, encoded_image_string=buffer.getvalue()
+        height=pixels.shape[0],
+        width=pixels.shape[1],
+        colorspace=colorspace,
+        encoded_image_string=buffer.getvalue(),
     )
     return pb(value=[pb.Value(tag=tag, image=image)])
 
