@@ -161,6 +161,12 @@ def weights(params: dict, batch_stats: dict | None, cfg: VAEConfig) -> dict:
     return {"params": params, "batch_stats": batch_stats or {}} if cfg.batch_norm else params
 
 
+def init_weights(key: Array, cfg: VAEConfig, dtype=jnp.float32) -> dict:
+    """Fresh weights (models.weights of init_variables)."""
+    v = init_variables(key, cfg, dtype)
+    return weights(v["params"], v.get("batch_stats"), cfg)
+
+
 def split_weights(w: dict, cfg: VAEConfig) -> tuple[dict, dict | None]:
     """(params, batch_stats or None) of the weights."""
     return (w["params"], w["batch_stats"]) if cfg.batch_norm else (w, None)

@@ -47,6 +47,12 @@ Array = jax.Array
 _UPDATE_TAKES_MODEL = "model" in inspect.signature(nnx.Optimizer.update).parameters
 
 
+def _split(model: VAE) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, the nnx.Param state, the nnx.BatchStat state: empty without BatchNorm)."""
+    graphdef, params, batch_stats = cast(tuple, nnx.split(model, nnx.Param, nnx.BatchStat))
+    return graphdef, params, batch_stats
+
+
 # --- 1. idiomatic: nnx.Optimizer and an nnx.jit step that mutates model and optimizer
 
 
@@ -63,12 +69,16 @@ def optimizer_step(optimizer: nnx.Optimizer) -> Array:
 def update(
     model: VAE, optimizer: nnx.Optimizer, batch: Array, eps: Array, cfg: VAEConfig, shards: int = 1
 ) -> StepMetrics:
-    """One optimizer step on batch [B, D] with injected eps [L, B, Z], model and optimizer in place."""
-    graphdef, params = nnx.split(model)  # params: an nnx.State of the nnx.Param variables
+    """One optimizer step on batch [B, D] with injected eps [L, B, Z], model and optimizer in place
+    (a BatchNorm model's running statistics too)."""
+    graphdef, params, batch_stats = _split(model)  # nnx.States
     beta = js.kl_weight(cfg, optimizer_step(optimizer))
-    (loss, aux), grads = js.value_and_grad(
-        cast(dict, params), batch, eps, cfg, beta, shards, params_loss(graphdef)
-    )
+    loss_of = params_loss(graphdef)
+    if cfg.batch_norm:
+        loss_of = functools.partial(loss_of, batch_stats=batch_stats)
+    (loss, aux), grads = js.value_and_grad(cast(dict, params), batch, eps, cfg, beta, shards, loss_of)
+    if cfg.batch_norm:
+        nnx.update(model, cast(dict, aux).pop("batch_stats"))
     if _UPDATE_TAKES_MODEL:
         optimizer.update(model, grads)
     else:  # flax < 0.11
@@ -92,13 +102,14 @@ def train_step(
 def split(model: VAE, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, js.TrainState]:
     """(graphdef, step-0 TrainState) of `model`: params = nnx.to_pure_dict(nnx.split(model)[1]), the
     Linen params tree, so the state is the one step.py, checkpoints and the converter use."""
-    graphdef, state = nnx.split(model)
-    return graphdef, js.create_state(nnx.to_pure_dict(state), tx)
+    graphdef, params, batch_stats = _split(model)
+    stats = nnx.to_pure_dict(batch_stats)  # {} without BatchNorm
+    return graphdef, js.create_state(nnx.to_pure_dict(params), tx, stats)
 
 
 def merge(graphdef: nnx.GraphDef, state: js.TrainState) -> VAE:
-    """The NNX model holding state.params (outside or inside a traced function)."""
-    return nnx.merge(graphdef, state.params)
+    """The NNX model holding state.params (and batch_stats), outside or inside a traced function."""
+    return nnx.merge(graphdef, state.params, *([state.batch_stats] if state.batch_stats else []))
 
 
 def functional_update(

@@ -23,7 +23,9 @@ from jax_vae import step as js
 from jax_vae.common import convert
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.data import make_rectangles
+from jax_vae.losses import loss_fn as jax_loss_fn
 from jax_vae.models import VAE as JaxVAE
+from jax_vae.models import split_weights, weights
 from torch_reference import optim as to
 from torch_reference import step as ts
 from torch_reference.models import VAE as TorchVAE
@@ -64,30 +66,38 @@ def make_inputs(
     return x.astype(np_dtype), eps.astype(np_dtype)
 
 
-def _flat(tree: dict) -> dict[str, np.ndarray]:
-    """{'encoder.hidden_0.kernel': array, ...} in Flax layout."""
-    return {
-        f"{m}.{layer}.{kind}": np.asarray(v)
-        for m, layers in tree.items()
-        for layer, leaves in layers.items()
-        for kind, v in leaves.items()
-    }
+def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """{'encoder.hidden_0.kernel': array, ...} in Flax layout (BatchNorm weights: 'params.encoder...'
+    and 'batch_stats.encoder.norm_0.mean')."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out |= _flat(value, name) if isinstance(value, dict) else {name: np.asarray(value)}
+    return out
 
 
-def _jax_forward(cfg: VAEConfig, params: dict, x: jax.Array, eps: jax.Array, api: str) -> tuple[Any, ...]:
-    """(outputs, mean, scale, (loss, aux), grads as the Linen tree) of the JAX half: Linen's apply
-    and step.value_and_grad, or the NNX module and the gradient its idiomatic step takes
-    (step.value_and_grad of nnx_models.params_loss on nnx.state(model))."""
+def _jax_forward(cfg: VAEConfig, weights: dict, x: jax.Array, eps: jax.Array, api: str) -> tuple[Any, ...]:
+    """(outputs, mean, scale, (loss, aux), grads as the Linen tree) of the JAX half, in training mode
+    (BatchNorm: batch statistics): Linen's apply and step.value_and_grad, or the NNX module and the
+    gradient its idiomatic step takes (step.value_and_grad of nnx_models.params_loss)."""
+    params, stats = split_weights(weights, cfg)
     if api == "linen":
-        out = typing.cast(Any, JaxVAE(cfg).apply({"params": params}, x, eps))
-        vg = jax.jit(js.value_and_grad, static_argnums=3)(params, x, eps, cfg, cfg.beta)
-        return (*out, *vg)
-    model = nnx_models.from_linen_params(cfg, params)
-    graphdef, state = nnx.split(model)
-    loss = nnx_models.params_loss(graphdef)
-    vg_fn = jax.jit(lambda s, x, e, beta: js.value_and_grad(s, x, e, cfg, beta, apply_loss=loss))
-    loss_aux, grads = vg_fn(state, x, eps, cfg.beta)  # beta traced, as in the Linen half
-    return (*model(x, eps), loss_aux, nnx.to_pure_dict(grads))
+        model = JaxVAE(cfg)
+        if stats is None:
+            out = typing.cast(Any, model.apply({"params": params}, x, eps))
+        else:
+            out = typing.cast(Any, model.apply(weights, x, eps, train=True, mutable=["batch_stats"]))[0]
+        loss = functools.partial(jax_loss_fn, batch_stats=stats)
+        vg = jax.jit(lambda p, x, e, beta: js.value_and_grad(p, x, e, cfg, beta, apply_loss=loss))
+        return (*out, *vg(params, x, eps, cfg.beta))
+    nnx_model = nnx_models.from_linen_params(cfg, params, stats)
+    graphdef, param_state, stat_state = typing.cast(tuple, nnx.split(nnx_model, nnx.Param, nnx.BatchStat))
+    nnx_loss = nnx_models.params_loss(graphdef)
+    if stats is not None:
+        nnx_loss = functools.partial(nnx_loss, batch_stats=stat_state)
+    vg_fn = jax.jit(lambda s, x, e, beta: js.value_and_grad(s, x, e, cfg, beta, apply_loss=nnx_loss))
+    loss_aux, grads = vg_fn(param_state, x, eps, cfg.beta)  # beta traced, as in the Linen half
+    return (*nnx_model(x, eps, True), loss_aux, nnx.to_pure_dict(grads))
 
 
 @functools.cache  # configs are frozen (hashable); tests share runs
@@ -103,7 +113,7 @@ def forward_pair(cfg: VAEConfig, dtype: str, api: str = "linen") -> dict[str, tu
     xt, epst = torch.from_numpy(x), torch.from_numpy(eps)
     outt, meant, scalet = model(xt, epst)
     (losst, auxt), gradst = ts.value_and_grad(model, xt, epst, cfg, cfg.beta)
-    gradst = convert.torch_to_flax(gradst, cfg)
+    gradst = _torch_grads_to_flax(gradst, model, cfg)
     pairs = {
         "encoder.mean": (meanj, meant),
         "encoder.scale": (scalej, scalet),
@@ -117,6 +127,15 @@ def forward_pair(cfg: VAEConfig, dtype: str, api: str = "linen") -> dict[str, tu
         k: (np.asarray(a), b.detach().numpy() if hasattr(b, "detach") else np.asarray(b))
         for k, (a, b) in pairs.items()
     }
+
+
+def _torch_grads_to_flax(grads: dict, model: TorchVAE, cfg: VAEConfig) -> dict:
+    """torch parameter gradients -> the Flax params layout (BatchNorm buffers have no gradient: the
+    converter is given the model's own buffers beside them and only the params are kept)."""
+    if not cfg.batch_norm:
+        return convert.torch_to_flax(grads, cfg)
+    buffers = {k: v for k, v in model.state_dict().items() if k not in grads}
+    return convert.torch_to_flax({**grads, **buffers}, cfg)["params"]
 
 
 def trajectory_batches(
@@ -134,25 +153,27 @@ def jax_trajectory(
     in place) or the NNX functional step ("nnx-functional": split once, nnx.merge inside the jit)."""
     tx = jo.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH)
     losses = []
+    params, stats = split_weights(params, cfg)  # the weights: params, and BatchNorm running statistics
     if api in ("linen", "nnx-functional"):
-        state = js.create_state(params, tx)
+        state = js.create_state(params, tx, stats)
         update = jax.jit(lambda s, x, e: js.update(s, x, e, cfg, tx))
         if api == "nnx-functional":
-            graphdef, state = nnx_step.split(nnx_models.from_linen_params(cfg, params), tx)
+            graphdef, state = nnx_step.split(nnx_models.from_linen_params(cfg, params, stats), tx)
             update = jax.jit(lambda s, x, e: nnx_step.functional_update(graphdef, s, x, e, cfg, tx))
         for i in range(steps):
             x, eps = batches[i % len(batches)]
             state, metrics = update(state, jnp.asarray(x), jnp.asarray(eps))
             losses.append(float(metrics.batch_loss))
-        return losses, jax.device_get(state.params)
-    model = nnx_models.from_linen_params(cfg, params)
+        return losses, jax.device_get(weights(state.params, state.batch_stats, cfg))
+    model = nnx_models.from_linen_params(cfg, params, stats)
     optimizer = nnx_step.create_optimizer(model, tx)
     nnx_update = nnx.jit(nnx_step.update, static_argnames=("cfg", "shards"))
     for i in range(steps):
         x, eps = batches[i % len(batches)]
         metrics = nnx_update(model, optimizer, jnp.asarray(x), jnp.asarray(eps), cfg)
         losses.append(float(metrics.batch_loss))
-    return losses, jax.device_get(nnx_models.to_linen_params(model))
+    final = weights(nnx_models.to_linen_params(model), nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), cfg)
+    return losses, jax.device_get(final)
 
 
 @functools.cache  # configs are frozen (hashable); tests share runs

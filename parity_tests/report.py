@@ -25,11 +25,11 @@ def _configure(precision: str) -> None:
 def _row(preset: str, dtype: str, steps: int, api: str = "linen") -> str:
     import numpy as np
 
-    from jax_vae.common.presets import PRESETS
     from parity_tests.harness import forward_pair, trajectory_pair
+    from parity_tests.sizes import parity_preset
     from parity_tests.tolerances import CHAOTIC, max_diffs, tol
 
-    cfg = PRESETS[preset]
+    cfg = parity_preset(preset)
     pairs = forward_pair(cfg, dtype, api)
     loss_abs, loss_rel = max_diffs(*pairs["loss"])
     grad_abs = grad_rel = grad_scaled = 0.0
@@ -64,7 +64,6 @@ def _nnx_vs_linen_row(preset: str, dtype: str, steps: int) -> str:
     trajectories (float64: every parameter; float32: every step's loss)."""
     import numpy as np
 
-    from jax_vae.common.presets import PRESETS
     from parity_tests.harness import (
         _flat,
         forward_pair,
@@ -73,9 +72,10 @@ def _nnx_vs_linen_row(preset: str, dtype: str, steps: int) -> str:
         trajectory_batches,
         trajectory_pair,
     )
+    from parity_tests.sizes import parity_preset
     from parity_tests.tolerances import max_diffs
 
-    cfg = PRESETS[preset]
+    cfg = parity_preset(preset)
     a, b = forward_pair(cfg, dtype, "linen"), forward_pair(cfg, dtype, "nnx")
     fwd = max(max_diffs(b[k][0], a[k][0])[0] for k in a)
     linen = {k: v[0] for k, v in trajectory_pair(cfg, dtype, steps=steps).items()}

@@ -7,12 +7,13 @@ import torch
 
 from jax_vae.common import convert
 from jax_vae.common.presets import PRESETS
-from jax_vae.models import init_params
+from jax_vae.models import init_weights
+from parity_tests.sizes import parity_preset
 from torch_reference.models import init_params as torch_init
 
 
 def test_round_trip_torch_flax_torch_is_exact(preset):
-    cfg = PRESETS[preset]
+    cfg = parity_preset(preset)
     state = {k: v.numpy() for k, v in torch_init(0, cfg).state_dict().items()}
     back = convert.flax_to_torch(convert.torch_to_flax(state, cfg), cfg)
     assert list(back) == list(state)
@@ -21,8 +22,8 @@ def test_round_trip_torch_flax_torch_is_exact(preset):
 
 
 def test_round_trip_flax_torch_flax_is_exact(preset):
-    cfg = PRESETS[preset]
-    params = jax.device_get(init_params(jax.random.key(0), cfg))
+    cfg = parity_preset(preset)
+    params = jax.device_get(init_weights(jax.random.key(0), cfg))  # BatchNorm: running statistics too
     state = {k: torch.from_numpy(v) for k, v in convert.flax_to_torch(params, cfg).items()}
     torch_model = torch_init(0, cfg)
     torch_model.load_state_dict(state)  # strict: every key and shape accepted by torch

@@ -4,14 +4,15 @@ injected eps."""
 
 import pytest
 
+from jax_vae.common import convert
 from jax_vae.common.config import layer_specs
-from jax_vae.common.presets import PRESETS
 from parity_tests.harness import forward_pair
+from parity_tests.sizes import parity_preset
 from parity_tests.tolerances import assert_close, tol
 
 
 def _pairs(preset: str, dtype: str, api: str):
-    return forward_pair(PRESETS[preset], dtype, api)  # cached: one run per preset, dtype and API
+    return forward_pair(parity_preset(preset), dtype, api)  # cached: one run per preset, dtype and API
 
 
 @pytest.mark.parametrize("part", ["encoder.mean", "encoder.scale", "decoder.outputs"])
@@ -33,7 +34,9 @@ def test_total_loss(preset, dtype, api):
 
 def test_every_gradient(preset, dtype, api):
     grads = {k: v for k, v in _pairs(preset, dtype, api).items() if k.startswith("grad.")}
-    assert len(grads) == 2 * len(layer_specs(PRESETS[preset]))  # a weight and a bias per layer
+    cfg = parity_preset(preset)
+    layers = len(convert.conv_specs(cfg)) if cfg.arch == "conv" else len(layer_specs(cfg))
+    assert len(grads) == 2 * layers  # a weight and a bias (BatchNorm: scale and bias) per layer
     for name, (jax_value, torch_value) in grads.items():
         assert abs(torch_value).max() > 0, f"{preset}/{name}: torch gradient is all zero"
         assert_close(f"{preset}/{dtype}/{api}/{name}", jax_value, torch_value, tol(dtype, "grad"))

@@ -18,7 +18,6 @@ from flax import nnx
 from jax_vae import nnx_models, nnx_step
 from jax_vae import optim as jo
 from jax_vae import step as js
-from jax_vae.common.presets import PRESETS
 from parity_tests.harness import (
     STEPS_PER_EPOCH,
     _flat,
@@ -29,6 +28,7 @@ from parity_tests.harness import (
     trajectory_batches,
     trajectory_pair,
 )
+from parity_tests.sizes import parity_preset
 from parity_tests.tolerances import NNX_IDIOMATIC_TRAJECTORY, NNX_VS_LINEN, assert_close
 
 STEPS = 100
@@ -43,7 +43,7 @@ def _program(jitted: Any, *args) -> str:
 
 
 def test_forward_loss_and_grads_are_linens(preset, dtype):
-    cfg = PRESETS[preset]
+    cfg = parity_preset(preset)
     _, params = setup_pair(cfg, dtype)
     x, eps = (jnp.asarray(a) for a in make_inputs(cfg, dtype))
     graphdef, state = nnx.split(nnx_models.from_linen_params(cfg, params))
@@ -66,7 +66,7 @@ def _jax_half(out: dict) -> dict:
 
 @pytest.mark.parametrize("style", ["functional", "idiomatic"])
 def test_trajectories_are_linens(preset, dtype, style):
-    cfg = PRESETS[preset]
+    cfg = parity_preset(preset)
     linen = _jax_half(trajectory_pair(cfg, dtype, steps=STEPS))
     where = f"{preset}/{dtype}/nnx {style} vs linen"
     if style == "idiomatic":

@@ -8,8 +8,8 @@ float64 reference trajectory or to torch's own measured sensitivity envelope ins
 import numpy as np
 import pytest
 
-from jax_vae.common.presets import PRESETS
 from parity_tests.harness import torch_self_divergence, trajectory_pair
+from parity_tests.sizes import parity_preset
 from parity_tests.tolerances import CHAOS_FACTOR, CHAOTIC, assert_close, max_diffs, tol
 
 STEPS = 100
@@ -36,10 +36,10 @@ def _assert_within_envelope(name: str, jax_losses, torch_losses, envelope: np.nd
 
 
 def test_float64_parameters_after_100_steps(preset, api):
-    out = trajectory_pair(PRESETS[preset], "float64", steps=STEPS, api=api)
+    out = trajectory_pair(parity_preset(preset), "float64", steps=STEPS, api=api)
     where = f"{preset}/float64/{api}"
     if (preset, "float64") in CHAOTIC:
-        envelope = torch_self_divergence(PRESETS[preset], "float64", steps=STEPS)
+        envelope = torch_self_divergence(parity_preset(preset), "float64", steps=STEPS)
         _assert_within_envelope(f"{where}/losses", *out["losses"], envelope, tol("float64", "loss"))
         return
     assert_close(f"{where}/losses", *out["losses"], tol("float64", "loss"))
@@ -49,7 +49,9 @@ def test_float64_parameters_after_100_steps(preset, api):
 
 
 def test_float32_losses_over_100_steps(preset, api):
-    jax_losses, torch_losses = trajectory_pair(PRESETS[preset], "float32", steps=STEPS, api=api)["losses"]
+    jax_losses, torch_losses = trajectory_pair(parity_preset(preset), "float32", steps=STEPS, api=api)[
+        "losses"
+    ]
     assert jax_losses[-1] < jax_losses[0], f"{preset}/{api}: loss did not decrease over {STEPS} steps"
     t = tol("float32", "trajectory_loss")
     if (preset, "float32") not in CHAOTIC:
@@ -58,11 +60,11 @@ def test_float32_losses_over_100_steps(preset, api):
     if (preset, "float64") not in CHAOTIC:
         # float64 is the exact trajectory here: jax float32 must track it within the tolerance
         # and no worse than torch float32 does.
-        ref = trajectory_pair(PRESETS[preset], "float64", steps=STEPS)["losses"][1]
+        ref = trajectory_pair(parity_preset(preset), "float64", steps=STEPS)["losses"][1]
         assert_close(f"{preset}/float32/{api}/losses vs float64 reference", jax_losses, ref, t)
         assert max_diffs(jax_losses, ref)[1] <= max(max_diffs(torch_losses, ref)[1], t.rtol)
         return
-    envelope = torch_self_divergence(PRESETS[preset], "float32", steps=STEPS)
+    envelope = torch_self_divergence(parity_preset(preset), "float32", steps=STEPS)
     _assert_within_envelope(f"{preset}/float32/{api}/losses", jax_losses, torch_losses, envelope, t)
 
 
@@ -71,10 +73,10 @@ def test_chaotic_entries_are_really_chaotic(key):
     """An entry in CHAOTIC must earn its place: torch alone, perturbed by one roundoff, leaves
     the strict tolerance within 100 steps (else the strict check applies and this fails)."""
     preset, dtype = key
-    envelope = torch_self_divergence(PRESETS[preset], dtype, steps=STEPS)
+    envelope = torch_self_divergence(parity_preset(preset), dtype, steps=STEPS)
     strict = tol(dtype, "trajectory_loss" if dtype == "float32" else "loss").rtol
     if preset == "stutz-rectangles":  # float32 drift shows against the float64 trajectory
-        t32 = trajectory_pair(PRESETS[preset], "float32", steps=STEPS)["losses"][1]
-        t64 = trajectory_pair(PRESETS[preset], "float64", steps=STEPS)["losses"][1]
+        t32 = trajectory_pair(parity_preset(preset), "float32", steps=STEPS)["losses"][1]
+        t64 = trajectory_pair(parity_preset(preset), "float64", steps=STEPS)["losses"][1]
         envelope = np.maximum(envelope, _rel_gap(t32, t64))
     assert envelope.max() > strict, f"{key} is listed as chaotic but torch stays within {strict:g}"

@@ -156,6 +156,90 @@ _preset(
 )
 
 
+_preset(
+    VAEConfig(
+        name="tf-cvae",
+        arch="conv",
+        input_dim=784,
+        image_shape=(28, 28),
+        conv_channels=(32, 64),
+        conv_padding="valid",
+        encoder_hidden=(),
+        latent_dim=2,
+        encoder_head="split",
+        decoder_hidden=(),
+        decoder_start=(32, 7, 7),
+        deconv_channels=(64, 32),
+        deconv_padding="same",
+        final_layer="conv_transpose",
+        decoder_output="logits",
+        likelihood="bce_logits",
+        kl="monte_carlo",
+        reduction="mean",
+        init="glorot",
+        optimizer="lua_adam",
+        adam_eps=1e-7,
+        lr=1e-4,
+        binarization="threshold",
+        batch_size=32,
+        epochs=10,
+        dataset="fashion_mnist",
+    ),
+    "TensorFlow's 'Convolutional Variational Autoencoder' tutorial (docs/conv-presets.md): encoder "
+    "Conv2D(32, 3, s2, valid, relu) -> Conv2D(64, 3, s2, valid, relu) -> Flatten (H, W, C order) -> "
+    "Dense(2 x 2) split into mean and logvar; decoder Dense(7*7*32, relu) -> (7, 7, 32) -> "
+    "Conv2DTranspose(64, 3, s2, same, relu) -> Conv2DTranspose(32, 3, s2, same, relu) -> "
+    "Conv2DTranspose(1, 3, s1, same) logits. Quirks: the single-sample Monte Carlo ELBO log p(x|z) + "
+    "log p(z) - log q(z|x) (kl=monte_carlo, not the analytic KL), averaged over the batch; 'static "
+    "binarization' is a threshold x > 0.5; Keras Adam(1e-4) has epsilon 1e-7 added before the bias "
+    "correction (the lua_adam form, no decay); Keras Glorot-uniform kernels, zero biases; batch 32, "
+    "10 epochs; the tutorial trains MNIST, here Fashion-MNIST.",
+)
+
+_preset(
+    VAEConfig(
+        name="antixk-vanilla",
+        arch="conv",
+        input_dim=64 * 64,
+        image_shape=(64, 64),
+        resize=64,
+        conv_channels=(32, 64, 128, 256, 512),
+        conv_padding="1",
+        encoder_hidden=(),
+        latent_dim=128,
+        decoder_hidden=(),
+        decoder_start=(512, 2, 2),
+        decoder_start_activation=False,
+        deconv_channels=(256, 128, 64, 32, 32),
+        deconv_padding="1",
+        output_padding=1,
+        final_layer="conv",
+        batch_norm=True,
+        activation="leaky_relu",
+        decoder_output="tanh",
+        likelihood="mse_mean",
+        reduction="mean",
+        beta=0.00025,
+        lr=0.005,
+        lr_schedule="exponential",
+        lr_gamma=0.95,
+        batch_size=64,
+        epochs=100,
+        dataset="fashion_mnist",
+    ),
+    "AntixK/PyTorch-VAE VanillaVAE (models/vanilla_vae.py, configs/vae.yaml; docs/conv-presets.md): "
+    "5 x [Conv2d(k3, s2, p1) -> BatchNorm2d -> LeakyReLU] with 32..512 channels, fc_mu / fc_var from "
+    "the NCHW flatten of 512 x 2 x 2; decoder Linear(128, 512*4) (no activation) -> 512 x 2 x 2 -> 4 x "
+    "[ConvTranspose2d(k3, s2, p1, output_padding 1) -> BatchNorm2d -> LeakyReLU] -> the final "
+    "ConvTranspose2d(32, 32) -> BatchNorm2d -> LeakyReLU -> Conv2d(32, C, k3, p1) -> Tanh. Quirks: "
+    "loss = MSE mean over every element + kld_weight 0.00025 x the batch-mean analytic KL; Adam lr "
+    "0.005, ExponentialLR gamma 0.95 stepped per epoch; BatchNorm momentum 0.1 (torch's, the unbiased "
+    "running variance); the source's targets are [0, 1] images under a Tanh decoder (its current "
+    "code); its CelebA (3 channels, CenterCrop 148, Resize 64) needs a download: here Fashion-MNIST "
+    "resized to 64 x 64 with 1 channel (celeba:PATH reads the source's data); batch 64, 100 epochs.",
+)
+
+
 def get_preset(name: str) -> VAEConfig:
     """Look up a preset by name, with a one-line error listing the known names."""
     if name not in PRESETS:
