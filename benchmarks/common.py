@@ -27,6 +27,10 @@ from jax_vae.common.presets import get_preset
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 PRESETS = ["pytorch-examples", "minimalist", "stutz-rectangles"]
+CONV_PRESETS = ["tf-cvae", "antixk-vanilla"]
+# A conv preset's batch sizes in the CPU grid (instead of BATCH_SIZES): what fits CPU memory and time,
+# per step ~32 MFLOP x B (tf-cvae) and ~310 MFLOP x B (antixk-vanilla, 64x64) at tens of GFLOP/s.
+CPU_CONV_BATCH_SIZES = {"tf-cvae": [32, 128, 512], "antixk-vanilla": [16, 64]}
 PRECISIONS = ["fp32", "tf32", "bf16"]
 MODES = {
     "jax": ["jax-jit", "jax-scan", "jax-scan-mb", "nnx-jit", "nnx-scan"],  # nnx-*: the Flax NNX steps
@@ -41,7 +45,8 @@ MICRO_BATCH = 512
 EPOCH_IMAGES = 60_000  # a Fashion-MNIST training epoch: the benchmark's device dataset
 
 # Named grids: `cpu` is the committed CPU run (fp32 only: TF32 and bf16 are GPU modes), `full` the GPU run.
-# A grid runs every mode of MODES (Linen, NNX and PyTorch) unless --modes picks some.
+# A grid runs every mode of MODES (Linen, NNX and PyTorch) unless --modes picks some; a preset named in
+# its preset_batch_sizes runs those batch sizes instead of batch_sizes.
 GRIDS: dict[str, dict[str, Any]] = {
     "tiny": {
         "presets": ["pytorch-examples"],
@@ -53,8 +58,9 @@ GRIDS: dict[str, dict[str, Any]] = {
         "micro_batch": 8,
     },
     "cpu": {
-        "presets": PRESETS,
+        "presets": PRESETS + CONV_PRESETS,
         "batch_sizes": BATCH_SIZES,
+        "preset_batch_sizes": CPU_CONV_BATCH_SIZES,
         "precisions": ["fp32"],
         "repeats": 5,
         "window_s": 0.2,

@@ -323,6 +323,8 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out["load_avg_at_end"] = parts[-1].get("load_avg_at_end")
     for k in ("presets", "batch_sizes", "precisions", "modes"):
         out["grid"] = dict(out["grid"], **{k: sorted({v for p in parts for v in p["grid"][k]}, key=str)})
+    per_preset = [p["grid"].get("preset_batch_sizes") or {} for p in parts]  # later parts win
+    out["grid"]["preset_batch_sizes"] = {k: v for d in per_preset for k, v in d.items()}
     return out
 
 

@@ -188,14 +188,20 @@ def unavailable(pr: dict[str, Any], fw: str, mode: str, precision: str) -> str |
 
 
 def batch_skips(
-    mode: str, batch_sizes: list[int], micro_batch: int, compile_batch_sizes: list[int] | None
+    mode: str,
+    batch_sizes: list[int],
+    micro_batch: int,
+    compile_batch_sizes: list[int] | None,
+    batch_norm: bool = False,
 ) -> dict[int, str]:
     """batch size -> why `mode` skips it: *-mb modes at or below the micro batch (the base mode's
-    program), compiled modes outside --compile-batch-sizes."""
+    program) or on a BatchNorm preset, compiled modes outside --compile-batch-sizes."""
     skips = {}
     compiled = compile_batch_sizes if mode in common.COMPILE_MODES else None
     for b in batch_sizes:
-        if mode in common.MICRO_MODES and b <= micro_batch:
+        if mode in common.MICRO_MODES and batch_norm:
+            skips[b] = "BatchNorm: micro-batches would normalize each chunk on its own (not the same update)"
+        elif mode in common.MICRO_MODES and b <= micro_batch:
             skips[b] = f"batch <= micro batch {micro_batch}: the same program as {common.MICRO_MODES[mode]}"
         elif compiled is not None and b not in compiled:
             skips[b] = "not in --compile-batch-sizes (each shape costs a cold compile)"
@@ -216,8 +222,11 @@ def run_grid(
     write: bool = True,
     compile_batch_sizes: list[int] | None = None,
     micro_batch: int = common.MICRO_BATCH,
+    preset_batch_sizes: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
-    """Run the grid; if write, save <out_dir or default_out(grid_name, device)>/results.json (+ report)."""
+    """Run the grid (a preset in preset_batch_sizes at those batch sizes, the others at batch_sizes);
+    if write, save <out_dir or default_out(grid_name, device)>/results.json (+ report)."""
+    per_preset = {p: (preset_batch_sizes or {}).get(p, batch_sizes) for p in presets}
     t_start = time.perf_counter()
     host_facts = host.host_info()  # before any work: its load average says how busy the host was
     envs = {"jax": _env({"XLA_FLAGS": xla_flags} if xla_flags is not None else None), "torch": _env()}
@@ -225,20 +234,23 @@ def run_grid(
     peaks = device_peaks(probes, precisions)
     records, procs = [], []
     for preset in presets:
+        sizes_p = per_preset[preset]  # this preset's batch sizes
         for precision in precisions:
             for mode in modes:
                 fw = common.framework_of(mode)
                 reason = unavailable(probes[fw], fw, mode, precision)
                 skips = (
-                    {b: reason for b in batch_sizes}
+                    {b: reason for b in sizes_p}
                     if reason
-                    else batch_skips(mode, batch_sizes, micro_batch, compile_batch_sizes)
+                    else batch_skips(
+                        mode, sizes_p, micro_batch, compile_batch_sizes, get_preset(preset).batch_norm
+                    )
                 )
                 cell = {"framework": fw, "mode": mode, "preset": preset, "precision": precision}
                 records += [
                     cell | {"batch_size": b, "status": "skipped", "reason": why} for b, why in skips.items()
                 ]
-                sizes = [b for b in batch_sizes if b not in skips]
+                sizes = [b for b in sizes_p if b not in skips]
                 if sizes:
                     res = run_process(
                         fw, preset, mode, precision, sizes, timing, envs[fw], timeout_s, micro_batch
@@ -259,7 +271,8 @@ def run_grid(
         "grid": {
             "name": grid_name,
             "presets": presets,
-            "batch_sizes": batch_sizes,
+            "batch_sizes": sorted({b for sizes in per_preset.values() for b in sizes}),
+            "preset_batch_sizes": per_preset,
             "precisions": precisions,
             "modes": modes,
             "compile_batch_sizes": compile_batch_sizes,
@@ -294,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--grid", choices=list(common.GRIDS), default="tiny")
     p.add_argument("--presets", help="comma-separated, default: the grid's")
-    p.add_argument("--batch-sizes", help="comma-separated, default: the grid's")
+    p.add_argument("--batch-sizes", help="comma-separated, every preset's (default: the grid's)")
     p.add_argument("--precisions", help="comma-separated subset of fp32,tf32,bf16")
     p.add_argument("--modes", help="comma-separated subset of " + ",".join(sum(common.MODES.values(), [])))
     p.add_argument("--compile-batch-sizes", help="run the torch.compile modes only at these batch sizes")
@@ -319,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in presets:
         get_preset(name)
     batch_sizes = split(a.batch_sizes, int) if a.batch_sizes else g["batch_sizes"]
+    preset_batch_sizes = None if a.batch_sizes else g.get("preset_batch_sizes")  # --batch-sizes: all
     precisions = split(a.precisions) if a.precisions else g["precisions"]
     modes = split(a.modes) if a.modes else sum(common.MODES.values(), [])
     unknown = set(modes) - set(sum(common.MODES.values(), [])) | set(precisions) - set(common.PRECISIONS)
@@ -342,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         a.grid,
         compile_batch_sizes=split(a.compile_batch_sizes, int) if a.compile_batch_sizes else None,
         micro_batch=a.micro_batch or g["micro_batch"],
+        preset_batch_sizes=preset_batch_sizes,
     )
     where = "committed results" if is_committed(Path(res["out_dir"])) else "scratch, git-ignored"
     print(

@@ -4,6 +4,7 @@ benchmark times and the benchmark-only bf16 steps are exact. No test asserts a s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,8 @@ import pytest
 
 from benchmarks import common, flops
 from benchmarks.throughput import run_grid
-from jax_vae.common.config import Reduction
+from jax_vae.common.architecture import plan
+from jax_vae.common.config import Reduction, VAEConfig
 from jax_vae.common.options import Api, JitMode, TrainOptions
 from jax_vae.common.presets import get_preset
 
@@ -31,6 +33,55 @@ SHIPPED_STEP = {
     "nnx-jit": "jax_vae.nnx_step.train_step",
     "nnx-scan": "jax_vae.train.make_chunk_fn (apply_loss=nnx_models.params_loss)",
 } | {m: "torch_reference.step.train_step" for m in common.MODES["torch"]}
+
+
+# Conv configs built from the conv presets' architecture values (tf-cvae as the TensorFlow tutorial;
+# an AntixK VanillaVAE shape at 32x32 with 4 smaller layers, without BatchNorm).
+TF_CVAE = VAEConfig(
+    name="tf-cvae-shape",
+    arch="conv",
+    input_dim=784,
+    image_shape=(28, 28),
+    conv_channels=(32, 64),
+    conv_padding="valid",
+    encoder_hidden=(),
+    decoder_hidden=(),
+    latent_dim=2,
+    encoder_head="split",
+    decoder_start=(32, 7, 7),
+    deconv_channels=(64, 32),
+    deconv_padding="same",
+    final_layer="conv_transpose",
+    decoder_output="logits",
+    likelihood="bce_logits",
+    init="glorot",
+    reduction="mean",
+    lr=1e-4,
+    batch_size=32,
+)
+ANTIXK_SMALL = dataclasses.replace(
+    TF_CVAE,
+    name="antixk-small",
+    input_dim=32 * 32,
+    image_shape=(32, 32),
+    conv_channels=(8, 16, 32, 64),
+    conv_padding="1",
+    latent_dim=16,
+    encoder_head="separate",
+    decoder_start=(64, 2, 2),
+    decoder_start_activation=False,
+    deconv_channels=(32, 16, 8, 8),
+    deconv_padding="1",
+    output_padding=1,
+    final_layer="conv",
+    activation="leaky_relu",
+    decoder_output="tanh",
+    likelihood="mse_mean",
+    beta=0.00025,
+    init="torch",
+    lr=0.005,
+    batch_size=64,
+)
 
 
 def _check_ok_fields(rec: dict) -> None:
@@ -135,6 +186,70 @@ def test_flops_count_by_hand() -> None:
     assert f64["elementwise"] < 0.05 * f64["matmul"]
     wd = flops.train_step_flops(get_preset("minimalist"), 1)["optimizer"]
     assert wd == 14 * flops.param_count(get_preset("minimalist"))
+
+
+def test_conv_flops_count_by_hand() -> None:
+    """tf-cvae's layers tap by tap: 'valid' convs are the dense formula, the 'same' transposed convs
+    lose the taps that land outside the output; backward = 2x forward (3x but the data layer)."""
+    k2 = 3 * 3
+    assert flops.taps(2, 4, 3, 2, 1, transposed=True) == 5  # 2x2 -> 4x4 (p 1, op 1): 25 of 36 taps
+    assert flops.taps(4, 2, 3, 2, 1, transposed=False) == 5  # its forward conv 4x4 -> 2x2 (p 1)
+    assert flops.conv_layer_macs(TF_CVAE) == [
+        ("encoder.conv_0", 32 * 13 * 13, 1 * 32 * 13 * 13 * k2),  # 28 -> 13, all taps read data
+        ("encoder.conv_1", 64 * 6 * 6, 32 * 64 * 6 * 6 * k2),  # 13 -> 6
+        ("decoder.deconv_0", 64 * 14 * 14, 32 * 64 * 20 * 20),  # 7 -> 14: 20 of 7 x 3 taps per side
+        ("decoder.deconv_1", 32 * 28 * 28, 64 * 32 * 41 * 41),  # 14 -> 28: 41 of 42
+        ("decoder.out", 28 * 28, 32 * 1 * 82 * 82),  # 28 -> 28, stride 1, 'same': 82 of 84
+    ]
+    macs = [m for _, _, m in flops.conv_layer_macs(TF_CVAE)]
+    f = flops.train_step_flops(TF_CVAE, 4)
+    assert f["conv"] == 2 * 4 * (2 * macs[0] + 3 * sum(macs[1:]))
+    assert f["matmul"] == 3 * 2 * 4 * (2304 * 4 + 2 * 1568)  # encoder.head, decoder.input
+    params = 320 + 18_496 + 9_220 + 4_704 + 18_496 + 18_464 + 289  # conv_0 ... decoder.out
+    assert flops.param_count(TF_CVAE) == params and f["optimizer"] == 12 * params
+    pytest.importorskip("torch")
+    from torch_reference.models import init_params
+
+    bn = dataclasses.replace(ANTIXK_SMALL, batch_norm=True)  # scale, bias per channel; not the statistics
+    model = init_params(0, bn)
+    assert flops.param_count(bn) == sum(p.numel() for p in model.parameters())
+    assert flops.param_count(bn) == flops.param_count(ANTIXK_SMALL) + 2 * (8 + 16 + 32 + 64 + 32 + 16 + 8 + 8)
+    extra = (
+        flops.train_step_flops(bn, 4)["elementwise"] - flops.train_step_flops(ANTIXK_SMALL, 4)["elementwise"]
+    )
+    assert extra == 18 * 4 * sum(n for p, n, _ in flops.conv_layer_macs(bn) if p != "decoder.out")
+
+
+@pytest.mark.parametrize("cfg", [TF_CVAE, ANTIXK_SMALL], ids=lambda c: c.name)
+def test_conv_flops_match_xla_cost_analysis(cfg: VAEConfig) -> None:
+    """The model's train-step FLOPs agree within 5% with XLA's count of the compiled shipped step
+    (jax_vae.step.make_train_step, what jax-jit times); the dense formulas (every output position
+    times the whole kernel, every transposed-conv input likewise) are over twice as far off."""
+    import jax
+
+    from benchmarks.jax_modes import initial_state
+    from jax_vae.optim import make_optimizer
+    from jax_vae.step import make_train_step
+
+    batch = 8
+    tx = make_optimizer(cfg, steps_per_epoch=10)
+    state = jax.eval_shape(lambda: initial_state(cfg, tx))
+    x = jax.ShapeDtypeStruct((batch, cfg.input_dim), np.float32)
+    step: Any = make_train_step(cfg, tx)  # a jax.jit: lower and compile without running it
+    cost = step.lower(state, x, jax.random.key(0)).compile().cost_analysis()
+    xla = float((cost[0] if isinstance(cost, list) else cost)["flops"])
+    f = flops.train_step_flops(cfg, batch)
+    assert f["total"] / xla == pytest.approx(1.0, abs=0.05)  # measured 0.993 (tf-cvae), 0.969 (antixk)
+    assert f["conv"] > 0.9 * xla  # the convolutions are the step
+    layers, dense = plan(cfg), 0.0
+    convs = [s for s in layers.specs if s.kind in ("conv", "conv_transpose")]
+    ins = [(cfg.image_channels, *cfg.image_shape), *layers.encoder_maps[:-1], *layers.decoder_maps[:-1]]
+    outs = [*layers.encoder_maps, *layers.decoder_maps[1:]]
+    for k, (spec, (_, *hw_in), (_, *hw_out)) in enumerate(zip(convs, ins, outs, strict=True)):
+        positions = math.prod(hw_in if spec.kind == "conv_transpose" else hw_out)
+        dense += 2.0 * batch * spec.in_features * spec.out_features * 9 * positions * (3 if k else 2)
+    # measured: dense / XLA 1.044 (tf-cvae), 1.108 (antixk): XLA does not count the padding taps
+    assert abs(dense + f["total"] - f["conv"] - xla) > 2 * abs(f["total"] - xla)
 
 
 def test_peaks() -> None:
@@ -314,6 +429,56 @@ def test_time_to_quality_tiny(tmp_path: Path) -> None:
         if r["reached"]:
             assert r["time_to_target_s"] > 0 and r["steps_to_target"] % r["segment_steps"] == 0
     assert "train clock to target" in (tmp_path / "time_to_quality.md").read_text()
+
+
+def test_conv_config_runs_in_both_benchmark_processes(monkeypatch) -> None:
+    """A tiny AntixK-shaped conv config (4x4) through both processes' runner (jax-jit, torch-eager) and
+    the driver's FLOP columns; the CPU grid's conv presets run at their own batch sizes, and the
+    micro-batch modes skip BatchNorm presets."""
+    pytest.importorskip("torch")
+    from benchmarks import jax_modes, throughput, torch_modes
+    from jax_vae.common import presets
+
+    cfg = dataclasses.replace(  # one conv, one transposed conv: the fewest ops to compile
+        ANTIXK_SMALL,
+        name="tiny-conv",
+        input_dim=16,
+        image_shape=(4, 4),
+        conv_channels=(4,),
+        latent_dim=2,
+        decoder_start=(4, 2, 2),
+        deconv_channels=(4,),
+        batch_size=16,
+    )
+    monkeypatch.setitem(presets.PRESETS, cfg.name, cfg)
+    for side, framework, mode in ((jax_modes, "jax", "jax-jit"), (torch_modes, "torch", "torch-eager")):
+        (rec,) = common.run_cells(side, framework, cfg.name, mode, "fp32", [16], TINY)["records"]
+        throughput.enrich(rec, {"fp32": {"flops": 1e15}})
+        _check_ok(rec)
+        assert rec["flops_per_step"]["conv"] > rec["flops_per_step"]["matmul"] > 0
+    grid = common.GRIDS["cpu"]
+    assert set(common.CONV_PRESETS) <= set(grid["presets"]) and grid["preset_batch_sizes"] == {
+        "tf-cvae": [32, 128, 512],
+        "antixk-vanilla": [16, 64],
+    }
+    monkeypatch.setattr(throughput, "probe", lambda framework, env: {"error": "not probed in this test"})
+    res = throughput.run_grid(
+        ["pytorch-examples", cfg.name],
+        [16, 64],
+        ["fp32"],
+        ["jax-jit"],
+        TINY,
+        write=False,
+        preset_batch_sizes={cfg.name: [8]},
+    )
+    assert [(r["preset"], r["batch_size"]) for r in res["records"]] == [
+        ("pytorch-examples", 16),
+        ("pytorch-examples", 64),
+        (cfg.name, 8),
+    ]
+    assert res["grid"]["batch_sizes"] == [8, 16, 64]
+    skips = throughput.batch_skips("jax-scan-mb", [16, 1024], 512, None, batch_norm=True)
+    assert set(skips) == {16, 1024} and all("BatchNorm" in why for why in skips.values())
 
 
 def test_lua_adam_preset_runs_in_process() -> None:
