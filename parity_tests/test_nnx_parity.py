@@ -7,7 +7,9 @@ are the api=nnx cases of the other test files."""
 
 from __future__ import annotations
 
+import functools
 import re
+import typing
 from typing import Any
 
 import jax
@@ -18,6 +20,8 @@ from flax import nnx
 from jax_vae import nnx_models, nnx_step
 from jax_vae import optim as jo
 from jax_vae import step as js
+from jax_vae.losses import loss_fn
+from jax_vae.models import split_weights
 from parity_tests.harness import (
     STEPS_PER_EPOCH,
     _flat,
@@ -44,15 +48,20 @@ def _program(jitted: Any, *args) -> str:
 
 def test_forward_loss_and_grads_are_linens(preset, dtype):
     cfg = parity_preset(preset)
-    _, params = setup_pair(cfg, dtype)
+    _, weights = setup_pair(cfg, dtype)
+    params, stats = split_weights(weights, cfg)
     x, eps = (jnp.asarray(a) for a in make_inputs(cfg, dtype))
-    graphdef, state = nnx.split(nnx_models.from_linen_params(cfg, params))
-    loss = nnx_models.params_loss(graphdef)
-    linen = jax.jit(lambda p, x, e, b: js.value_and_grad(p, x, e, cfg, b))
-    nnx_vg = jax.jit(lambda s, x, e, b: js.value_and_grad(s, x, e, cfg, b, apply_loss=loss))
-    assert _program(nnx_vg, state, x, eps, cfg.beta) == _program(linen, params, x, eps, cfg.beta), (
-        f"{preset}/{dtype}: the NNX loss and gradient program is not Linen's"
+    graphdef, state, stat_state = typing.cast(
+        tuple, nnx.split(nnx_models.from_linen_params(cfg, params, stats), nnx.Param, nnx.BatchStat)
     )
+    loss = functools.partial(nnx_models.params_loss(graphdef), batch_stats=stat_state if stats else None)
+    linen_loss = functools.partial(loss_fn, batch_stats=stats)
+    linen = jax.jit(lambda p, x, e, b: js.value_and_grad(p, x, e, cfg, b, apply_loss=linen_loss))
+    nnx_vg = jax.jit(lambda s, x, e, b: js.value_and_grad(s, x, e, cfg, b, apply_loss=loss))
+    if stats is None:  # with BatchNorm the statistics are closed over as constants: numbers below
+        assert _program(nnx_vg, state, x, eps, cfg.beta) == _program(linen, params, x, eps, cfg.beta), (
+            f"{preset}/{dtype}: the NNX loss and gradient program is not Linen's"
+        )
     a, b = forward_pair(cfg, dtype, "linen"), forward_pair(cfg, dtype, "nnx")
     assert a.keys() == b.keys()
     for name in a:
@@ -76,12 +85,13 @@ def test_trajectories_are_linens(preset, dtype, style):
     else:
         _, params = setup_pair(cfg, dtype)
         tx = jo.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH)
-        graphdef, state = nnx_step.split(nnx_models.from_linen_params(cfg, params), tx)
+        given, stats = split_weights(params, cfg)
+        graphdef, state = nnx_step.split(nnx_models.from_linen_params(cfg, given, stats), tx)
         x, eps = (jnp.asarray(a) for a in trajectory_batches(cfg, dtype)[0])
         linen_update = jax.jit(lambda s, x, e: js.update(s, x, e, cfg, tx))
         nnx_update = jax.jit(lambda s, x, e: nnx_step.functional_update(graphdef, s, x, e, cfg, tx))
         assert _program(nnx_update, state, x, eps) == _program(
-            linen_update, js.create_state(params, tx), x, eps
+            linen_update, js.create_state(given, tx, stats), x, eps
         )
         losses, final = jax_trajectory(cfg, params, trajectory_batches(cfg, dtype), STEPS, "nnx-functional")
         nnx_half = {"losses": losses} | {f"param.{k}": v for k, v in _flat(final).items()}

@@ -10,7 +10,15 @@ import pytest
 
 from parity_tests.harness import torch_self_divergence, trajectory_pair
 from parity_tests.sizes import parity_preset
-from parity_tests.tolerances import CHAOS_FACTOR, CHAOTIC, assert_close, max_diffs, tol
+from parity_tests.tolerances import (
+    CHAOS_FACTOR,
+    CHAOTIC,
+    FLOAT64_REFERENCE,
+    assert_close,
+    max_diffs,
+    pre_batchnorm_biases,
+    tol,
+)
 
 STEPS = 100
 
@@ -43,9 +51,13 @@ def test_float64_parameters_after_100_steps(preset, api):
         _assert_within_envelope(f"{where}/losses", *out["losses"], envelope, tol("float64", "loss"))
         return
     assert_close(f"{where}/losses", *out["losses"], tol("float64", "loss"))
+    # Pre-BatchNorm biases: Adam normalizes their rounding-noise gradients (exact value 0) into
+    # lr-sized steps that differ between the sides; BatchNorm cancels them, so no output sees them.
+    noise = {f"param.params.{b}" for b in pre_batchnorm_biases(parity_preset(preset))}
     for name, (jax_value, torch_value) in out.items():
-        if name.startswith("param."):
-            assert_close(f"{where}/{name}", jax_value, torch_value, tol("float64", "trajectory_params"))
+        if name.startswith("param.") and name not in noise:
+            kind = "running_stats" if name.startswith("param.batch_stats.") else "trajectory_params"
+            assert_close(f"{where}/{name}", jax_value, torch_value, tol("float64", kind))
 
 
 def test_float32_losses_over_100_steps(preset, api):
@@ -53,18 +65,22 @@ def test_float32_losses_over_100_steps(preset, api):
         "losses"
     ]
     assert jax_losses[-1] < jax_losses[0], f"{preset}/{api}: loss did not decrease over {STEPS} steps"
-    t = tol("float32", "trajectory_loss")
+    t = tol("float32", "trajectory_loss", parity_preset(preset))
     if (preset, "float32") not in CHAOTIC:
         assert_close(f"{preset}/float32/{api}/losses", jax_losses, torch_losses, t)
         return
-    if (preset, "float64") not in CHAOTIC:
+    if (preset, "float64") not in CHAOTIC and preset in FLOAT64_REFERENCE:
         # float64 is the exact trajectory here: jax float32 must track it within the tolerance
         # and no worse than torch float32 does.
         ref = trajectory_pair(parity_preset(preset), "float64", steps=STEPS)["losses"][1]
         assert_close(f"{preset}/float32/{api}/losses vs float64 reference", jax_losses, ref, t)
         assert max_diffs(jax_losses, ref)[1] <= max(max_diffs(torch_losses, ref)[1], t.rtol)
         return
-    envelope = torch_self_divergence(parity_preset(preset), "float32", steps=STEPS)
+    cfg = parity_preset(preset)
+    # BatchNorm: one forward already differs by forward_batchnorm's 1e-5 (not one ulp) between the
+    # sides, so torch's sensitivity is measured for a perturbation of that size
+    rel = tol("float32", "forward", cfg).atol_scale if cfg.batch_norm else None
+    envelope = torch_self_divergence(cfg, "float32", steps=STEPS, rel=rel)
     _assert_within_envelope(f"{preset}/float32/{api}/losses", jax_losses, torch_losses, envelope, t)
 
 
