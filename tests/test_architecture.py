@@ -47,6 +47,14 @@ ONE_SIDED = {
     ("train", "programs"): "JAX: the one program cache",
     ("train", "program_config"): "JAX: the config fields that shape a compiled program",
     ("train", "make_chunk_fn"): "JAX: the whole-chunk lax.scan; torch runs one step call at a time",
+    ("models", "init_variables"): "JAX: Flax variables, params and BatchNorm batch_stats; a torch module "
+    "holds both (parameters and buffers), init_params returns it",
+    ("models", "init_weights"): "JAX: init_variables as the weights tree (models.weights); torch's module "
+    "is its weights",
+    ("models", "weights"): "JAX: (params, batch_stats) -> the weights a checkpoint or export holds; a torch "
+    "state_dict holds parameters and buffers together",
+    ("models", "split_weights"): "JAX: the weights -> (params, batch_stats), as weights' inverse",
+    ("models", "variables"): "JAX: the weights -> the Flax variables apply takes; torch calls its module",
 }
 # (module, function): why its parameters differ beyond RENAMES.
 SIGNATURES = {
@@ -59,6 +67,9 @@ SIGNATURES = {
     "arguments; torch keeps its optimizer in the state, has no data-parallel mode and one model API",
     ("step", "train_step"): "as update",
     ("step", "make_train_step"): "as update: torch's optimizer lives in the state",
+    ("losses", "loss_fn"): "JAX: BatchNorm's running statistics in and out (batch_stats) and the mode "
+    "(train) are arguments; a torch module holds them as buffers and its train()/eval() mode",
+    ("step", "create_state"): "as losses.loss_fn: JAX's state carries batch_stats, torch's model its buffers",
     ("step", "value_and_grad"): "JAX-only data-parallel shards (micro-batches span every device) and "
     "apply_loss (the Linen or NNX loss)",
 }
