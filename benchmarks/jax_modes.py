@@ -42,7 +42,7 @@ from jax_vae.common import plan
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.runs import StepMetrics
 from jax_vae.losses import objective
-from jax_vae.models import VAE, init_params, sample_eps
+from jax_vae.models import VAE, init_variables, sample_eps
 from jax_vae.optim import make_optimizer
 from jax_vae.step import TrainState, create_state, kl_weight, make_train_step, step_metrics
 from jax_vae.train import make_chunk_fn
@@ -165,7 +165,12 @@ def program(cfg: VAEConfig, mode: str, precision: str, tx: optax.GradientTransfo
 def initial_state(cfg: VAEConfig, tx: optax.GradientTransformation) -> TrainState:
     """The trainer's step-0 state: built under jit from the init stream (every leaf its own buffer)."""
     init_key = jax.random.fold_in(jax.random.key(cfg.seed), plan.Stream.INIT)
-    return jax.jit(lambda k: create_state(init_params(k, cfg), tx))(init_key)
+
+    def init(key: jax.Array) -> TrainState:
+        variables = init_variables(key, cfg)  # params, and a BatchNorm model's running statistics
+        return create_state(variables["params"], tx, variables.get("batch_stats"))
+
+    return jax.jit(init)(init_key)
 
 
 def build_step(
@@ -237,7 +242,7 @@ def build_nnx_step(
         return per_step(step, eps_key), objects, details | {"step": "jax_vae.nnx_step.train_step"}
     graphdef = nnx.graphdef(nnx_models.abstract_model(cfg))  # as train.programs builds it for api="nnx"
     chunk = make_chunk_fn(cfg, tx, apply_loss=nnx_models.params_loss(graphdef))
-    init = lambda k: create_state(nnx_models.to_linen_params(nnx_models.init_model(k, cfg)), tx)
+    init = lambda k: nnx_step.split(nnx_models.init_model(k, cfg), tx)[1]  # params and batch_stats
     details["step"] = "jax_vae.train.make_chunk_fn (apply_loss=nnx_models.params_loss)"
     return (lambda state, data, rows: chunk(state, data, rows, eps_key)), jax.jit(init)(init_key), details
 

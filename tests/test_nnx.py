@@ -58,11 +58,14 @@ def test_state_is_the_linen_params_tree_and_the_torch_state_dict(preset):
     assert jax.tree.map(lambda a: (a.shape, a.dtype), native) == jax.tree.map(
         lambda a: (a.shape, a.dtype), linen
     )
-    assert len(jax.tree.leaves(native)) == 2 * len(layer_specs(cfg))
-    # torch layout through the one converter, exact both ways
-    state_dict = convert.flax_to_torch(state, cfg)
+    layers = len(convert.conv_specs(cfg)) if cfg.arch == "conv" else len(layer_specs(cfg))
+    assert len(jax.tree.leaves(native)) == 2 * layers  # weight and bias (BatchNorm: scale and bias)
+    # torch layout through the one converter, exact both ways (BatchNorm: with the running statistics)
+    stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+    state_dict = convert.flax_to_torch(models.weights(state, stats, cfg), cfg)
     assert {k: v.shape for k, v in state_dict.items()} == convert.expected_torch_shapes(cfg)
-    back = nnx_models.from_linen_params(cfg, convert.torch_to_flax(state_dict, cfg))
+    given, back_stats = models.split_weights(convert.torch_to_flax(state_dict, cfg), cfg)
+    back = nnx_models.from_linen_params(cfg, given, back_stats)
     _assert_identical(f"{preset}/torch round trip", nnx_models.to_linen_params(back), linen)
 
 
@@ -79,21 +82,24 @@ def test_from_linen_params_rejects_another_preset_and_wrong_shapes():
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_forward_loss_and_gradients_are_linen_bit_for_bit(preset):
     cfg = PRESETS[preset]
-    params = models.init_params(jax.random.key(0), cfg)
-    model = nnx_models.from_linen_params(cfg, params)
+    variables = models.init_variables(jax.random.key(0), cfg)
+    params, stats = variables["params"], variables.get("batch_stats")  # stats: BatchNorm only
+    model = nnx_models.from_linen_params(cfg, params, stats)
     x, eps = _inputs(cfg)
-    _assert_identical(f"{preset}/forward", model(x, eps), models.VAE(cfg).apply({"params": params}, x, eps))
+    _assert_identical(f"{preset}/forward", model(x, eps), models.VAE(cfg).apply(variables, x, eps))
     _assert_identical(
-        f"{preset}/encode", model.encode(x), models.VAE(cfg).apply({"params": params}, x, method="encode")
+        f"{preset}/encode", model.encode(x), models.VAE(cfg).apply(variables, x, method="encode")
     )
-    graphdef, _ = nnx.split(model)
-    vg = lambda loss: jax.jit(lambda p: jax.value_and_grad(loss, has_aux=True)(p, x, eps, cfg, 0.5))(params)
+    graphdef = nnx.graphdef(model)
+    vg = lambda loss: jax.jit(
+        lambda p: jax.value_and_grad(loss, has_aux=True)(p, x, eps, cfg, 0.5, batch_stats=stats)
+    )(params)
     _assert_identical(f"{preset}/loss and grads", vg(nnx_models.params_loss(graphdef)), vg(linen_loss_fn))
     # the model-level loss, and a key instead of eps (drawn by losses._as_eps)
     key = jax.random.key(5)
-    _assert_identical(
-        f"{preset}/loss_fn", nnx_models.loss_fn(model, x, key, cfg), linen_loss_fn(params, x, key, cfg)
-    )
+    loss, aux = linen_loss_fn(params, x, key, cfg, batch_stats=stats)
+    aux.pop("batch_stats", None)  # BatchNorm: the NNX model updated its own in place
+    _assert_identical(f"{preset}/loss_fn", nnx_models.loss_fn(model, x, key, cfg), (loss, aux))
 
 
 def _three_ways(cfg, steps: int = STEPS):
