@@ -37,28 +37,7 @@ SHIPPED_STEP = {
 
 # Conv configs built from the conv presets' architecture values (tf-cvae as the TensorFlow tutorial;
 # an AntixK VanillaVAE shape at 32x32 with 4 smaller layers, without BatchNorm).
-TF_CVAE = VAEConfig(
-    name="tf-cvae-shape",
-    arch="conv",
-    input_dim=784,
-    image_shape=(28, 28),
-    conv_channels=(32, 64),
-    conv_padding="valid",
-    encoder_hidden=(),
-    decoder_hidden=(),
-    latent_dim=2,
-    encoder_head="split",
-    decoder_start=(32, 7, 7),
-    deconv_channels=(64, 32),
-    deconv_padding="same",
-    final_layer="conv_transpose",
-    decoder_output="logits",
-    likelihood="bce_logits",
-    init="glorot",
-    reduction="mean",
-    lr=1e-4,
-    batch_size=32,
-)
+TF_CVAE = dataclasses.replace(get_preset("tf-cvae"), name="tf-cvae-shape")  # the preset's layers
 ANTIXK_SMALL = dataclasses.replace(
     TF_CVAE,
     name="antixk-small",
@@ -78,6 +57,10 @@ ANTIXK_SMALL = dataclasses.replace(
     decoder_output="tanh",
     likelihood="mse_mean",
     beta=0.00025,
+    kl="analytic",
+    optimizer="adam",
+    adam_eps=1e-8,
+    binarization="none",
     init="torch",
     lr=0.005,
     batch_size=64,
