@@ -13,18 +13,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax_vae.common.architecture import image_hw, padding, plan
+from jax_vae.common.architecture import conv_settings, image_hw, module_layers
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.convert import LayerSpec
 from jax_vae.conv_layers import BatchNorm2d, Conv2d, ConvTranspose2d
 from jax_vae.models import _ACTIVATIONS, init_fns
 
 Array = jax.Array
-
-
-def _specs(cfg: VAEConfig, module: str) -> dict[str, LayerSpec]:
-    """layer name -> LayerSpec of one module ('encoder' or 'decoder'), in forward order."""
-    return {s.prefix.split(".")[1]: s for s in plan(cfg).specs if s.prefix.startswith(f"{module}.")}
 
 
 def _dense(cfg: VAEConfig, spec: LayerSpec) -> nn.Dense:
@@ -34,22 +29,20 @@ def _dense(cfg: VAEConfig, spec: LayerSpec) -> nn.Dense:
     )
 
 
-def _conv(cfg: VAEConfig, spec: LayerSpec, stride: int, pad: str) -> nn.Module:
-    """The Conv2d / ConvTranspose2d of a spec (kernel conv_kernel, padding field `pad`)."""
-    name, layer_padding, k = spec.prefix.split(".")[1], padding(pad, "padding"), cfg.conv_kernel
+def _conv(cfg: VAEConfig, spec: LayerSpec) -> nn.Module:
+    """The Conv2d / ConvTranspose2d of a spec (kernel conv_kernel; architecture.conv_settings)."""
+    name, k = spec.prefix.split(".")[1], cfg.conv_kernel
+    stride, pad, extra = conv_settings(cfg, spec)
     if spec.kind == "conv":
-        return Conv2d(spec.in_features, spec.out_features, k, stride, layer_padding, cfg.init, name=name)
-    extra = cfg.output_padding if stride > 1 else 0
-    return ConvTranspose2d(
-        spec.in_features, spec.out_features, k, stride, layer_padding, extra, cfg.init, name=name
-    )
+        return Conv2d(spec.in_features, spec.out_features, k, stride, pad, cfg.init, name=name)
+    return ConvTranspose2d(spec.in_features, spec.out_features, k, stride, pad, extra, cfg.init, name=name)
 
 
 def _block(
-    cfg: VAEConfig, specs: dict[str, LayerSpec], layer: str, norm: str, h: Array, train: bool, pad: str
+    cfg: VAEConfig, specs: dict[str, LayerSpec], layer: str, norm: str, h: Array, train: bool
 ) -> Array:
     """conv [-> BatchNorm2d (batch statistics when training)] -> activation, NHWC."""
-    h = _conv(cfg, specs[layer], cfg.conv_stride, pad)(h)
+    h = _conv(cfg, specs[layer])(h)
     if norm in specs:
         h = BatchNorm2d(specs[norm].out_features, name=norm)(h, use_running_average=not train)
     return _ACTIVATIONS[cfg.activation](h)
@@ -62,10 +55,10 @@ class ConvEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> tuple[Array, Array]:
-        cfg, specs = self.config, _specs(self.config, "encoder")
+        cfg, specs = self.config, module_layers(self.config, "encoder")
         h = x.reshape(x.shape[0], *image_hw(cfg), cfg.image_channels)  # [B, H, W, C]
         for i in range(len(cfg.conv_channels)):
-            h = _block(cfg, specs, f"conv_{i}", f"norm_{i}", h, train, cfg.conv_padding)  # [B, H_i, W_i, C_i]
+            h = _block(cfg, specs, f"conv_{i}", f"norm_{i}", h, train)  # [B, H_i, W_i, C_i]
         h = h.reshape(h.shape[0], -1)  # [B, H*W*C] in NHWC order (the converter permutes torch's)
         if cfg.encoder_head == "split":
             out = _dense(cfg, specs["head"])(h)  # [B, 2Z]
@@ -80,15 +73,15 @@ class ConvDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, z: Array, train: bool = False) -> Array:
-        cfg, specs = self.config, _specs(self.config, "decoder")
+        cfg, specs = self.config, module_layers(self.config, "decoder")
         lead = z.shape[:-1]
         c0, h0, w0 = cfg.decoder_start
         h = _dense(cfg, specs["input"])(z.reshape(-1, z.shape[-1]))  # [N, H0*W0*C0]
         h = _ACTIVATIONS[cfg.activation](h) if cfg.decoder_start_activation else h
         h = h.reshape(-1, h0, w0, c0)  # [N, H0, W0, C0]
         for i in range(len(cfg.deconv_channels)):
-            h = _block(cfg, specs, f"deconv_{i}", f"norm_{i}", h, train, cfg.deconv_padding)
-        out = _conv(cfg, specs["out"], 1, cfg.deconv_padding)(h)  # [N, H, W, C]
+            h = _block(cfg, specs, f"deconv_{i}", f"norm_{i}", h, train)
+        out = _conv(cfg, specs["out"])(h)  # [N, H, W, C]
         out = out.reshape(*lead, -1)  # [..., D]
         if cfg.decoder_output == "sigmoid":
             return nn.sigmoid(out)

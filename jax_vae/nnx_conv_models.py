@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_vae.common.architecture import image_hw, padding, plan
+from jax_vae.common.architecture import conv_settings, image_hw, module_layers
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.convert import LayerSpec
 from jax_vae.models import _ACTIVATIONS, init_fns
@@ -22,7 +22,7 @@ from jax_vae.nnx_conv_layers import BatchNorm2d, Conv2d, ConvTranspose2d
 Array = jax.Array
 
 
-def _layer(cfg: VAEConfig, name: str, spec: LayerSpec, rngs: nnx.Rngs, dtype: Any) -> nnx.Module:
+def _layer(cfg: VAEConfig, spec: LayerSpec, rngs: nnx.Rngs, dtype: Any) -> nnx.Module:
     """The NNX layer of one LayerSpec (as conv_models builds its Linen twin)."""
     if spec.kind == "batchnorm":
         return BatchNorm2d(spec.out_features, rngs=rngs, param_dtype=dtype)
@@ -36,22 +36,17 @@ def _layer(cfg: VAEConfig, name: str, spec: LayerSpec, rngs: nnx.Rngs, dtype: An
             param_dtype=dtype,
             rngs=rngs,
         )
-    encoder = spec.prefix.startswith("encoder.")
-    stride = 1 if name == "out" else cfg.conv_stride
-    pad = padding(cfg.conv_padding if encoder else cfg.deconv_padding, "padding")
+    stride, pad, extra = conv_settings(cfg, spec)
     common: dict[str, Any] = dict(init_scheme=cfg.init, rngs=rngs, param_dtype=dtype)
     if spec.kind == "conv":
         return Conv2d(spec.in_features, spec.out_features, cfg.conv_kernel, stride, pad, **common)
-    extra = cfg.output_padding if stride > 1 else 0
     return ConvTranspose2d(spec.in_features, spec.out_features, cfg.conv_kernel, stride, pad, extra, **common)
 
 
 # Layers are attributes set by name from the plan (as nnx_models' Linears), so they are read by name.
 def _add_layers(obj: nnx.Module, cfg: VAEConfig, module: str, rngs: nnx.Rngs, dtype: Any) -> None:
-    for spec in plan(cfg).specs:
-        if spec.prefix.startswith(f"{module}."):
-            name = spec.prefix.split(".")[1]
-            setattr(obj, name, _layer(cfg, name, spec, rngs, dtype))
+    for name, spec in module_layers(cfg, module).items():
+        setattr(obj, name, _layer(cfg, spec, rngs, dtype))
 
 
 def _call(obj: Any, layer: str, h: Any) -> Any:

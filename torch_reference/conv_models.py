@@ -13,16 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jax_vae.common.architecture import image_hw, padding, plan
+from jax_vae.common.architecture import conv_settings, image_hw, module_layers
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.convert import LayerSpec
 from torch_reference.conv_layers import BatchNorm2d, Conv2d, ConvTranspose2d
 from torch_reference.models import _ACTIVATIONS, init_fns
-
-
-def _specs(cfg: VAEConfig, module: str) -> dict[str, LayerSpec]:
-    """layer name -> LayerSpec of one module ('encoder' or 'decoder'), in forward order."""
-    return {s.prefix.split(".")[1]: s for s in plan(cfg).specs if s.prefix.startswith(f"{module}.")}
 
 
 def _dense(cfg: VAEConfig, spec: LayerSpec) -> nn.Linear:
@@ -33,24 +28,19 @@ def _dense(cfg: VAEConfig, spec: LayerSpec) -> nn.Linear:
     return linear
 
 
-def _conv(cfg: VAEConfig, spec: LayerSpec, stride: int, pad: str) -> nn.Module:
-    """The Conv2d / ConvTranspose2d of a spec (kernel conv_kernel, padding field `pad`)."""
-    layer_padding = padding(pad, "padding")
+def _conv(cfg: VAEConfig, spec: LayerSpec) -> nn.Module:
+    """The Conv2d / ConvTranspose2d of a spec (kernel conv_kernel; architecture.conv_settings)."""
+    stride, pad, extra = conv_settings(cfg, spec)
     if spec.kind == "conv":
-        return Conv2d(spec.in_features, spec.out_features, cfg.conv_kernel, stride, layer_padding, cfg.init)
-    extra = cfg.output_padding if stride > 1 else 0
-    return ConvTranspose2d(
-        spec.in_features, spec.out_features, cfg.conv_kernel, stride, layer_padding, extra, cfg.init
-    )
+        return Conv2d(spec.in_features, spec.out_features, cfg.conv_kernel, stride, pad, cfg.init)
+    return ConvTranspose2d(spec.in_features, spec.out_features, cfg.conv_kernel, stride, pad, extra, cfg.init)
 
 
 def _add_layers(module: nn.Module, cfg: VAEConfig, specs: dict[str, LayerSpec]) -> None:
     """One attribute per layer, named and ordered as the plan (the state_dict order)."""
     for name, spec in specs.items():
         if spec.kind in ("conv", "conv_transpose"):
-            stride = 1 if name == "out" else cfg.conv_stride
-            pad = cfg.conv_padding if spec.prefix.startswith("encoder.") else cfg.deconv_padding
-            module.add_module(name, _conv(cfg, spec, stride, pad))
+            module.add_module(name, _conv(cfg, spec))
         elif spec.kind == "batchnorm":
             module.add_module(name, BatchNorm2d(spec.out_features))
         else:
@@ -76,7 +66,7 @@ class ConvEncoder(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        _add_layers(self, config, _specs(config, "encoder"))
+        _add_layers(self, config, module_layers(config, "encoder"))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         cfg = self.config
@@ -96,7 +86,7 @@ class ConvDecoder(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        _add_layers(self, config, _specs(config, "decoder"))
+        _add_layers(self, config, module_layers(config, "decoder"))
 
     def forward(self, z: Tensor) -> Tensor:
         cfg = self.config

@@ -97,6 +97,21 @@ def plan(cfg: VAEConfig) -> ConvPlan:
     return ConvPlan(tuple(specs), tuple(maps), tuple(dec))
 
 
+def module_layers(cfg: VAEConfig, module: str) -> dict[str, LayerSpec]:
+    """layer name -> LayerSpec of one module ('encoder' or 'decoder'), in forward (state_dict) order."""
+    return {s.prefix.split(".")[1]: s for s in plan(cfg).specs if s.prefix.startswith(f"{module}.")}
+
+
+def conv_settings(cfg: VAEConfig, spec: LayerSpec) -> tuple[int, Padding, int]:
+    """(stride, padding, output_padding) of a conv or transposed-conv layer: the encoder's take
+    conv_padding, the decoder's deconv_padding; `decoder.out` is the stride-1 final layer."""
+    final = spec.prefix == "decoder.out"
+    stride = 1 if final else cfg.conv_stride
+    field = "conv_padding" if spec.prefix.startswith("encoder.") else "deconv_padding"
+    extra = cfg.output_padding if spec.kind == "conv_transpose" and not final else 0
+    return stride, padding(getattr(cfg, field), field), extra
+
+
 def _start(cfg: VAEConfig) -> CHW:
     if len(cfg.decoder_start) != 3 or min(cfg.decoder_start) < 1:
         raise ValueError(f"{cfg.name}: decoder_start must be (C, H, W) >= 1, got {cfg.decoder_start!r}")
