@@ -23,6 +23,7 @@ from jax_vae import losses as jax_losses
 from jax_vae.common import sources
 from jax_vae.common.config import VAEConfig
 from jax_vae.common.convert import flax_to_torch, torch_to_flax
+from jax_vae.common.weights import flatten
 from parity_tests.source_modules import (
     TORCH_SOURCES,
     FlaxVAE,
@@ -120,7 +121,7 @@ def test_flax_examples_checkpoint_gives_the_source_loss_and_gradients(saved_as: 
     loss, grads = jax.value_and_grad(flax_examples_loss)(params, jnp.asarray(x), jnp.asarray(eps))
     path = tmp_path / ("params.npz" if saved_as == "npz" else "params")
     if saved_as == "npz":  # keys under params/, as a TrainState's params are saved
-        np.savez(path, allow_pickle=False, **{f"params/{k}": v for k, v in _flat(params).items()})
+        np.savez(path, allow_pickle=False, **{f"params/{k}": v for k, v in flatten(params).items()})
     else:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(path, params)
@@ -128,12 +129,6 @@ def test_flax_examples_checkpoint_gives_the_source_loss_and_gradients(saved_as: 
     # --- jax-vae's halves
     state, cfg, _ = sources.load(path, "flax-examples")
     assert cfg.name == "flax-examples" and (cfg.input_dim, cfg.latent_dim) == (784, 20)
-    _compare("flax-examples", float(loss), _flat(grads), state, cfg, x, eps)
-
-
-def _flat(tree: dict) -> dict[str, np.ndarray]:
-    """A Flax tree -> {'encoder/fc1/kernel': array}."""
-    return {
-        "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
-        for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]
-    }
+    _compare(
+        "flax-examples", float(loss), flatten(jax.tree_util.tree_map(np.asarray, grads)), state, cfg, x, eps
+    )
