@@ -16,6 +16,7 @@ The pure functions below hold the math; nnx_conv_layers.py calls the same ones.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -35,7 +36,7 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 def _conv2d(x: Array, kernel: Array, bias: Array, stride: tuple[int, int], pads: Pads) -> Array:
     """y = cross-correlation(zero-pad(x, pads), kernel) strided + bias; x [B, H, W, I] -> [B, H', W', O]."""
     x, kernel, bias = promote_dtype(x, kernel, bias)  # as Flax's own layers: the widest dtype
-    y = lax.conv_general_dilated(x, kernel, stride, pads, dimension_numbers=_DIMS)
+    y = _conv("conv", x, kernel, tuple(stride), tuple(tuple(p) for p in pads))
     return y + bias  # [B, H', W', O]
 
 
@@ -50,8 +51,105 @@ def _conv_transpose2d(x: Array, kernel: Array, bias: Array, stride: tuple[int, i
     against jax.vjp of that conv, and against torch's ConvTranspose2d, in float64.
     """
     x, kernel, bias = promote_dtype(x, kernel, bias)
-    y = lax.conv_transpose(x, kernel, stride, pads, dimension_numbers=_DIMS, transpose_kernel=True)
+    y = _conv("conv_transpose", x, kernel, tuple(stride), tuple(tuple(p) for p in pads))
     return y + bias  # [B, H', W', O]
+
+
+def _xla_conv(x: Array, kernel: Array, stride: tuple[int, int], pads: Pads) -> Array:
+    return lax.conv_general_dilated(x, kernel, stride, pads, dimension_numbers=_DIMS)
+
+
+def _xla_transposed_conv(x: Array, kernel: Array, stride: tuple[int, int], pads: Pads) -> Array:
+    return lax.conv_transpose(x, kernel, stride, pads, dimension_numbers=_DIMS, transpose_kernel=True)
+
+
+_XLA_OPS = {"conv": _xla_conv, "conv_transpose": _xla_transposed_conv}
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 3, 4))
+def _conv(kind: str, x: Array, kernel: Array, stride: tuple[int, int], pads: Pads) -> Array:
+    """XLA's conv (kind 'conv') or transposed conv; its kernel gradient by taps on CPU (_conv_bwd)."""
+    return _XLA_OPS[kind](x, kernel, stride, pads)
+
+
+def _conv_fwd(
+    kind: str, x: Array, kernel: Array, stride: tuple[int, int], pads: Pads
+) -> tuple[Array, tuple[Array, Array]]:
+    return _XLA_OPS[kind](x, kernel, stride, pads), (x, kernel)
+
+
+def _conv_bwd(
+    kind: str, stride: tuple[int, int], pads: Pads, res: tuple[Array, Array], g: Array
+) -> tuple[Array, Array]:
+    """XLA's own dx and dK, except on CPU: dK by per-tap matmuls, a transposed conv's dx as the conv
+    it is the adjoint of.
+
+    XLA:CPU runs a kernel-gradient convolution on a slow path when it is lhs-dilated (a transposed
+    conv's) or inside a loop (the lax.scan of `train --jit scan`), and a transposed conv's input
+    gradient inside a loop: tf-cvae's decoder.deconv_1 at batch 32, dK 63 ms against 2.5 ms by taps,
+    dx in a scan 48 ms against 2.8 ms (benchmarks/investigations/conv_grad.py). Same sums, in
+    another order.
+    """
+    x, kernel = res
+    op = _XLA_OPS[kind]
+    k = (kernel.shape[0], kernel.shape[1])
+    # a transposed conv's adjoint: the conv with its kernel [kh, kw, O, I] as HWIO and padding `low`
+    low = [kk - 1 - p[0] for kk, p in zip(k, pads)]
+
+    def xla_grads(x: Array, g: Array) -> tuple[Array, Array]:
+        return jax.vjp(lambda x_, k_: op(x_, k_, stride, pads), x, kernel)[1](g)
+
+    def cpu_grads(x: Array, g: Array) -> tuple[Array, Array]:
+        if kind == "conv":
+            dx = jax.vjp(lambda x_: op(x_, kernel, stride, pads), x)[1](g)[0]
+            return dx, conv_kernel_grad_by_taps(x, g, stride, (pads[0][0], pads[1][0]), k)
+        high = [
+            (n - 1) * s + kk - size - lo
+            for n, s, kk, size, lo in zip(x.shape[1:3], stride, k, g.shape[1:3], low)
+        ]
+        dx = _xla_conv(g, kernel, stride, list(zip(low, high)))  # [B, H, W, I]
+        return dx, conv_kernel_grad_by_taps(g, x, stride, (low[0], low[1]), k)  # roles swapped
+
+    dx, dk = lax.platform_dependent(x, g, cpu=cpu_grads, default=xla_grads)
+    return dx, dk
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_kernel_grad_by_taps(
+    inp: Array, g: Array, stride: tuple[int, int], low: tuple[int, int], k: tuple[int, int]
+) -> Array:
+    """dK[a, b, c, d] = sum_{n, q} pad(inp)[n, s q + (a, b), c] g[n, q, d]: one [c, d] matmul per tap.
+
+    The kernel gradient of y = conv2d(inp, K, stride s, low padding `low`) with g = dL/dy
+    [B, Hq, Wq, D], inp [B, H, W, C] -> [kh, kw, C, D]; for a transposed conv (that conv's adjoint)
+    inp is dL/dy and g the transposed conv's input.
+    """
+    b, h, w, c = inp.shape
+    hq, wq = g.shape[1:3]
+    high = [
+        max(0, s * (n - 1) + kk - lo - size) for s, n, kk, lo, size in zip(stride, (hq, wq), k, low, (h, w))
+    ]
+    zero = jnp.zeros((), inp.dtype)
+    padded = lax.pad(inp, zero, [(0, 0, 0), (low[0], high[0], 0), (low[1], high[1], 0), (0, 0, 0)])
+    taps = [
+        [
+            jnp.einsum(
+                "nhwc,nhwd->cd",
+                lax.slice(
+                    padded,
+                    (0, i, j, 0),
+                    (b, i + stride[0] * (hq - 1) + 1, j + stride[1] * (wq - 1) + 1, c),
+                    (1, *stride, 1),
+                ),
+                g,
+            )  # [C, D]
+            for j in range(k[1])
+        ]
+        for i in range(k[0])
+    ]
+    return jnp.stack([jnp.stack(row) for row in taps])  # [kh, kw, C, D]
 
 
 def _batch_norm(x: Array, scale: Array, bias: Array, mean: Array, var: Array, eps: float) -> Array:

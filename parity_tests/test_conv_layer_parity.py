@@ -23,7 +23,7 @@ from jax import lax
 from jax_vae import conv_layers as jc
 from jax_vae import nnx_conv_layers as nc
 from jax_vae.common import convert
-from jax_vae.common.conv import conv_padding, conv_transpose_output_size, pair
+from jax_vae.common.conv import conv_padding, conv_transpose_output_size, conv_transpose_padding, pair
 from parity_tests import conv_flatten_harness as cf
 from parity_tests import conv_harness as ch
 from parity_tests.tolerances import assert_close, tol
@@ -121,6 +121,50 @@ def test_conv_transpose_is_the_gradient_of_a_conv(case):
 
     got, want = _compiled(got_and_want, params, jnp.asarray(y))
     assert_close(f"conv_transpose[{case}] vs vjp", got, want, tol("float64", "forward"))
+
+
+_GRAD_CASES = [("conv", c) for c in ch.CONV_CASES] + [("conv_transpose", c) for c in ch.CONV_TRANSPOSE_CASES]
+
+
+@pytest.mark.parametrize(("kind", "case"), _GRAD_CASES)
+def test_kernel_gradient_by_taps_is_xlas(kind, case):
+    """The layers' kernel and input gradients (conv_layers._conv_bwd: per-tap matmuls on CPU) against
+    XLA's own derivative of lax's conv / conv_transpose, plain and inside a lax.scan, in float64."""
+    kw = dict((ch.CONV_CASES if kind == "conv" else ch.CONV_TRANSPOSE_CASES)[case])
+    transposed = kind == "conv_transpose"
+    layer = (jc.ConvTranspose2d if transposed else jc.Conv2d)(ch.IN_CHANNELS, ch.OUT_CHANNELS, **kw)
+    image = ch.CONV_TRANSPOSE_IMAGE if transposed else ch.CONV_IMAGE
+    x = jnp.asarray(ch._normal("float64", (ch.BATCH, *image, ch.IN_CHANNELS), seed=6))
+    params = jax.tree.map(lambda p: p.astype(jnp.float64), layer.init(jax.random.key(0), x)["params"])
+    g = jnp.asarray(ch._normal("float64", layer.apply({"params": params}, x).shape, seed=9))
+    k, stride = pair(kw["kernel_size"], "kernel_size"), pair(kw["stride"], "stride")
+    extra = pair(kw.get("output_padding", 0), "output_padding")
+    if transposed:
+        pads = [
+            conv_transpose_padding(*a, kw["padding"], op)
+            for a, op in zip(zip(x.shape[1:3], k, stride), extra)
+        ]
+    else:
+        pads = [conv_padding(*a, kw["padding"]) for a in zip(x.shape[1:3], k, stride)]
+    xla_op = jc._xla_transposed_conv if transposed else jc._xla_conv
+
+    def ours(kernel: jax.Array, x: jax.Array) -> jax.Array:
+        return jnp.vdot(layer.apply({"params": {"kernel": kernel, "bias": params["bias"]}}, x), g)
+
+    def xlas(kernel: jax.Array, x: jax.Array) -> jax.Array:
+        return jnp.vdot(xla_op(x, kernel, stride, pads), g)
+
+    def in_scan(kernel: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        (kernel, x), _ = lax.scan(
+            lambda c, _: (jax.grad(ours, argnums=(0, 1))(*c), None), (kernel, x), length=1
+        )
+        return kernel, x
+
+    want = _compiled(jax.grad(xlas, argnums=(0, 1)), params["kernel"], x)
+    for how, fn in (("plain", jax.grad(ours, argnums=(0, 1))), ("in scan", in_scan)):
+        got = _compiled(fn, params["kernel"], x)
+        for name, a, b in zip(("kernel", "x"), got, want):
+            assert_close(f"{kind}[{case}] d{name} {how} vs XLA", a, b, tol("float64", "grad"))
 
 
 def test_tf_same_padding_is_xlas():
