@@ -136,7 +136,8 @@ def test_kernel_gradient_by_taps_is_xlas(kind, case):
     image = ch.CONV_TRANSPOSE_IMAGE if transposed else ch.CONV_IMAGE
     x = jnp.asarray(ch._normal("float64", (ch.BATCH, *image, ch.IN_CHANNELS), seed=6))
     params = jax.tree.map(lambda p: p.astype(jnp.float64), layer.init(jax.random.key(0), x)["params"])
-    g = jnp.asarray(ch._normal("float64", layer.apply({"params": params}, x).shape, seed=9))
+    apply = typing.cast(typing.Callable[..., jax.Array], layer.apply)
+    g = jnp.asarray(ch._normal("float64", apply({"params": params}, x).shape, seed=9))
     k, stride = pair(kw["kernel_size"], "kernel_size"), pair(kw["stride"], "stride")
     extra = pair(kw.get("output_padding", 0), "output_padding")
     if transposed:
@@ -149,7 +150,7 @@ def test_kernel_gradient_by_taps_is_xlas(kind, case):
     xla_op = jc._xla_transposed_conv if transposed else jc._xla_conv
 
     def ours(kernel: jax.Array, x: jax.Array) -> jax.Array:
-        return jnp.vdot(layer.apply({"params": {"kernel": kernel, "bias": params["bias"]}}, x), g)
+        return jnp.vdot(apply({"params": {"kernel": kernel, "bias": params["bias"]}}, x), g)
 
     def xlas(kernel: jax.Array, x: jax.Array) -> jax.Array:
         return jnp.vdot(xla_op(x, kernel, stride, pads), g)

@@ -1,7 +1,7 @@
 """The conv presets (tf-cvae, antixk-vanilla) trained from both CLIs on generated images, at tiny sizes
 that keep every semantic field (padding forms, output_padding, BatchNorm, activation, final layer,
 loss, KL form, optimizer, schedule, binarization): the run folder, BatchNorm running statistics in the
-checkpoints, bit-identical resume, evaluate (IWAE-k on tf-cvae, antixk's MSE refused), export both
+checkpoints, bit-identical resume, an NNX run equal to the Linen one, evaluate (IWAE-k on tf-cvae, antixk's MSE refused), export both
 ways with decoder parity, and the non-finite stop."""
 
 from __future__ import annotations
@@ -177,6 +177,25 @@ def test_resume_from_a_mid_epoch_checkpoint_is_bit_identical(runs, tmp_path, pre
     assert metric_records(straight) == metric_records(resumed)
     summaries = [json.loads((d / "summary.json").read_text()) for d in (straight, resumed)]
     assert summaries[1]["resumed_from"] == 3 and summaries[0]["test_loss"] == summaries[1]["test_loss"]
+
+
+def test_nnx_run_equals_the_linen_run_bit_for_bit(runs, tmp_path):
+    """`train --api nnx` (the NNX conv model, BatchNorm statistics as nnx.BatchStat split from the
+    params) leaves the Linen run's weights, statistics, step and epoch records and test loss. On
+    antixk-vanilla, the BatchNorm preset (tf-cvae's NNX model: parity_tests/test_nnx_parity.py)."""
+    preset = "antixk-vanilla"
+    linen = runs[preset, "jax"]
+    npz = Path(_config(linen).dataset.removeprefix("npz:"))
+    nnx_run = tmp_path / "nnx"
+    assert cli_module.main([*_args(preset, npz, nnx_run), "--api", "nnx"], framework="jax") == 0
+    a, meta_a = load_params("jax", linen)
+    b, meta_b = load_params("jax", nnx_run)
+    assert meta_a["step"] == meta_b["step"] == STEPS
+    assert any("batch_stats" in k for k in a)
+    assert_bit_identical(a, b)
+    assert metric_records(linen) == metric_records(nnx_run)
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (linen, nnx_run)]
+    assert summaries[0]["test_loss"] == summaries[1]["test_loss"]
 
 
 # ----------------------------------------------------------------------------------------- evaluate

@@ -81,7 +81,7 @@ def _in_scan(op: Callable) -> Callable:
     """op per iteration of a lax.scan, its input perturbed by the carry (so nothing is hoisted)."""
 
     def body(c: jax.Array, _: None, k: jax.Array, x: jax.Array) -> tuple[jax.Array, None]:
-        return c + 1e-9 * jnp.sum(op(k, x + c)), None
+        return c + 1e-9 * jnp.sum(op(k + c, x + c)), None
 
     return lambda k, x: lax.scan(lambda c, _: body(c, _, k, x), jnp.float32(0), None, length=SCAN_LENGTH)[0]
 
