@@ -102,13 +102,13 @@ def _conv_bwd(
     def cpu_grads(x: Array, g: Array) -> tuple[Array, Array]:
         if kind == "conv":
             dx = jax.vjp(lambda x_: op(x_, kernel, stride, pads), x)[1](g)[0]
-            return dx, conv_kernel_grad_by_taps(x, g, stride, (pads[0][0], pads[1][0]), k)
+            return dx, _kernel_grad_by_taps(x, g, stride, (pads[0][0], pads[1][0]), k)
         high = [
             (n - 1) * s + kk - size - lo
             for n, s, kk, size, lo in zip(x.shape[1:3], stride, k, g.shape[1:3], low)
         ]
         dx = _xla_conv(g, kernel, stride, list(zip(low, high)))  # [B, H, W, I]
-        return dx, conv_kernel_grad_by_taps(g, x, stride, (low[0], low[1]), k)  # roles swapped
+        return dx, _kernel_grad_by_taps(g, x, stride, (low[0], low[1]), k)  # roles swapped
 
     dx, dk = lax.platform_dependent(x, g, cpu=cpu_grads, default=xla_grads)
     return dx, dk
@@ -117,7 +117,7 @@ def _conv_bwd(
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def conv_kernel_grad_by_taps(
+def _kernel_grad_by_taps(
     inp: Array, g: Array, stride: tuple[int, int], low: tuple[int, int], k: tuple[int, int]
 ) -> Array:
     """dK[a, b, c, d] = sum_{n, q} pad(inp)[n, s q + (a, b), c] g[n, q, d]: one [c, d] matmul per tap.

@@ -10,6 +10,9 @@ unpadded transposed conv to them before adding the bias. Parameters keep torch's
     Conv2d           weight [out, in, kh, kw], bias [out]
     ConvTranspose2d  weight [in, out, kh, kw], bias [out]
     BatchNorm2d      weight, bias, running_mean, running_var [C], num_batches_tracked []
+
+Gradients are torch's autograd (oneDNN on CPU); the JAX twin's _conv_bwd computes two of them its own
+way on XLA:CPU only (speed; same math), which has no counterpart here.
 """
 
 from __future__ import annotations
