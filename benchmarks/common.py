@@ -31,6 +31,9 @@ CONV_PRESETS = ["tf-cvae", "antixk-vanilla"]
 # A conv preset's batch sizes in the CPU grid (instead of BATCH_SIZES): what fits CPU memory and time,
 # per step ~32 MFLOP x B (tf-cvae) and ~310 MFLOP x B (antixk-vanilla, 64x64) at tens of GFLOP/s.
 CPU_CONV_BATCH_SIZES = {"tf-cvae": [32, 128, 512], "antixk-vanilla": [16, 64]}
+# ... and in the GPU grid: up to what one 80 GB card holds with room (antixk-vanilla's activations at
+# 64x64 are ~100x tf-cvae's per image).
+GPU_CONV_BATCH_SIZES = {"tf-cvae": [32, 128, 512, 2048, 8192], "antixk-vanilla": [16, 64, 256, 1024]}
 PRECISIONS = ["fp32", "tf32", "bf16"]
 MODES = {
     "jax": ["jax-jit", "jax-scan", "jax-scan-mb", "nnx-jit", "nnx-scan"],  # nnx-*: the Flax NNX steps
@@ -68,8 +71,9 @@ GRIDS: dict[str, dict[str, Any]] = {
         "micro_batch": MICRO_BATCH,
     },
     "full": {
-        "presets": PRESETS,
+        "presets": PRESETS + CONV_PRESETS,
         "batch_sizes": BATCH_SIZES,
+        "preset_batch_sizes": GPU_CONV_BATCH_SIZES,
         "precisions": PRECISIONS,
         "repeats": 7,
         "window_s": 0.25,
@@ -77,6 +81,17 @@ GRIDS: dict[str, dict[str, Any]] = {
         "micro_batch": MICRO_BATCH,
     },
 }
+
+
+def preset_skip(mode: str, precision: str, cfg: VAEConfig) -> str | None:
+    """Why (mode, precision) cannot time this preset's real step, else None."""
+    if mode == "torch-cuda-graph" and (cfg.lr_schedule != "constant" or cfg.kl_warmup_steps > 0):
+        return (
+            "a captured CUDA graph replays host values: this preset's lr or KL weight changes with the step"
+        )
+    if precision == "bf16" and cfg.batch_norm:
+        return "the benchmark-only bf16 step carries no BatchNorm running statistics"
+    return None
 
 
 def summarize(values: list[float]) -> dict[str, float]:

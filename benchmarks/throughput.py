@@ -238,13 +238,14 @@ def run_grid(
         for precision in precisions:
             for mode in modes:
                 fw = common.framework_of(mode)
-                reason = unavailable(probes[fw], fw, mode, precision)
+                cfg = get_preset(preset)
+                reason = unavailable(probes[fw], fw, mode, precision) or common.preset_skip(
+                    mode, precision, cfg
+                )
                 skips = (
                     {b: reason for b in sizes_p}
                     if reason
-                    else batch_skips(
-                        mode, sizes_p, micro_batch, compile_batch_sizes, get_preset(preset).batch_norm
-                    )
+                    else batch_skips(mode, sizes_p, micro_batch, compile_batch_sizes, cfg.batch_norm)
                 )
                 cell = {"framework": fw, "mode": mode, "preset": preset, "precision": precision}
                 records += [

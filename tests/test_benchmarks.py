@@ -464,6 +464,22 @@ def test_conv_config_runs_in_both_benchmark_processes(monkeypatch) -> None:
     assert set(skips) == {16, 1024} and all("BatchNorm" in why for why in skips.values())
 
 
+def test_gpu_grid_covers_the_conv_presets_with_reasons_for_its_skips() -> None:
+    """The `full` (GPU) grid runs both conv presets at their own batch sizes; antixk-vanilla's
+    ExponentialLR rules out the CUDA-graph mode and its BatchNorm the bf16 step, each with a reason,
+    while tf-cvae (constant lr, no BatchNorm) runs every mode and precision."""
+    full = common.GRIDS["full"]
+    assert set(common.CONV_PRESETS) <= set(full["presets"])
+    assert set(full["preset_batch_sizes"]) == set(common.CONV_PRESETS)
+    antixk, tf_cvae = get_preset("antixk-vanilla"), get_preset("tf-cvae")
+    assert "lr" in (common.preset_skip("torch-cuda-graph", "fp32", antixk) or "")
+    assert "BatchNorm" in (common.preset_skip("jax-scan", "bf16", antixk) or "")
+    assert common.preset_skip("torch-compile", "fp32", antixk) is None
+    for mode in sum(common.MODES.values(), []):
+        for precision in full["precisions"]:
+            assert common.preset_skip(mode, precision, tf_cvae) is None, (mode, precision)
+
+
 def test_lua_adam_preset_runs_in_process() -> None:
     """stutz-rectangles (Lua Adam, two hidden layers) through both benchmark processes' runner."""
     pytest.importorskip("torch")
