@@ -64,6 +64,8 @@ def _xla_transposed_conv(x: Array, kernel: Array, stride: tuple[int, int], pads:
 
 
 _XLA_OPS = {"conv": _xla_conv, "conv_transpose": _xla_transposed_conv}
+# False: XLA's own derivative on every platform (benchmarks/flops' check against XLA's cost analysis).
+CPU_GRADIENTS = True
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 3, 4))
@@ -110,6 +112,8 @@ def _conv_bwd(
         dx = _xla_conv(g, kernel, stride, list(zip(low, high)))  # [B, H, W, I]
         return dx, _kernel_grad_by_taps(g, x, stride, (low[0], low[1]), k)  # roles swapped
 
+    if not CPU_GRADIENTS:
+        return xla_grads(x, g)
     dx, dk = lax.platform_dependent(x, g, cpu=cpu_grads, default=xla_grads)
     return dx, dk
 
@@ -120,36 +124,41 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def _kernel_grad_by_taps(
     inp: Array, g: Array, stride: tuple[int, int], low: tuple[int, int], k: tuple[int, int]
 ) -> Array:
-    """dK[a, b, c, d] = sum_{n, q} pad(inp)[n, s q + (a, b), c] g[n, q, d]: one [c, d] matmul per tap.
+    """dK[a, b, c, d] = sum_{n, q} inp[n, s q + (a, b) - low, c] g[n, q, d] over the (q, tap) pairs
+    that read a real input element (none of the zero padding): one [C, D] matmul per tap.
 
     The kernel gradient of y = conv2d(inp, K, stride s, low padding `low`) with g = dL/dy
     [B, Hq, Wq, D], inp [B, H, W, C] -> [kh, kw, C, D]; for a transposed conv (that conv's adjoint)
     inp is dL/dy and g the transposed conv's input.
     """
-    b, h, w, c = inp.shape
-    hq, wq = g.shape[1:3]
-    high = [
-        max(0, s * (n - 1) + kk - lo - size) for s, n, kk, lo, size in zip(stride, (hq, wq), k, low, (h, w))
-    ]
-    zero = jnp.zeros((), inp.dtype)
-    padded = lax.pad(inp, zero, [(0, 0, 0), (low[0], high[0], 0), (low[1], high[1], 0), (0, 0, 0)])
-    taps = [
-        [
-            jnp.einsum(
-                "nhwc,nhwd->cd",
-                lax.slice(
-                    padded,
-                    (0, i, j, 0),
-                    (b, i + stride[0] * (hq - 1) + 1, j + stride[1] * (wq - 1) + 1, c),
-                    (1, *stride, 1),
-                ),
-                g,
-            )  # [C, D]
-            for j in range(k[1])
-        ]
-        for i in range(k[0])
-    ]
-    return jnp.stack([jnp.stack(row) for row in taps])  # [kh, kw, C, D]
+    c, d = inp.shape[3], g.shape[3]
+    ranges = [
+        [_tap_range(t, s, lo, size, nq) for t in range(kk)]
+        for s, lo, size, nq, kk in zip(stride, low, inp.shape[1:3], g.shape[1:3], k)
+    ]  # per axis, per tap: (first q, last q) or None
+    rows = []
+    for rh in ranges[0]:
+        row = []
+        for rw in ranges[1]:
+            if rh is None or rw is None:
+                row.append(jnp.zeros((c, d), jnp.result_type(inp, g)))  # the tap reads padding only
+                continue
+            (qh0, qh1, xh0), (qw0, qw1, xw0) = rh, rw
+            x_tap = inp[
+                :,
+                xh0 : xh0 + stride[0] * (qh1 - qh0) + 1 : stride[0],
+                xw0 : xw0 + stride[1] * (qw1 - qw0) + 1 : stride[1],
+            ]
+            row.append(jnp.einsum("nhwc,nhwd->cd", x_tap, g[:, qh0 : qh1 + 1, qw0 : qw1 + 1]))  # [C, D]
+        rows.append(jnp.stack(row))
+    return jnp.stack(rows)  # [kh, kw, C, D]
+
+
+def _tap_range(t: int, s: int, low: int, size: int, nq: int) -> tuple[int, int, int] | None:
+    """(q0, q1, x0): the outputs q0..q1 whose tap t reads input s q + t - low in [0, size), x0 the first."""
+    q0 = max(0, -((t - low) // s))  # ceil((low - t) / s)
+    q1 = min(nq - 1, (size - 1 + low - t) // s)
+    return None if q1 < q0 else (q0, q1, s * q0 + t - low)
 
 
 def _batch_norm(x: Array, scale: Array, bias: Array, mean: Array, var: Array, eps: float) -> Array:

@@ -1,8 +1,8 @@
 """The conv presets (tf-cvae, antixk-vanilla) trained from both CLIs on generated images, at tiny sizes
 that keep every semantic field (padding forms, output_padding, BatchNorm, activation, final layer,
 loss, KL form, optimizer, schedule, binarization): the run folder, BatchNorm running statistics in the
-checkpoints, bit-identical resume, an NNX run equal to the Linen one, evaluate (IWAE-k on tf-cvae, antixk's MSE refused), export both
-ways with decoder parity, and the non-finite stop."""
+checkpoints, bit-identical resume, an NNX run equal to the Linen one, evaluate (IWAE-k on tf-cvae,
+antixk's MSE refused), export both ways with decoder parity, and the non-finite stop."""
 
 from __future__ import annotations
 
