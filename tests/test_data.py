@@ -1,4 +1,4 @@
-"""Tests for jax_vae.common.data: IDX validation, offline real data, rectangles, binarization, downloads."""
+"""Tests for jax_vae.common.data and .idx: IDX validation, real data, rectangles, binarization, downloads."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from jax_vae.common import data
+from jax_vae.common import data, idx
 from jax_vae.common.data import DataError
 
 
@@ -49,7 +49,7 @@ def test_idx_round_trip(tmp_path, gz):
     for arr, name in ((IMAGES, "img"), (LABELS, "lab")):
         body = idx_bytes(arr)
         path = write(tmp_path / (name + (".gz" if gz else "")), body, gz)
-        out = data.read_idx(path, expected_shape=arr.shape, sha256=sha(body))
+        out = idx.read_idx(path, expected_shape=arr.shape, sha256=sha(body))
         assert out.dtype == np.uint8 and out.shape == arr.shape
         np.testing.assert_array_equal(out, arr)
 
@@ -76,7 +76,7 @@ def test_bad_idx_raises_one_line_and_leaves_file(tmp_path, case, gz):
     before = path.read_bytes()
     kwargs = {"sha256": arg} if case == "checksum" else {"expected_shape": arg}
     with pytest.raises(DataError, match=expected.replace("(", r"\(").replace(")", r"\)")) as err:
-        data.read_idx(path, **kwargs)
+        idx.read_idx(path, **kwargs)
     assert_one_line(err, path)
     assert path.read_bytes() == before
 
@@ -85,13 +85,13 @@ def test_bad_idx_raises_one_line_and_leaves_file(tmp_path, case, gz):
 def test_corrupt_gzip(tmp_path, body):
     path = write(tmp_path / "x.gz", body)
     with pytest.raises(DataError, match="corrupt or truncated gzip") as err:
-        data.read_idx(path)
+        idx.read_idx(path)
     assert_one_line(err, path)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="cannot read") as err:
-        data.read_idx(tmp_path / "nope")
+        idx.read_idx(tmp_path / "nope")
     assert_one_line(err, tmp_path / "nope")
 
 
@@ -108,11 +108,11 @@ def tiny_mnist(monkeypatch):
         for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
             name = f"{prefix}-{kind}-ubyte"
             bodies[name] = idx_bytes(arr)
-            pair.append(data.IDXFile(name, arr.shape, sha(bodies[name])))
+            pair.append(idx.IDXFile(name, arr.shape, sha(bodies[name])))
         return tuple(pair)
 
     table = {"train": spec("train", IMAGES, LABELS), "test": spec("t10k", IMAGES[:3], LABELS[:3])}
-    monkeypatch.setitem(data.FILES, "mnist", table)
+    monkeypatch.setitem(idx.FILES, "mnist", table)
     return bodies
 
 
@@ -130,8 +130,8 @@ def test_load_split_generated(tmp_path, tiny_mnist, layout, gz):
 
 def test_label_out_of_range(tmp_path, tiny_mnist, monkeypatch):
     bad = idx_bytes(np.array([0, 9, 10, 3, 7], np.uint8))
-    images, labels = data.FILES["mnist"]["train"]
-    monkeypatch.setitem(data.FILES["mnist"], "train", (images, data.IDXFile(labels.name, (5,), sha(bad))))
+    images, labels = idx.FILES["mnist"]["train"]
+    monkeypatch.setitem(idx.FILES["mnist"], "train", (images, idx.IDXFile(labels.name, (5,), sha(bad))))
     write(tmp_path / images.name, tiny_mnist[images.name])
     path = write(tmp_path / labels.name, bad)
     with pytest.raises(DataError, match="label 10 out of range 0..9") as err:
@@ -174,7 +174,7 @@ def mirror(tmp_path, tiny_mnist, monkeypatch):
     served = tmp_path / "served"
     for name, body in tiny_mnist.items():
         write(served / f"{name}.gz", body, gz=True)
-    monkeypatch.setitem(data.MIRRORS, "mnist", (served.as_uri() + "/",))
+    monkeypatch.setitem(idx.MIRRORS, "mnist", (served.as_uri() + "/",))
     return served
 
 
@@ -201,13 +201,13 @@ def test_download_wrong_checksum_leaves_nothing(tmp_path, mirror):
 
 
 def test_download_falls_back_to_next_mirror(tmp_path, mirror, monkeypatch):
-    monkeypatch.setitem(data.MIRRORS, "mnist", ((tmp_path / "gone").as_uri() + "/", mirror.as_uri() + "/"))
+    monkeypatch.setitem(idx.MIRRORS, "mnist", ((tmp_path / "gone").as_uri() + "/", mirror.as_uri() + "/"))
     x, _ = data.load_split("mnist", "test", tmp_path / "cache", download=True)
     assert x.shape == (3, 784)
 
 
 def test_download_offline_message(tmp_path, tiny_mnist, monkeypatch):
-    monkeypatch.setitem(data.MIRRORS, "mnist", ((tmp_path / "gone").as_uri() + "/",))
+    monkeypatch.setitem(idx.MIRRORS, "mnist", ((tmp_path / "gone").as_uri() + "/",))
     with pytest.raises(DataError, match=r"could not download .*offline.*--data-dir") as err:
         data.load_split("mnist", "train", tmp_path / "cache", download=True)
     assert "\n" not in str(err.value)
@@ -228,8 +228,8 @@ REAL_DIR = pathlib.Path(os.environ.get("JAX_VAE_DATA_DIR", "/nonexistent"))
 
 
 def real(name: str, split: str):
-    images, labels = data.FILES[name][split]
-    folder = REAL_DIR / data.FOLDERS[name][0]
+    images, labels = idx.FILES[name][split]
+    folder = REAL_DIR / idx.FOLDERS[name][0]
     if not all((folder / n).is_file() or (folder / f"{n}.gz").is_file() for n in (images.name, labels.name)):
         pytest.skip(f"{name} {split} not under $JAX_VAE_DATA_DIR={REAL_DIR}")
     return data.load_split(name, split, REAL_DIR, download=False)
@@ -258,9 +258,9 @@ def test_real_file_of_other_dataset_is_named(tmp_path):
     src = REAL_DIR / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
     if not src.is_file():
         pytest.skip("Fashion-MNIST not under $JAX_VAE_DATA_DIR")
-    spec = data.FILES["mnist"]["test"][1]
+    spec = idx.FILES["mnist"]["test"][1]
     with pytest.raises(DataError, match="it is the fashion_mnist file t10k-labels-idx1-ubyte") as err:
-        data.read_idx(src, spec.shape, spec.sha256)
+        idx.read_idx(src, spec.shape, spec.sha256)
     assert_one_line(err, src)
 
 
