@@ -11,15 +11,14 @@ Run: python -m benchmarks.investigations.conv_subpixel
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from benchmarks.investigations.conv_grad import _best
 from jax_vae import conv_layers as jc
 from jax_vae.common.conv import Padding, conv_transpose_padding
 
@@ -89,16 +88,6 @@ def check_exact() -> float:
                 worst = max(worst, float(jnp.abs(got - want).max()))
     assert worst < 1e-12, worst
     return worst
-
-
-def _best(f: Callable[[], Any], repeats: int) -> float:
-    jax.block_until_ready(f())
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(f())
-        best = min(best, time.perf_counter() - t)
-    return 1e3 * best
 
 
 def _in_scan(f: Callable, length: int = 10) -> Callable:
