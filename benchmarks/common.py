@@ -31,8 +31,8 @@ CONV_PRESETS = ["tf-cvae", "antixk-vanilla"]
 # A conv preset's batch sizes in the CPU grid (instead of BATCH_SIZES): what fits CPU memory and time,
 # per step ~32 MFLOP x B (tf-cvae) and ~310 MFLOP x B (antixk-vanilla, 64x64) at tens of GFLOP/s.
 CPU_CONV_BATCH_SIZES = {"tf-cvae": [32, 128, 512], "antixk-vanilla": [16, 64]}
-# ... and in the GPU grid: up to what one 80 GB card holds with room (antixk-vanilla's activations at
-# 64x64 are ~100x tf-cvae's per image).
+# ... and in the GPU grid (estimated activations at the largest: ~2 GB for tf-cvae at 8192, ~3 GB for
+# antixk-vanilla at 1024, 64x64; not measured yet).
 GPU_CONV_BATCH_SIZES = {"tf-cvae": [32, 128, 512, 2048, 8192], "antixk-vanilla": [16, 64, 256, 1024]}
 PRECISIONS = ["fp32", "tf32", "bf16"]
 MODES = {
