@@ -21,14 +21,15 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 train: install
 	$(PY) -m jax_vae train --preset stutz-rectangles --epochs 1 --no-progress
 
-# The parity suite runs in its own process: it enables jax_enable_x64, which is process-global; one
-# process, as its files share cached runs (harness: two workers took 12.5 min against 10.6). tests/
-# runs on two pytest-xdist workers, a test file each at a time (--dist loadfile: module fixtures built
-# once): 10.0 min against 15.7 on the 2-core CI machine. XDIST= runs it in one process.
+# The two suites run side by side (make -j2; each one's output printed whole when it ends). The parity
+# suite runs in its own process: it enables jax_enable_x64, which is process-global; one process, as
+# its files share cached runs (harness: two workers took 12.5 min against 10.6). tests/ runs on two
+# pytest-xdist workers, a test file each at a time (--dist loadfile: module fixtures built once):
+# 10.0 min against 15.7 on the 2-core CI machine. XDIST= runs it in one process.
 XDIST ?= -n 2 --dist loadfile
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 test: install
-	$(PY) -m pytest parity_tests -q -p no:cacheprovider
-	$(PY) -m pytest tests -q -p no:cacheprovider $(XDIST)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-parity test-unit
 
 # A short local check (about a minute of CPU), not the suite: the weight converter's parity, then the
 # layout and objective unit tests (parity in its own process, as in `make test`).
@@ -37,10 +38,10 @@ test-quick: install
 	$(PY) -m pytest tests/test_architecture.py tests/test_objectives.py -m "not slow" -q -p no:cacheprovider
 
 test-parity: install
-	$(PY) -m pytest parity_tests -q
+	$(PYTEST) parity_tests
 
 test-unit: install
-	$(PY) -m pytest tests -q
+	$(PYTEST) tests $(XDIST)
 
 # Lint (ruff), formatting check (ruff format) and types (mypy) over the whole tree.
 lint: install
