@@ -11,14 +11,13 @@ Run: python -m benchmarks.investigations.conv_subpixel
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks.investigations.conv_grad import _best
+from benchmarks.investigations.conv_grad import SCAN_LENGTH, _best, _in_scan
 from jax_vae import conv_layers as jc
 from jax_vae.common.conv import Padding, conv_transpose_padding
 
@@ -90,13 +89,6 @@ def check_exact() -> float:
     return worst
 
 
-def _in_scan(f: Callable, length: int = 10) -> Callable:
-    step = lambda c, x, k: c + 1e-9 * f(x + c, k).sum()
-    return jax.jit(
-        lambda x, k: lax.scan(lambda c, _: (step(c, x, k), None), jnp.float32(0), None, length=length)[0]
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
@@ -111,12 +103,10 @@ def main(argv: list[str] | None = None) -> None:
         pads = [conv_transpose_padding(side, 3, 2, 1, 1)] * 2  # = Keras 'same' for k 3, s 2
         cells = []
         for f in (jc._xla_transposed_conv, subpixel_transposed_conv):
-            fn = lambda x, k, f=f: f(x, k, (2, 2), pads)
-            call, scanned = jax.jit(fn), _in_scan(fn)
-            plain, per_iteration = (
-                _best(lambda: call(x, kernel), a.repeats),
-                _best(lambda: scanned(x, kernel), a.repeats) / 10,
-            )
+            fn = lambda k, x, f=f: f(x, k, (2, 2), pads)  # conv_grad's (kernel, x) order
+            call, scanned = jax.jit(fn), jax.jit(_in_scan(fn))
+            plain = 1e3 * _best(lambda: call(kernel, x), a.repeats)
+            per_iteration = 1e3 * _best(lambda: scanned(kernel, x), a.repeats) / SCAN_LENGTH
             cells.append(f"{plain:.2f} / {per_iteration:.2f}")
         print(f"| {name} | {batch} | {cells[0]} | {cells[1]} |", flush=True)
 
