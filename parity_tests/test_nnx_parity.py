@@ -82,12 +82,10 @@ FUNCTIONAL_RUNS = {("stutz-rectangles", "float64"), ("antixk-vanilla", "float64"
 @pytest.mark.parametrize("style", ["functional", "idiomatic"])
 def test_trajectories_are_linens(preset, dtype, style):
     cfg = parity_preset(preset)
-    linen = lambda: _jax_half(trajectory_pair(cfg, dtype, steps=STEPS))  # cached, shared with other files
     where = f"{preset}/{dtype}/nnx {style} vs linen"
     if style == "idiomatic":
         nnx_half = _jax_half(trajectory_pair(cfg, dtype, steps=STEPS, api="nnx"))
         t = NNX_IDIOMATIC_TRAJECTORY[dtype]
-        names = [k for k in linen() if dtype == "float64" or k == "losses"]
     else:
         _, params = setup_pair(cfg, dtype)
         tx = jo.make_optimizer(cfg, steps_per_epoch=STEPS_PER_EPOCH)
@@ -103,7 +101,9 @@ def test_trajectories_are_linens(preset, dtype, style):
             return
         losses, final = jax_trajectory(cfg, params, trajectory_batches(cfg, dtype), STEPS, "nnx-functional")
         nnx_half = {"losses": losses} | {f"param.{k}": v for k, v in _flat(final).items()}
-        t, names = NNX_VS_LINEN["functional_trajectory"], list(linen())
-    assert nnx_half.keys() == linen().keys()
+        t = NNX_VS_LINEN["functional_trajectory"]
+    linen = _jax_half(trajectory_pair(cfg, dtype, steps=STEPS))  # cached, shared with other files
+    names = [k for k in linen if style == "functional" or dtype == "float64" or k == "losses"]
+    assert nnx_half.keys() == linen.keys()
     for name in names:
-        assert_close(f"{where}/{name}", nnx_half[name], linen()[name], t)
+        assert_close(f"{where}/{name}", nnx_half[name], linen[name], t)
