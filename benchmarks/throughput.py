@@ -234,11 +234,10 @@ def run_grid(
     peaks = device_peaks(probes, precisions)
     records, procs = [], []
     for preset in presets:
-        sizes_p = per_preset[preset]  # this preset's batch sizes
+        sizes_p, cfg = per_preset[preset], get_preset(preset)  # this preset's batch sizes and config
         for precision in precisions:
             for mode in modes:
                 fw = common.framework_of(mode)
-                cfg = get_preset(preset)
                 reason = unavailable(probes[fw], fw, mode, precision) or common.preset_skip(
                     mode, precision, cfg
                 )
