@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from benchmarks.host import current_rss_bytes, reset_peak_rss
-from jax_vae.common import plan
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.training import plan
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 PRESETS = ["pytorch-examples", "minimalist", "stutz-rectangles"]

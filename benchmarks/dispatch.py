@@ -2,9 +2,9 @@
 
 Microseconds per step call at batch 1-16, where a step's arithmetic is small and the framework's
 per-call work shows, for the shipped steps:
-  nnx-jit        jax_vae.nnx_step.train_step(model, optimizer, batch, key, cfg): the idiomatic @nnx.jit
+  nnx-jit        jax_vae.nnx.step.train_step(model, optimizer, batch, key, cfg): the idiomatic @nnx.jit
                  step on the NNX model and its nnx.Optimizer (graphs walked in Python every call);
-  nnx-functional jax_vae.nnx_step.make_functional_step: jax.jit on the split state (step.TrainState),
+  nnx-functional jax_vae.nnx.step.make_functional_step: jax.jit on the split state (step.TrainState),
                  nnx.merge only inside the traced function;
   linen-jit      jax_vae.step.make_train_step (Linen, jax.jit, state donated);
   torch-eager    torch_reference.step.train_step, eager, the torch-eager mode's optimizer options, on
@@ -40,8 +40,8 @@ from typing import Any
 
 from benchmarks import common, host
 from benchmarks.throughput import ROOT, _env, default_out, is_committed
-from jax_vae.common import plan
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.training import plan
 
 PRESETS = ["wiseodd"] + common.PRESETS  # the smallest preset (240k parameters), then the CPU grid's
 BATCH_SIZES = [1, 2, 4, 8, 16]
@@ -60,7 +60,8 @@ def jax_cells(preset: str, batch: int, timer: Timer) -> list[dict[str, Any]]:
     from flax import nnx
 
     from benchmarks import jax_modes
-    from jax_vae import nnx_models, nnx_step
+    from jax_vae.nnx import models as nnx_models
+    from jax_vae.nnx import step as nnx_step
     from jax_vae.optim import make_optimizer
     from jax_vae.step import make_train_step
 
@@ -130,8 +131,8 @@ def torch_cells(preset: str, batch: int, timer: Timer) -> list[dict[str, Any]]:
     import torch
 
     from benchmarks import torch_modes
-    from jax_vae.common.data import derive_seed
-    from torch_reference.models import init_params
+    from jax_vae.common.data.datasets import derive_seed
+    from torch_reference.nn.models import init_params
     from torch_reference.optim import make_optimizer
     from torch_reference.step import create_state, make_train_step
 

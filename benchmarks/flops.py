@@ -8,7 +8,7 @@ Train-step FLOPs (one multiply-add = 2 FLOPs), B = batch, L = samples of z per i
                reparameterization + KL fwd/bwd (~12 per latent unit), output sigmoid + likelihood
                fwd/bwd (~12 per output pixel); a stated estimate, a few % of the total here;
   optimizer:   Adam / Lua Adam ~12 FLOPs per parameter per step (+2 with coupled weight decay).
-Conv configs (arch="conv", the layers of jax_vae.common.architecture.plan) add a `conv` term:
+Conv configs (arch="conv", the layers of jax_vae.common.config.architecture.plan) add a `conv` term:
   Conv2d forward 2*B*C_in*C_out*taps_h*taps_w, taps = the (output position, kernel tap) pairs that
                read a real input element, i.e. 2*B*H_out*W_out*C_out*C_in*kh*kw minus the taps on zero
                padding; ConvTranspose2d forward in the scatter form, taps = the (input position,
@@ -32,9 +32,9 @@ import math
 import time
 from typing import Any
 
-from jax_vae.common import conv
-from jax_vae.common.architecture import image_hw, padding, plan
-from jax_vae.common.config import VAEConfig, layer_specs
+from jax_vae.common.config import conv_geometry as conv
+from jax_vae.common.config.architecture import image_hw, padding, plan
+from jax_vae.common.config.vae_config import VAEConfig, layer_specs
 
 ELEMENTWISE_PER_UNIT = {"bias": 2, "activation": 2, "batchnorm": 18, "latent": 12, "output": 12}
 OPTIMIZER_PER_PARAM = 12

@@ -4,14 +4,14 @@ Modes (a call: rows [S, B] of the device dataset, see common.run_batch):
   jax-jit     = what `python -m jax_vae train --jit step` runs per step: the trainer's jitted gather of
                 the batch, then jax_vae.step.make_train_step (jitted, state donated, eps from the key
                 folded with the step inside the step);
-  jax-scan    = what `python -m jax_vae train` (--jit scan) runs: jax_vae.train.make_chunk_fn, the
+  jax-scan    = what `python -m jax_vae train` (--jit scan) runs: jax_vae.chunk.make_chunk_fn, the
                 lax.scan of jax_vae.step.train_step over S batches gathered on the device, one jitted call;
   jax-scan-mb = jax-scan with cfg.micro_batch: each batch's gradient accumulated over chunks;
-  nnx-jit     = the idiomatic Flax NNX step, jax_vae.nnx_step.train_step: the NNX model
+  nnx-jit     = the idiomatic Flax NNX step, jax_vae.nnx.step.train_step: the NNX model
                 (nnx_models.init_model, the trainer's init) and an nnx.Optimizer as mutable objects, one
                 @nnx.jit call per step updating both in place (nnx.jit walks their graphs in Python on
                 every call), the batch gathered as jax-jit gathers it;
-  nnx-scan    = what `python -m jax_vae train --api nnx` runs: jax_vae.train.make_chunk_fn with the NNX
+  nnx-scan    = what `python -m jax_vae train --api nnx` runs: jax_vae.chunk.make_chunk_fn with the NNX
                 loss (apply_loss=nnx_models.params_loss(graphdef), the graphdef split once), the
                 functional style: the lax.scan over S batches on the step.TrainState, nnx.merge only
                 inside the traced function, one jax.jit call (the program of nnx_step's functional chunk).
@@ -37,15 +37,17 @@ import optax
 from flax import nnx
 
 from benchmarks import common, host
-from jax_vae import nnx_models, nnx_step
-from jax_vae.common import plan
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.runs import StepMetrics
+from jax_vae.chunk import make_chunk_fn
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.metrics import StepMetrics
+from jax_vae.common.training import plan
+from jax_vae.functional import sample_eps
+from jax_vae.linen.models import VAE, init_variables
 from jax_vae.losses import objective
-from jax_vae.models import VAE, init_variables, sample_eps
+from jax_vae.nnx import models as nnx_models
+from jax_vae.nnx import step as nnx_step
 from jax_vae.optim import make_optimizer
 from jax_vae.step import TrainState, create_state, kl_weight, make_train_step, step_metrics
-from jax_vae.train import make_chunk_fn
 
 MATMUL_PRECISION = {"fp32": "highest", "tf32": "tensorfloat32", "bf16": "default"}
 NNX = ("nnx-jit", "nnx-scan")
@@ -182,7 +184,7 @@ def build_step(
     tx = make_optimizer(cfg, steps_per_epoch=steps_per_epoch)
     fn = program(cfg, mode, precision, tx)
     eps_key = jax.random.fold_in(jax.random.key(cfg.seed), plan.Stream.EPS)
-    shipped = "jax_vae.step.make_train_step" if mode == "jax-jit" else "jax_vae.train.make_chunk_fn"
+    shipped = "jax_vae.step.make_train_step" if mode == "jax-jit" else "jax_vae.chunk.make_chunk_fn"
     details = {
         "step": shipped if precision != "bf16" else f"benchmarks.jax_modes.mixed_train_step ({mode})",
         "optimizer": f"jax_vae.optim.make_optimizer ({cfg.optimizer})",
@@ -239,11 +241,11 @@ def build_nnx_step(
         def step(state: NNXObjects, batch: jax.Array, key: jax.Array) -> tuple[NNXObjects, StepMetrics]:
             return state, nnx_train_step(state.model, state.optimizer, batch, key, cfg)
 
-        return per_step(step, eps_key), objects, details | {"step": "jax_vae.nnx_step.train_step"}
+        return per_step(step, eps_key), objects, details | {"step": "jax_vae.nnx.step.train_step"}
     graphdef = nnx.graphdef(nnx_models.abstract_model(cfg))  # as train.programs builds it for api="nnx"
     chunk = make_chunk_fn(cfg, tx, apply_loss=nnx_models.params_loss(graphdef))
     init = lambda k: nnx_step.split(nnx_models.init_model(k, cfg), tx)[1]  # params and batch_stats
-    details["step"] = "jax_vae.train.make_chunk_fn (apply_loss=nnx_models.params_loss)"
+    details["step"] = "jax_vae.chunk.make_chunk_fn (apply_loss=nnx_models.params_loss)"
     return (lambda state, data, rows: chunk(state, data, rows, eps_key)), jax.jit(init)(init_key), details
 
 

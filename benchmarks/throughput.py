@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common, flops, host
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = {"jax": "benchmarks.jax_modes", "torch": "benchmarks.torch_modes"}

@@ -29,8 +29,8 @@ import numpy as np
 from benchmarks import common
 from benchmarks.report import best_by_batch
 from benchmarks.throughput import COMMITTED, ROOT, _env, default_out, device_slug, is_committed, probe
-from jax_vae.common.config import VAEConfig, apply_overrides
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import VAEConfig, apply_overrides
 
 # Test -ELBO per image (nats) on Fashion-MNIST that pytorch-examples passes in about 2 epochs on both
 # frameworks (pilot run: see benchmarks/results/<device>/time_to_quality.md for the curves).
@@ -116,7 +116,7 @@ def train_to_target(
 
 def worker(a: argparse.Namespace) -> dict[str, Any]:
     """Run one framework (inside its own process) and return its result."""
-    from jax_vae.common.data import load_dataset
+    from jax_vae.common.data.datasets import load_dataset
 
     cfg = apply_overrides(get_preset(a.preset), {"dataset": a.dataset})
     data = load_dataset(a.dataset, a.data_dir, binarization=cfg.binarization, download=False)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.worker:
         Path(a.json).write_text(json.dumps(worker(a), indent=1))
         return
-    from jax_vae.common.data import DataError, load_dataset
+    from jax_vae.common.data.datasets import DataError, load_dataset
 
     try:
         load_dataset(a.dataset, a.data_dir, download=False)

@@ -36,12 +36,12 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import common, host
-from jax_vae.common import plan
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.data import derive_seed
-from jax_vae.common.runs import StepMetrics
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.data.datasets import derive_seed
+from jax_vae.common.metrics import StepMetrics
+from jax_vae.common.training import plan
 from torch_reference.losses import loss_fn
-from torch_reference.models import VAE, init_params
+from torch_reference.nn.models import VAE, init_params
 from torch_reference.optim import make_optimizer
 from torch_reference.step import TrainState, create_state, make_train_step
 

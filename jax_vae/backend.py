@@ -12,10 +12,10 @@ import numpy as np
 from jax_vae.checkpoint import load_params as load_checkpoint
 from jax_vae.checkpoint import save_params
 from jax_vae.common.backends import Backend
-from jax_vae.common.config import VAEConfig
+from jax_vae.common.config.options import EvalOptions
+from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.errors import RunError
-from jax_vae.common.evaluation import EvalOptions
-from jax_vae.common.weights import is_safetensors
+from jax_vae.common.weights.formats import is_safetensors
 from jax_vae.evaluate import evaluate as evaluate_params
 from jax_vae.parallel import initialize_distributed
 from jax_vae.train import Trainer, device_name, process_index, resolve_device

@@ -9,7 +9,7 @@ mid-save leaves the previous checkpoint as the latest one; the last KEEP checkpo
 A step is read only once it checks intact (`problem`: its commit marker, both metadata files, and
 every value of its OCDBT store read back synchronously through tensorstore, so orbax never meets a
 broken file); by default the newest intact step is read, with a note for each newer broken one
-(jax_vae.common.fallback).
+(jax_vae.common.runs.checkpoint_steps).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 
 from jax_vae.common.errors import RunError, one_line
-from jax_vae.common.fallback import Steps
-from jax_vae.common.fallback import cause as os_cause
 from jax_vae.common.files import with_path
+from jax_vae.common.runs.checkpoint_steps import Steps
+from jax_vae.common.runs.checkpoint_steps import cause as os_cause
 from jax_vae.step import TrainState
 
 KEEP = 3

@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_vae.common.config import VAEConfig
+from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.evaluation import check_evaluable, chunking, summarize
+from jax_vae.functional import reparameterize, sample_eps, std_from_scale
+from jax_vae.linen.models import VAE, variables
 from jax_vae.losses import LIKELIHOODS, kl_normal, log_weights
-from jax_vae.models import VAE, reparameterize, sample_eps, std_from_scale, variables
 
 Array = jax.Array
 

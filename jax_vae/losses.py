@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_vae.common.config import VAEConfig
-from jax_vae.models import VAE, sample_eps, std_from_scale
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.functional import as_eps, std_from_scale
+from jax_vae.linen.models import VAE
 
 Array = jax.Array
 TORCH_BCE_EPSILON = float(np.float32(1e-12))  # aten's EPSILON in BCE backward: a float 1e-12f
@@ -173,13 +174,6 @@ def iwae_bound(log_w: Array) -> Array:
     return jax.scipy.special.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
 
 
-def _as_eps(eps_or_key: Array, cfg: VAEConfig, batch: int, dtype) -> Array:
-    """A PRNG key draws eps [L, B, Z]; a float array is eps itself ([B, Z] means L = 1)."""
-    if jnp.issubdtype(eps_or_key.dtype, jax.dtypes.prng_key) or eps_or_key.dtype == jnp.uint32:
-        return sample_eps(eps_or_key, cfg, batch, dtype=dtype)
-    return eps_or_key if eps_or_key.ndim == 3 else eps_or_key[None]
-
-
 def objective(
     outputs: Array,
     mean: Array,
@@ -219,7 +213,7 @@ def loss_fn(
     latent sums mu_sum, logvar_sum, logvar_dev2 [B] that step.latent_stats reduces. With BatchNorm
     (`batch_stats`): `train` normalizes with the batch statistics and returns the updated running
     ones as metrics['batch_stats']; train=False normalizes with the running ones."""
-    eps = _as_eps(eps_or_key, cfg, x.shape[0], x.dtype)  # [L, B, Z]
+    eps = as_eps(eps_or_key, cfg, x.shape[0], x.dtype)  # [L, B, Z]
     model, updated = VAE(cfg), None
     out: Any  # flax types apply loosely
     if batch_stats is None:

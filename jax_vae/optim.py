@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jax_vae.common import plan
-from jax_vae.common.config import VAEConfig
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.training import plan
 
 
 class LuaAdamState(NamedTuple):

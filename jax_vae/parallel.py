@@ -22,8 +22,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.runs import StepMetrics
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.metrics import StepMetrics
 from jax_vae.losses import loss_fn
 from jax_vae.step import LossFn, TrainState, train_step
 

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.runs import StepMetrics
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.metrics import StepMetrics
+from jax_vae.functional import sample_eps
 from jax_vae.losses import loss_fn
-from jax_vae.models import sample_eps
 
 Array = jax.Array
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]  # (params, x, eps, cfg, beta) -> (loss, aux)

@@ -1,6 +1,6 @@
 """JAX training: the dataset lives on the device and a chunk of steps is one jitted lax.scan.
 
-Mirror of torch_reference/train.py; the run loop itself is framework-free (jax_vae/common/loop.py).
+Mirror of torch_reference/train.py; the run loop itself is framework-free (jax_vae/common/training/loop.py).
 Keys: root = jax.random.key(seed); the init, eps, eval and binarize keys are fold_in(root, stream)
 for the plan.Stream numbers; step t draws eps from fold_in(eps_key, t) (inside step.train_step) and
 epoch e binarizes (dynamic presets) with fold_in(binarize_key, e), so a run resumed from (step,
@@ -31,22 +31,24 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jax_vae import nnx_models, parallel
+from jax_vae import parallel
 from jax_vae.checkpoint import Checkpoints
-from jax_vae.common import plan
-from jax_vae.common.config import VAEConfig
+from jax_vae.chunk import Progress, make_chunk_fn
+from jax_vae.common.config.options import Api, Tick, TrainOptions
+from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.errors import RunError
-from jax_vae.common.options import Api, Tick, TrainOptions
-from jax_vae.common.runs import StepMetrics
+from jax_vae.common.metrics import StepMetrics
+from jax_vae.common.training import plan
+from jax_vae.functional import sample_eps
+from jax_vae.linen.models import VAE, init_variables, split_weights, variables, weights
 from jax_vae.losses import loss_fn
-from jax_vae.models import VAE, init_variables, sample_eps, split_weights, variables, weights
-from jax_vae.nnx_step import make_functional_step
+from jax_vae.nnx import models as nnx_models
+from jax_vae.nnx.step import make_functional_step
 from jax_vae.optim import make_optimizer
-from jax_vae.step import LossFn, TrainState, create_state, make_train_step, train_step
+from jax_vae.step import LossFn, TrainState, create_state, make_train_step
 
 Array = jax.Array
 EVAL_BATCH = 1000
-TICK_EVERY = 10  # progress callback period inside a scan, in steps
 
 
 def resolve_device(name: str) -> jax.Device:
@@ -70,51 +72,6 @@ def device_name(device: jax.Device) -> str:
     return f"{device.platform}:{device.id} ({device.device_kind})"
 
 
-_TICK: list[Tick | None] = [None]  # the running trainer's progress callback (programs are shared)
-
-
-def _tick(step: Array) -> None:
-    if _TICK[0] is not None:
-        _TICK[0](step)
-
-
-def make_chunk_fn(
-    cfg: VAEConfig,
-    tx: optax.GradientTransformation,
-    tick: bool = False,
-    mesh: parallel.Mesh | None = None,
-    apply_loss: LossFn = loss_fn,
-) -> Callable:
-    """chunk(state, data [N, D], idx [S, B], eps_key) -> (state, metrics [S]): lax.scan of
-    step.train_step over batches gathered on device. State is donated. tick: call the running
-    trainer's progress callback every TICK_EVERY steps. With a mesh: inputs and outputs
-    replicated, each gathered batch split over the mesh's 'data' axis. apply_loss: the loss
-    differentiated (losses.loss_fn for Linen, nnx_models.params_loss(graphdef) for NNX)."""
-    shards = 1 if mesh is None else mesh.size
-
-    def chunk(state: TrainState, data: Array, idx: Array, eps_key: Array):
-        def body(state: TrainState, rows: Array):
-            batch = data[rows]  # [B, D]
-            if mesh is not None:
-                batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(mesh))
-            state, metrics = train_step(state, batch, eps_key, cfg, tx, shards, apply_loss)
-            if tick:
-                jax.lax.cond(
-                    state.step % TICK_EVERY == 0,
-                    lambda s: jax.debug.callback(_tick, s),
-                    lambda s: None,
-                    state.step,
-                )
-            return state, metrics
-
-        return jax.lax.scan(body, state, idx)
-
-    if mesh is None:
-        return jax.jit(chunk, donate_argnums=0)
-    repl = parallel.replicated(mesh)
-    return jax.jit(chunk, in_shardings=(repl,) * 4, out_shardings=(repl, repl), donate_argnums=0)
-
-
 def program_config(cfg: VAEConfig) -> VAEConfig:
     """The config fields that shape the compiled programs: the seed (keys are arguments), the run
     length (host-side) and the dataset's name and split (the data are arguments; its size is in
@@ -134,6 +91,7 @@ class Programs:
     decode: Callable
     encode: Callable
     compiled: dict = dataclasses.field(default_factory=dict)  # AOT chunks: (S, B, N, device) -> exe
+    progress: Progress | None = None  # where the chunk's ticks go (programs built with a tick)
 
 
 # (program config, steps per epoch, tick, mesh, api)
@@ -155,9 +113,11 @@ def programs(key: ProgramKey) -> Programs:
             step = make_functional_step(graphdef, pcfg, tx)
         else:
             step = make_train_step(pcfg, tx)
+        progress = Progress() if tick else None
         PROGRAMS[key] = Programs(
             tx=tx,
-            chunk=make_chunk_fn(pcfg, tx, tick, mesh, apply_loss),
+            progress=progress,
+            chunk=make_chunk_fn(pcfg, tx, progress, mesh, apply_loss),
             step=step,
             init=jax.jit(lambda key: _fresh_state(init(key), tx)),
             eval=jax.jit(functools.partial(_eval_sums, cfg=pcfg, apply_loss=apply_loss)),
@@ -210,7 +170,8 @@ class Trainer:
         self.p = programs(
             (program_config(cfg), layout.steps_per_epoch, tick is not None, self.mesh, opts.api)
         )
-        _TICK[0] = tick
+        if self.p.progress is not None:  # the running trainer's callback: programs are shared
+            self.p.progress.target = tick
         root = jax.random.key(cfg.seed)
         self.init_key, self.eps_key, self.eval_key, self.bin_key = (
             jax.random.fold_in(root, stream) for stream in plan.Stream
@@ -347,7 +308,8 @@ class Trainer:
         return jax.device_put(parallel.to_host(self._weights()), self.device)
 
     def close(self) -> None:
-        _TICK[0] = None
+        if self.p.progress is not None:
+            self.p.progress.target = None
         self.ckpts.close()
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jax_vae.checkpoint import _local_target, _quietly, cause
-from jax_vae.common.config import VAEConfig, from_dict
-from jax_vae.common.convert import torch_to_flax
+from jax_vae.common.config.vae_config import VAEConfig, from_dict
 from jax_vae.common.errors import RunError
-from jax_vae.common.weights import flatten, read_safetensors
+from jax_vae.common.weights.convert import torch_to_flax
+from jax_vae.common.weights.formats import flatten, read_safetensors
 
 
 def from_state_dict(state: dict[str, np.ndarray], cfg: VAEConfig) -> dict:

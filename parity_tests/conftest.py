@@ -11,7 +11,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from jax_vae.common.presets import PRESETS  # noqa: E402
+from jax_vae.common.config.presets import PRESETS  # noqa: E402
 
 PRESET_NAMES = list(PRESETS)
 

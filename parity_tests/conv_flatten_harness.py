@@ -16,9 +16,9 @@ import jax
 import torch
 from flax import nnx
 
-from jax_vae import conv_layers as jc
-from jax_vae import nnx_conv_layers as nc
-from jax_vae.common import convert
+from jax_vae.common.weights import convert
+from jax_vae.linen import conv_layers as jc
+from jax_vae.nnx import conv_layers as nc
 from parity_tests.conv_harness import (
     BATCH,
     CONV_IMAGE,
@@ -31,7 +31,7 @@ from parity_tests.conv_harness import (
     nhwc,
 )
 from parity_tests.harness import DTYPES
-from torch_reference import conv_layers as tc
+from torch_reference.nn import conv_layers as tc
 
 # A conv encoder and decoder around a latent Linear pair: conv -> flatten -> Linear (linear_from_chw),
 # Linear -> reshape to C x H x W -> transposed conv (linear_to_chw). The hidden image is 4 x 4 x 5.

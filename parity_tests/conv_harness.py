@@ -1,5 +1,5 @@
-"""Layer-level parity set-up for the convolution layers (jax_vae/conv_layers.py, nnx_conv_layers.py
-against torch_reference/conv_layers.py): one torch layer, its weights copied through
+"""Layer-level parity set-up for the convolution layers (jax_vae/linen/conv_layers.py, nnx_conv_layers.py
+against torch_reference/nn/conv_layers.py): one torch layer, its weights copied through
 common.convert, the same numpy input and output cotangent on both sides (NCHW for torch, the same
 values transposed to NHWC for JAX), and each side's outputs and gradients in the Flax layout.
 
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from flax import nnx
 
-from jax_vae import conv_layers as jc
-from jax_vae import nnx_conv_layers as nc
-from jax_vae.common import convert
+from jax_vae.common.weights import convert
+from jax_vae.linen import conv_layers as jc
+from jax_vae.nnx import conv_layers as nc
 from parity_tests.harness import DTYPES
-from torch_reference import conv_layers as tc
+from torch_reference.nn import conv_layers as tc
 
 BATCH, IN_CHANNELS, OUT_CHANNELS = 4, 3, 5  # in != out, so a swapped channel axis cannot pass
 CONV_IMAGE = (8, 9)  # H != W, so swapped spatial axes cannot pass; 'same' stride 2 pads H (0, 1), W (1, 1)

@@ -17,19 +17,20 @@ import numpy as np
 import torch
 from flax import nnx
 
-from jax_vae import nnx_models, nnx_step
 from jax_vae import optim as jo
 from jax_vae import step as js
-from jax_vae.common import convert
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.data import make_rectangles
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.data.datasets import make_rectangles
+from jax_vae.common.weights import convert
+from jax_vae.linen.models import VAE as JaxVAE
+from jax_vae.linen.models import split_weights, weights
 from jax_vae.losses import loss_fn as jax_loss_fn
-from jax_vae.models import VAE as JaxVAE
-from jax_vae.models import split_weights, weights
+from jax_vae.nnx import models as nnx_models
+from jax_vae.nnx import step as nnx_step
 from torch_reference import optim as to
 from torch_reference import step as ts
-from torch_reference.models import VAE as TorchVAE
-from torch_reference.models import init_params as torch_init
+from torch_reference.nn.models import VAE as TorchVAE
+from torch_reference.nn.models import init_params as torch_init
 
 DTYPES: dict[str, tuple[type[np.floating], torch.dtype]] = {
     "float64": (np.float64, torch.float64),

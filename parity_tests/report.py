@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import torch
 
-    from jax_vae.common.presets import PRESETS
+    from jax_vae.common.config.presets import PRESETS
 
     presets = [p for p in args.presets.split(",") if p] or list(PRESETS)
     unknown = [p for p in presets if p not in PRESETS]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.presets import PRESETS
+from jax_vae.common.config.presets import PRESETS
+from jax_vae.common.config.vae_config import VAEConfig
 
 PARITY_SIZES: dict[str, dict[str, Any]] = {
     "antixk-vanilla": dict(

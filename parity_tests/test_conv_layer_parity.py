@@ -20,14 +20,20 @@ import torch
 from flax import nnx
 from jax import lax
 
-from jax_vae import conv_layers as jc
-from jax_vae import nnx_conv_layers as nc
-from jax_vae.common import convert
-from jax_vae.common.conv import conv_padding, conv_transpose_output_size, conv_transpose_padding, pair
+from jax_vae import conv_ops
+from jax_vae.common.config.conv_geometry import (
+    conv_padding,
+    conv_transpose_output_size,
+    conv_transpose_padding,
+    pair,
+)
+from jax_vae.common.weights import convert
+from jax_vae.linen import conv_layers as jc
+from jax_vae.nnx import conv_layers as nc
 from parity_tests import conv_flatten_harness as cf
 from parity_tests import conv_harness as ch
 from parity_tests.tolerances import assert_close, tol
-from torch_reference import conv_layers as tc
+from torch_reference.nn import conv_layers as tc
 
 
 def _check(where: str, pairs: ch.Pairs, dtype: str) -> None:
@@ -128,7 +134,7 @@ _GRAD_CASES = [("conv", c) for c in ch.CONV_CASES] + [("conv_transpose", c) for 
 
 @pytest.mark.parametrize(("kind", "case"), _GRAD_CASES)
 def test_kernel_gradient_by_taps_is_xlas(kind, case):
-    """The layers' kernel and input gradients (conv_layers._conv_bwd: per-tap matmuls on CPU) against
+    """The layers' kernel and input gradients (conv_ops._conv_bwd: per-tap matmuls on CPU) against
     XLA's own derivative of lax's conv / conv_transpose, plain and inside a lax.scan, in float64."""
     kw = dict((ch.CONV_CASES if kind == "conv" else ch.CONV_TRANSPOSE_CASES)[case])
     transposed = kind == "conv_transpose"
@@ -147,7 +153,7 @@ def test_kernel_gradient_by_taps_is_xlas(kind, case):
         ]
     else:
         pads = [conv_padding(*a, kw["padding"]) for a in zip(x.shape[1:3], k, stride)]
-    xla_op = jc._xla_transposed_conv if transposed else jc._xla_conv
+    xla_op = conv_ops.xla_transposed_conv if transposed else conv_ops.xla_conv
 
     def ours(kernel: jax.Array, x: jax.Array) -> jax.Array:
         return jnp.vdot(apply({"params": {"kernel": kernel, "bias": params["bias"]}}, x), g)

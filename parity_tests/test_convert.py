@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from jax_vae.common import convert
-from jax_vae.common.presets import PRESETS
-from jax_vae.models import init_weights
+from jax_vae.common.config.presets import PRESETS
+from jax_vae.common.weights import convert
+from jax_vae.linen.models import init_weights
 from parity_tests.sizes import parity_preset
-from torch_reference.models import init_params as torch_init
+from torch_reference.nn.models import init_params as torch_init
 
 
 def test_round_trip_torch_flax_torch_is_exact(preset):

@@ -11,8 +11,8 @@ import torch
 
 from jax_vae import evaluate as je
 from jax_vae import step as js
-from jax_vae.common import convert
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.weights import convert
 from parity_tests.harness import forward_pair, make_inputs, setup_pair, trajectory_pair, variant
 from parity_tests.tolerances import assert_close, tol
 from torch_reference import evaluate as te

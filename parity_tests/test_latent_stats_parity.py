@@ -9,8 +9,8 @@ import torch
 
 from jax_vae import optim as jo
 from jax_vae import step as js
-from jax_vae.common.config import VAEConfig
-from jax_vae.models import VAE as JaxVAE
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.linen.models import VAE as JaxVAE
 from parity_tests.harness import STEPS_PER_EPOCH, make_inputs, setup_pair, variant
 from parity_tests.sizes import parity_preset, unless_batch_norm
 from parity_tests.tolerances import assert_close, tol

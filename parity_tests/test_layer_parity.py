@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from jax_vae import losses as jl
-from jax_vae import models as jm
-from jax_vae.common.presets import PRESETS
+from jax_vae.common.config.presets import PRESETS
+from jax_vae.linen import models as jm
 from parity_tests.harness import DTYPES, variant
 from parity_tests.tolerances import assert_close, tol
 from torch_reference import losses as tl
-from torch_reference import models as tm
+from torch_reference.nn import models as tm
 
 
 def _grad(t: torch.Tensor) -> np.ndarray:

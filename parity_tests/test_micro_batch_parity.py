@@ -3,7 +3,7 @@ whole-batch loss and gradients on each side, matches the other framework, and tr
 
 import pytest
 
-from jax_vae.common.presets import PRESETS
+from jax_vae.common.config.presets import PRESETS
 from parity_tests.harness import BATCH, forward_pair, trajectory_pair, variant
 from parity_tests.sizes import parity_preset, unless_batch_norm
 from parity_tests.tolerances import CHAOTIC, assert_close, tol

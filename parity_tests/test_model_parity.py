@@ -4,8 +4,8 @@ injected eps."""
 
 import pytest
 
-from jax_vae.common import convert
-from jax_vae.common.config import layer_specs
+from jax_vae.common.config.vae_config import layer_specs
+from jax_vae.common.weights import convert
 from parity_tests.harness import forward_pair
 from parity_tests.sizes import parity_preset
 from parity_tests.tolerances import assert_close, assert_near_zero, pre_batchnorm_biases, tol

@@ -17,11 +17,12 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from jax_vae import nnx_models, nnx_step
 from jax_vae import optim as jo
 from jax_vae import step as js
+from jax_vae.linen.models import split_weights
 from jax_vae.losses import loss_fn
-from jax_vae.models import split_weights
+from jax_vae.nnx import models as nnx_models
+from jax_vae.nnx import step as nnx_step
 from parity_tests.harness import (
     STEPS_PER_EPOCH,
     _flat,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from jax_vae import optim as jo
-from jax_vae.common.presets import PRESETS
+from jax_vae.common.config.presets import PRESETS
 from parity_tests.harness import DTYPES, variant
 from parity_tests.tolerances import assert_close, tol
 from torch_reference import optim as to

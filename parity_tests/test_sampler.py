@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy import stats
 
-from jax_vae import models as jm
-from jax_vae.common.presets import PRESETS
-from torch_reference import models as tm
+from jax_vae.common.config.presets import PRESETS
+from jax_vae.linen import models as jm
+from torch_reference.nn import models as tm
 
 CFG = PRESETS["pytorch-examples"]  # latent 20
 ALPHA = 1e-3  # false-failure rate per KS test (seeds are fixed anyway)

@@ -1,4 +1,4 @@
-"""A checkpoint saved by a source's own module, imported through its key map (jax_vae.common.sources),
+"""A checkpoint saved by a source's own module, imported through its key map (jax_vae.common.weights.sources),
 gives jax-vae the source's own loss and every gradient, in float64, on both twins.
 
 Each test has the source's half (its module as the source describes it: parity_tests/source_modules.py,
@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from jax_vae import losses as jax_losses
-from jax_vae.common import sources
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.convert import flax_to_torch, torch_to_flax
-from jax_vae.common.weights import flatten
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.weights import sources
+from jax_vae.common.weights.convert import flax_to_torch, torch_to_flax
+from jax_vae.common.weights.formats import flatten
 from parity_tests.source_modules import (
     TORCH_SOURCES,
     FlaxVAE,
@@ -33,7 +33,7 @@ from parity_tests.source_modules import (
 )
 from parity_tests.tolerances import TOLERANCES, assert_close
 from torch_reference import losses as torch_losses
-from torch_reference.models import VAE as TorchVAE
+from torch_reference.nn.models import VAE as TorchVAE
 
 BATCH = 8
 LOSS, GRAD = TOLERANCES[("float64", "loss")], TOLERANCES[("float64", "grad")]

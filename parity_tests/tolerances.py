@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from jax_vae.common.config import VAEConfig
+from jax_vae.common.config.vae_config import VAEConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +197,7 @@ def pre_batchnorm_biases(cfg: VAEConfig) -> set[str]:
     exact gradient is 0, so the parity checks hold them near 0 on both sides, not against each other."""
     if not cfg.batch_norm:
         return set()
-    from jax_vae.common.convert import conv_specs
+    from jax_vae.common.weights.convert import conv_specs
 
     specs = conv_specs(cfg)
     return {f"{a.prefix}.bias" for a, b in zip(specs, specs[1:]) if b.kind == "batchnorm"}
@@ -265,7 +265,7 @@ CHAOTIC: dict[tuple[str, str], str] = {
 FLOAT64_REFERENCE = {"stutz-rectangles"}
 CHAOS_FACTOR = 10.0  # jax-torch gap may reach this multiple of torch's own 1-ulp sensitivity
 
-# NNX (jax_vae/nnx_models.py, nnx_step.py) against Linen, same device and dtype, per check, each with
+# NNX (jax_vae/nnx/models.py, nnx_step.py) against Linen, same device and dtype, per check, each with
 # the reason it holds (test_nnx_parity.py). EXACT: every bit (|nnx - linen| <= 0).
 EXACT = 0.0
 NNX_VS_LINEN: dict[str, Tol] = {

@@ -19,19 +19,19 @@ import pytest
 
 from benchmarks import common, flops
 from benchmarks.throughput import run_grid
-from jax_vae.common.architecture import plan
-from jax_vae.common.config import Reduction, VAEConfig
-from jax_vae.common.options import Api, JitMode, TrainOptions
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.architecture import plan
+from jax_vae.common.config.options import Api, JitMode, TrainOptions
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import Reduction, VAEConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"repeats": 2, "window_s": 0.02, "warmup_s": 0.0}
 SHIPPED_STEP = {
     "jax-jit": "jax_vae.step.make_train_step",
-    "jax-scan": "jax_vae.train.make_chunk_fn",
-    "jax-scan-mb": "jax_vae.train.make_chunk_fn",
-    "nnx-jit": "jax_vae.nnx_step.train_step",
-    "nnx-scan": "jax_vae.train.make_chunk_fn (apply_loss=nnx_models.params_loss)",
+    "jax-scan": "jax_vae.chunk.make_chunk_fn",
+    "jax-scan-mb": "jax_vae.chunk.make_chunk_fn",
+    "nnx-jit": "jax_vae.nnx.step.train_step",
+    "nnx-scan": "jax_vae.chunk.make_chunk_fn (apply_loss=nnx_models.params_loss)",
 } | {m: "torch_reference.step.train_step" for m in common.MODES["torch"]}
 
 
@@ -191,7 +191,7 @@ def test_conv_flops_count_by_hand() -> None:
     params = 320 + 18_496 + 9_220 + 4_704 + 18_496 + 18_464 + 289  # conv_0 ... decoder.out
     assert flops.param_count(TF_CVAE) == params and f["optimizer"] == 12 * params
     pytest.importorskip("torch")
-    from torch_reference.models import init_params
+    from torch_reference.nn.models import init_params
 
     bn = dataclasses.replace(ANTIXK_SMALL, batch_norm=True)  # scale, bias per channel; not the statistics
     model = init_params(0, bn)
@@ -213,9 +213,9 @@ def test_conv_flops_match_xla_cost_analysis(cfg: VAEConfig, monkeypatch: pytest.
     import jax
 
     from benchmarks.jax_modes import initial_state
-    from jax_vae import conv_layers
+    from jax_vae import conv_ops
 
-    monkeypatch.setattr(conv_layers, "CPU_GRADIENTS", False)
+    monkeypatch.setattr(conv_ops, "CPU_GRADIENTS", False)
     from jax_vae.optim import make_optimizer
     from jax_vae.step import make_train_step
 
@@ -306,7 +306,7 @@ def test_benchmark_only_bf16_steps() -> None:
     from jax_vae.optim import make_optimizer
     from jax_vae.step import train_step
     from torch_reference.losses import loss_fn as torch_loss
-    from torch_reference.models import init_params as torch_init
+    from torch_reference.nn.models import init_params as torch_init
 
     # One preset per loss branch: BCE-probs + analytic KL (sum), IWAE with logits, MSE + day37 KL (mean).
     for name in ("pytorch-examples", "iwae-paper", "day37"):
@@ -425,7 +425,7 @@ def test_conv_config_runs_in_both_benchmark_processes(monkeypatch) -> None:
     micro-batch modes skip BatchNorm presets."""
     pytest.importorskip("torch")
     from benchmarks import jax_modes, throughput, torch_modes
-    from jax_vae.common import presets
+    from jax_vae.common.config import presets
 
     cfg = dataclasses.replace(  # one conv, one transposed conv: the fewest ops to compile
         ANTIXK_SMALL,
@@ -512,9 +512,9 @@ def test_torch_compile_mb_step_is_the_library_micro_batch_update(preset: str, re
     import torch._inductor.config as inductor_config
 
     from benchmarks.torch_modes import begin_batch, build_step
-    from jax_vae.common import plan
-    from jax_vae.common.data import derive_seed
-    from torch_reference.models import init_params
+    from jax_vae.common.data.datasets import derive_seed
+    from jax_vae.common.training import plan
+    from torch_reference.nn.models import init_params
     from torch_reference.optim import make_optimizer
     from torch_reference.step import create_state, make_train_step
 

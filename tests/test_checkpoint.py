@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from jax_vae.common import cli as cli_module
-from jax_vae.common.config import from_dict
+from jax_vae.common.config.vae_config import from_dict
 
 from train_helpers import (  # noqa: F401
     FRAMEWORKS,
@@ -172,7 +172,7 @@ def test_a_torn_save_is_ignored_and_old_checkpoints_are_pruned(tmp_path, framewo
 def _jax_forward(params: dict, cfg, x: np.ndarray) -> np.ndarray:
     import jax.numpy as jnp
 
-    from jax_vae.models import VAE
+    from jax_vae.linen.models import VAE
 
     eps = jnp.zeros((1, len(x), cfg.latent_dim))
     out, _, _ = typing.cast(Any, VAE(cfg).apply({"params": params}, jnp.asarray(x), eps))
@@ -181,7 +181,7 @@ def _jax_forward(params: dict, cfg, x: np.ndarray) -> np.ndarray:
 
 def test_export_jax_checkpoint_to_torch_and_back_is_exact(tmp_path):
     from jax_vae.checkpoint import load_params as load_jax
-    from torch_reference.models import VAE as TorchVAE
+    from torch_reference.nn.models import VAE as TorchVAE
 
     data = tiny_data()
     train_fn("jax")(tiny_config(steps=6), tmp_path / "run", data=data, progress=False, images=False)

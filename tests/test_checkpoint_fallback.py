@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from jax_vae.common import cli
-from jax_vae.common.config import apply_overrides
-from jax_vae.common.data import make_rectangles
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import apply_overrides
+from jax_vae.common.data.datasets import make_rectangles
 
 from train_helpers import (  # noqa: F401
     FRAMEWORKS,

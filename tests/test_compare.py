@@ -10,10 +10,10 @@ import math
 import pytest
 
 from jax_vae.common import cli as cli_module
-from jax_vae.common import plots
-from jax_vae.common.compare import compare, compare_figure
-from jax_vae.common.config import to_dict
+from jax_vae.common.config.vae_config import to_dict
 from jax_vae.common.errors import RunError
+from jax_vae.common.reporting import plots
+from jax_vae.common.reporting.compare import compare, compare_figure
 
 from train_helpers import tiny_config, tree_snapshot
 

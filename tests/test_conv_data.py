@@ -13,11 +13,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from jax_vae.common import celeba, data, inputs, plots, resize
-from jax_vae.common.config import VAEConfig, apply_overrides, from_dict, to_dict
-from jax_vae.common.data import DataError
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import VAEConfig, apply_overrides, from_dict, to_dict
+from jax_vae.common.data import celeba, resize
+from jax_vae.common.data import datasets as data
+from jax_vae.common.data.datasets import DataError
 from jax_vae.common.evaluation import check_evaluable
-from jax_vae.common.presets import get_preset
+from jax_vae.common.reporting import plots
+from jax_vae.common.training import inputs
 
 from train_helpers import TINY, assert_one_line_error, one_torch_thread, run_main  # noqa: F401
 

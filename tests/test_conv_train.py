@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from jax_vae.common import cli as cli_module
-from jax_vae.common import plan
-from jax_vae.common.config import VAEConfig, from_dict
-from jax_vae.common.data import load_dataset
+from jax_vae.common.config.vae_config import VAEConfig, from_dict
+from jax_vae.common.data.datasets import load_dataset
 from jax_vae.common.errors import NonFiniteLossError
+from jax_vae.common.training import plan
 
 from train_helpers import (  # noqa: F401
     FRAMEWORKS,
@@ -231,7 +231,7 @@ def test_evaluate_refuses_the_mse_preset_in_one_line(runs, framework, capsys):
 # ------------------------------------------------------------------------------------------- export
 def _jax_model(weights: dict, cfg: VAEConfig, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, ...]:
     """(decode(z), mean, scale) of the JAX Linen model in eval mode (running statistics)."""
-    from jax_vae.models import VAE, variables
+    from jax_vae.linen.models import VAE, variables
 
     v = variables(weights, cfg)
     mean, scale = VAE(cfg).apply(v, x, method=VAE.encode)  # [N, Z] x2
@@ -241,7 +241,7 @@ def _jax_model(weights: dict, cfg: VAEConfig, x: np.ndarray, z: np.ndarray) -> t
 def _torch_model(
     state: dict[str, Any], cfg: VAEConfig, x: np.ndarray, z: np.ndarray
 ) -> tuple[np.ndarray, ...]:
-    from torch_reference.models import VAE
+    from torch_reference.nn.models import VAE
 
     model = VAE(cfg)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})  # strict: every key fits

@@ -1,4 +1,4 @@
-"""Tests for jax_vae.common.data and .idx: IDX validation, real data, rectangles, binarization, downloads."""
+"""Tests for jax_vae.common.data.datasets and .idx: IDX validation, real data, rectangles, binarization, downloads."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from jax_vae.common import data, idx
-from jax_vae.common.data import DataError
+from jax_vae.common.data import datasets as data
+from jax_vae.common.data import idx
+from jax_vae.common.data.datasets import DataError
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -287,6 +288,6 @@ def test_load_dataset_binarization(tmp_path, tiny_mnist, monkeypatch):
 def test_no_framework_import():
     import subprocess
 
-    code = "import sys, jax_vae.common.data; print('jax' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, jax_vae.common.data.datasets; print('jax' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -77,9 +77,10 @@ def _worker(out: str) -> None:
     import jax
     import jax.numpy as jnp
 
-    from jax_vae import models, optim, parallel, step
-    from jax_vae.common.config import apply_overrides
-    from jax_vae.common.presets import get_preset
+    from jax_vae import optim, parallel, step
+    from jax_vae.common.config.presets import get_preset
+    from jax_vae.common.config.vae_config import apply_overrides
+    from jax_vae.linen import models
 
     assert jax.device_count() == 8, jax.devices()
     mesh = parallel.make_mesh()

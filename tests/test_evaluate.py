@@ -16,12 +16,13 @@ import torch
 from scipy.special import logsumexp
 
 from jax_vae import evaluate as je
-from jax_vae import models
-from jax_vae.common import convert, evaluation
-from jax_vae.common.presets import get_preset
+from jax_vae.common import evaluation
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.weights import convert
+from jax_vae.linen import models
 from torch_reference import evaluate as te
-from torch_reference.models import VAE as TorchVAE
-from torch_reference.models import sample_eps as torch_sample_eps
+from torch_reference.functional import sample_eps as torch_sample_eps
+from torch_reference.nn.models import VAE as TorchVAE
 
 TINY = dataclasses.replace(
     get_preset("iwae-paper"), input_dim=6, encoder_hidden=(8,), decoder_hidden=(8,), latent_dim=2

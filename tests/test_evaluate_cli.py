@@ -12,10 +12,10 @@ import pytest
 from jax_vae import evaluate as je
 from jax_vae.checkpoint import load_params, save_params
 from jax_vae.common import cli
-from jax_vae.common.config import apply_overrides, to_dict
-from jax_vae.common.data import make_rectangles
-from jax_vae.common.presets import get_preset
-from jax_vae.models import init_params
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import apply_overrides, to_dict
+from jax_vae.common.data.datasets import make_rectangles
+from jax_vae.linen.models import init_params
 
 from train_helpers import train_fn
 

@@ -16,11 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_vae.common import convert, plan, progress, runs
+from jax_vae.common import metrics
 from jax_vae.common.cli import build_parser
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.options import TrainOptions
-from jax_vae.models import VAE
+from jax_vae.common.config.options import TrainOptions
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.runs import folder as runs
+from jax_vae.common.training import plan, progress
+from jax_vae.common.weights import convert
+from jax_vae.linen.models import VAE
 
 from train_helpers import (  # noqa: F401
     FRAMEWORKS,
@@ -63,7 +66,7 @@ def test_step_records_carry_the_latent_stats_of_a_direct_computation(tmp_path, f
         cfg, run_dir, data=data, progress=False, images=False, checkpoint_every=5, log_every=1
     )
     steps = {r["step"]: r for r in metric_records(run_dir, drop_timing=False) if r["kind"] == "step"}
-    assert sorted(steps) == list(range(1, 7)) and all(tuple(r) == runs.STEP_KEYS for r in steps.values())
+    assert sorted(steps) == list(range(1, 7)) and all(tuple(r) == metrics.STEP_KEYS for r in steps.values())
     # chunks [0, 5) and [5, 6): one images/s per chunk, repeated on its records
     assert len({steps[s]["chunk_images_per_s"] for s in range(1, 6)}) == 1
     assert all(r["chunk_images_per_s"] > 0 for r in steps.values())
@@ -144,8 +147,8 @@ def test_progress_bar_postfix_shows_the_newest_loss_terms_and_statistics(tmp_pat
 def _worker(out: str) -> None:
     """One train step single-device and over 8 devices, whole batch and micro-batched; save stats."""
     from jax_vae import optim, parallel, step
-    from jax_vae.common.presets import get_preset
-    from jax_vae.models import init_params
+    from jax_vae.common.config.presets import get_preset
+    from jax_vae.linen.models import init_params
 
     assert jax.device_count() == 8, jax.devices()
     mesh, results = parallel.make_mesh(), dict[str, Any]()

@@ -1,6 +1,6 @@
-"""The Flax NNX API (jax_vae/nnx_models.py, nnx_step.py): its state is the Linen params tree and,
+"""The Flax NNX API (jax_vae/nnx/models.py, nnx_step.py): its state is the Linen params tree and,
 through the converter, the torch state_dict; its forward, loss and gradients are Linen's bit for bit;
-both step styles train exactly as step.train_step; the functional chunk is train.make_chunk_fn's
+both step styles train exactly as step.train_step; the functional chunk is chunk.make_chunk_fn's
 XLA program and equals its single steps."""
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jax_vae import models, nnx_models, nnx_step, optim, train
+from jax_vae import chunk, optim
 from jax_vae import step as js
-from jax_vae.common import convert
-from jax_vae.common.config import layer_specs
-from jax_vae.common.presets import PRESETS
+from jax_vae.common.config.presets import PRESETS
+from jax_vae.common.config.vae_config import layer_specs
+from jax_vae.common.weights import convert
+from jax_vae.linen import models
 from jax_vae.losses import loss_fn as linen_loss_fn
+from jax_vae.nnx import models as nnx_models
+from jax_vae.nnx import step as nnx_step
 
 PRESET_NAMES = list(PRESETS)
 BATCH, STEPS = 8, 3
@@ -157,7 +160,7 @@ def _program(jitted: Any, *args) -> str:
 @pytest.mark.parametrize("preset", ["pytorch-examples", "stutz-rectangles", "iwae-paper"])
 def test_functional_programs_are_linens(preset):
     """The functional step and chunk lower to the same XLA programs as step.make_train_step and
-    train.make_chunk_fn: nnx.merge is gone after tracing."""
+    chunk.make_chunk_fn: nnx.merge is gone after tracing."""
     cfg = PRESETS[preset]
     tx = optim.make_optimizer(cfg, steps_per_epoch=10)
     state = js.create_state(models.init_params(jax.random.key(0), cfg), tx)
@@ -167,7 +170,7 @@ def test_functional_programs_are_linens(preset):
     batch = data[: cfg.batch_size]
     linen_step = _program(js.make_train_step(cfg, tx), state, batch, key)
     assert _program(nnx_step.make_functional_step(graphdef, cfg, tx), fstate, batch, key) == linen_step
-    linen_chunk = _program(train.make_chunk_fn(cfg, tx), state, data, idx, key)
+    linen_chunk = _program(chunk.make_chunk_fn(cfg, tx), state, data, idx, key)
     assert _program(nnx_step.make_functional_chunk(graphdef, cfg, tx), fstate, data, idx, key) == linen_chunk
 
 

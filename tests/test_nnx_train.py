@@ -21,16 +21,17 @@ import torch
 from flax import nnx
 from test_data_parallel import _env, _wait
 
-from jax_vae import nnx_models, train
+from jax_vae import train
 from jax_vae.checkpoint import load_params as load_tree
 from jax_vae.common import cli as cli_module
-from jax_vae.common import convert
-from jax_vae.common.config import VAEConfig, apply_overrides
-from jax_vae.common.data import make_rectangles
-from jax_vae.common.options import TrainOptions
-from jax_vae.common.presets import get_preset
-from jax_vae.common.runs import EPOCH_KEYS, STEP_KEYS
+from jax_vae.common.config.options import TrainOptions
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import VAEConfig, apply_overrides
+from jax_vae.common.data.datasets import make_rectangles
+from jax_vae.common.metrics import EPOCH_KEYS, STEP_KEYS
+from jax_vae.common.weights import convert
 from jax_vae.losses import loss_fn
+from jax_vae.nnx import models as nnx_models
 
 from train_helpers import (  # noqa: F401
     REPO,

@@ -18,11 +18,11 @@ import torch
 from scipy.stats import norm
 
 from jax_vae import losses as jl
-from jax_vae import models
-from jax_vae.common import convert
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.weights import convert
+from jax_vae.linen import models
 from torch_reference import losses as tl
-from torch_reference.models import VAE as TorchVAE
+from torch_reference.nn.models import VAE as TorchVAE
 
 CFG = dataclasses.replace(
     get_preset("iwae-paper"), input_dim=12, encoder_hidden=(16,), decoder_hidden=(16,), latent_dim=3

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from jax_vae.common import files, runs
+from jax_vae.common import files
+from jax_vae.common.runs import folder as runs
 
 from train_helpers import (  # noqa: F401
     FRAMEWORKS,

@@ -7,9 +7,10 @@ import statistics
 import numpy as np
 import pytest
 
-from jax_vae.common import loop, plots
-from jax_vae.common.config import to_dict
-from jax_vae.common.presets import PRESETS, get_preset
+from jax_vae.common.config.presets import PRESETS, get_preset
+from jax_vae.common.config.vae_config import to_dict
+from jax_vae.common.reporting import plots
+from jax_vae.common.training import loop
 
 from train_helpers import tiny_config
 

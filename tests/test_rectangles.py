@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jax_vae.common import data
-from jax_vae.common.data import DataError
+from jax_vae.common.data import datasets as data
+from jax_vae.common.data.datasets import DataError
 
 # --- rectangles: the Lua source replayed draw for draw ----------------------------------------------
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from jax_vae.common import cli as cli_module
-from jax_vae.common import runs
-from jax_vae.common.presets import get_preset
-from jax_vae.common.runlock import LOCK_FILE, RunLock
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.runs import folder as runs
+from jax_vae.common.runs.lock import LOCK_FILE, RunLock
 
 from train_helpers import (  # noqa: F401
     FRAMEWORKS,
@@ -198,7 +198,7 @@ def test_torch_epoch_evaluation_of_diverged_weights_is_nan_not_a_traceback(tmp_p
     import torch
 
     from jax_vae.common import backends
-    from jax_vae.common.options import TrainOptions
+    from jax_vae.common.config.options import TrainOptions
 
     from train_helpers import tiny_config, tiny_data
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jax_vae.common import runs, tensorboard
+from jax_vae.common import metrics
+from jax_vae.common.reporting import tensorboard
 
 from train_helpers import (  # noqa: F401  (one_torch_thread: a fixture)
     FRAMEWORKS,
@@ -107,8 +108,8 @@ def assert_board_is_metrics(run_dir: Path, image_steps: list[int]) -> dict[tuple
     assert scalars.keys() == expected.keys()
     for key, value in expected.items():
         assert np.float32(scalars[key]) == value, key
-    assert {t for t, _ in scalars} >= {f"train/{k}" for k in runs.STEP_KEYS[3:]}
-    assert {t for t, _ in scalars} >= {f"epoch/{k}" for k in runs.EPOCH_KEYS[3:]}
+    assert {t for t, _ in scalars} >= {f"train/{k}" for k in metrics.STEP_KEYS[3:]}
+    assert {t for t, _ in scalars} >= {f"epoch/{k}" for k in metrics.EPOCH_KEYS[3:]}
     assert sorted(images) == sorted((f"images/{n}", s) for n in GRID_SHAPES for s in image_steps)
     for (tag, _), pixels in images.items():
         assert pixels.shape == GRID_SHAPES[tag.split("/")[1]]

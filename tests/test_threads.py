@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from jax_vae.common import cli as cli_module
+from jax_vae.common.config.options import EvalOptions, TrainOptions, thread_count
 from jax_vae.common.errors import RunError
-from jax_vae.common.evaluation import EvalOptions
-from jax_vae.common.options import TrainOptions, thread_count
 
 from train_helpers import REPO, cli, tiny_config, tiny_data
 
@@ -74,7 +73,7 @@ def test_torch_trainer_sets_its_threads(threads: str, want: int, tmp_path: Path)
 def test_torch_evaluation_sets_its_threads() -> None:
     torch = pytest.importorskip("torch")
     from torch_reference import backend
-    from torch_reference.models import init_params
+    from torch_reference.nn.models import init_params
 
     cfg = tiny_config()
     before = torch.get_num_threads()

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jax_vae.common import plan
 from jax_vae.common.errors import NonFiniteLossError
-from jax_vae.common.runs import EPOCH_KEYS, STEP_KEYS
+from jax_vae.common.metrics import EPOCH_KEYS, STEP_KEYS
+from jax_vae.common.training import plan
 
 from train_helpers import (  # noqa: F401
     FRAMEWORKS,

@@ -1,4 +1,4 @@
-"""The user's own images: `--dataset npz:PATH` and `--dataset folder:PATH` (jax_vae.common.userdata).
+"""The user's own images: `--dataset npz:PATH` and `--dataset folder:PATH` (jax_vae.common.data.userdata).
 
 Formats, the fixed test split, labels, the one-line errors of bad input, and runs on non-square
 12 x 20 images from both CLIs (images, evaluate, resume from another working directory)."""
@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jax_vae.common import data, plots, runs, userdata
-from jax_vae.common.config import VAEConfig, to_dict
-from jax_vae.common.data import DataError
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import VAEConfig, to_dict
+from jax_vae.common.data import datasets as data
+from jax_vae.common.data import userdata
+from jax_vae.common.data.datasets import DataError
 from jax_vae.common.errors import RunError
-from jax_vae.common.presets import get_preset
+from jax_vae.common.reporting import plots
+from jax_vae.common.runs import folder as runs
 
 from train_helpers import (  # noqa: F401
     FRAMEWORKS,

@@ -17,10 +17,12 @@ import pytest
 import safetensors.numpy
 import torch
 
-from jax_vae.common import backends, loop, sources
-from jax_vae.common.convert import flax_to_torch
-from jax_vae.common.data import default_data_dir
-from jax_vae.common.options import TrainOptions
+from jax_vae.common import backends
+from jax_vae.common.config.options import TrainOptions
+from jax_vae.common.data.datasets import default_data_dir
+from jax_vae.common.training import loop
+from jax_vae.common.weights import sources
+from jax_vae.common.weights.convert import flax_to_torch
 from parity_tests.source_modules import PytorchExamplesVAE
 
 from train_helpers import (

@@ -15,11 +15,12 @@ import jax
 import numpy as np
 import pytest
 
-from jax_vae.common import backends, loop
+from jax_vae.common import backends
 from jax_vae.common import cli as cli_module
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.options import TrainOptions
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.options import TrainOptions
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.training import loop
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("jax", "torch")

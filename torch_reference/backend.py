@@ -9,14 +9,14 @@ import numpy as np
 import torch
 
 from jax_vae.common.backends import Backend
-from jax_vae.common.config import VAEConfig
+from jax_vae.common.config.options import EvalOptions
+from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.errors import RunError
-from jax_vae.common.evaluation import EvalOptions
-from jax_vae.common.weights import is_safetensors
+from jax_vae.common.weights.formats import is_safetensors
 from torch_reference.checkpoint import load_params as load_checkpoint
 from torch_reference.checkpoint import save_params
 from torch_reference.evaluate import evaluate as evaluate_params
-from torch_reference.models import VAE
+from torch_reference.nn.models import VAE
 from torch_reference.train import Trainer, _set_threads, device_name, process_index, resolve_device
 from torch_reference.weights import from_state_dict, load_safetensors, read_tensors
 

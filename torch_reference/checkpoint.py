@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from jax_vae.common.errors import RunError, one_line
-from jax_vae.common.fallback import Steps
-from jax_vae.common.fallback import cause as os_cause
 from jax_vae.common.files import atomic_write, atomic_write_text
+from jax_vae.common.runs.checkpoint_steps import Steps
+from jax_vae.common.runs.checkpoint_steps import cause as os_cause
 from torch_reference.step import TrainState
 
 KEEP = 3

@@ -17,10 +17,11 @@ import torch
 from torch import Tensor
 
 from jax_vae.common import evaluation
-from jax_vae.common.config import VAEConfig
+from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.evaluation import check_evaluable, chunking, summarize
+from torch_reference.functional import reparameterize, sample_eps, std_from_scale
 from torch_reference.losses import LIKELIHOODS, kl_normal, log_weights
-from torch_reference.models import VAE, reparameterize, sample_eps, std_from_scale
+from torch_reference.nn.models import VAE
 from torch_reference.train import NAN_PROBS_ERROR
 
 

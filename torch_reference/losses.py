@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jax_vae.common.config import VAEConfig
-from torch_reference.models import VAE, sample_eps, std_from_scale
+from jax_vae.common.config.vae_config import VAEConfig
+from torch_reference.functional import as_eps, std_from_scale
+from torch_reference.nn.models import VAE
 
 # Lua-torch nn.BCECriterion's eps (cunn: 1e-12f for float tensors, 1e-12 for double), added inside
 # both logs in the tensor's own dtype: in float32, 1 - p + 1e-12 == 1 - p unless 1 - p < 2**-15.
@@ -144,15 +145,6 @@ def iwae_bound(log_w: Tensor) -> Tensor:
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
-def _as_eps(
-    eps_or_generator: Tensor | torch.Generator | None, cfg: VAEConfig, batch: int, x: Tensor
-) -> Tensor:
-    """A generator (or None) draws eps [L, B, Z]; a tensor is eps itself ([B, Z] means L = 1)."""
-    if isinstance(eps_or_generator, Tensor):  # checked first: keeps torch.compile graphs whole
-        return eps_or_generator if eps_or_generator.ndim == 3 else eps_or_generator[None]
-    return sample_eps(eps_or_generator, cfg, batch, dtype=x.dtype, device=x.device)
-
-
 def objective(
     outputs: Tensor,
     mean: Tensor,
@@ -189,6 +181,6 @@ def loss_fn(
     """(loss, metrics): the preset's objective reduced over the batch; metrics hold per-example
     recon [B] (mean over the L samples), kl [B], the per-example objective [B] and the per-example
     latent sums mu_sum, logvar_sum, logvar_dev2 [B] that step.latent_stats reduces."""
-    eps = _as_eps(eps_or_generator, cfg, x.shape[0], x)  # [L, B, Z]
+    eps = as_eps(eps_or_generator, cfg, x.shape[0], x)  # [L, B, Z]
     outputs, mean, scale = model(x, eps)  # [L, B, D]
     return objective(outputs, mean, scale, x, eps, cfg, beta)

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from jax_vae.common import plan
-from jax_vae.common.config import VAEConfig
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.training import plan
 
 
 class LuaAdam(torch.optim.Optimizer):

@@ -14,10 +14,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.runs import StepMetrics
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.metrics import StepMetrics
+from torch_reference.functional import sample_eps
 from torch_reference.losses import loss_fn
-from torch_reference.models import VAE, sample_eps
+from torch_reference.nn.models import VAE
 from torch_reference.optim import Scheduler, Transform
 
 

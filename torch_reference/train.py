@@ -1,10 +1,10 @@
 """PyTorch training: the dataset lives on the device and each step is one call of the train step.
 
-Mirror of jax_vae/train.py; the run loop itself is framework-free (jax_vae/common/loop.py).
+Mirror of jax_vae/train.py; the run loop itself is framework-free (jax_vae/common/training/loop.py).
 RNG: parameters from a forked global RNG seeded with the seed (models.init_params); the eps, eval and
 binarize generators are seeded derive_seed(seed, stream) for the plan.Stream numbers (binarize: and
 the epoch); the eps generator's state is saved in every checkpoint. The data order is the same numpy
-permutation as on the JAX side (jax_vae.common.plan.epoch_order).
+permutation as on the JAX side (jax_vae.common.training.plan.epoch_order).
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from jax_vae.common import plan
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.data import derive_seed
+from jax_vae.common.config.options import Tick, TrainOptions, thread_count
+from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.data.datasets import derive_seed
 from jax_vae.common.errors import RunError
-from jax_vae.common.options import Tick, TrainOptions, thread_count
-from jax_vae.common.runs import StepMetrics
+from jax_vae.common.metrics import StepMetrics
+from jax_vae.common.training import plan
 from torch_reference.checkpoint import Checkpoints
+from torch_reference.functional import sample_eps
 from torch_reference.losses import loss_fn
-from torch_reference.models import init_params, sample_eps
+from torch_reference.nn.models import init_params
 from torch_reference.optim import make_optimizer
 from torch_reference.step import TrainState, create_state, make_train_step
 

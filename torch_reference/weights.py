@@ -12,9 +12,9 @@ import safetensors
 import safetensors.torch
 import torch
 
-from jax_vae.common.config import VAEConfig
+from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.errors import RunError, one_line
-from jax_vae.common.weights import decode_metadata
+from jax_vae.common.weights.formats import decode_metadata
 from torch_reference.checkpoint import _torch_load
 
 WRAPPERS = ("state_dict", "model", "model_state_dict")  # checkpoint dicts that hold the state_dict

@@ -2,7 +2,7 @@
 
 For every Conv2d / ConvTranspose2d of a conv preset at batch B it times the forward, the input
 gradient dX and the kernel gradient dK three ways: XLA's own derivative of lax's conv (jax.vjp of
-`conv_layers._xla_conv` / `_xla_transposed_conv`), the shipped layers' (`conv_layers._conv_bwd`:
+`conv_ops.xla_conv` / `xla_transposed_conv`), the shipped layers' (`conv_ops._conv_bwd`:
 on CPU dK by per-tap matmuls and a transposed conv's dX as the conv it is the adjoint of), each as
 one jitted call and per iteration of a lax.scan (what `train --jit scan` runs); and torch's
 forward and forward + backward of the same layer (oneDNN). Best of `repeats`, milliseconds.
@@ -25,11 +25,12 @@ import torch
 from jax import lax
 
 from benchmarks.host import cpu_threads
-from jax_vae import conv_layers as jc
-from jax_vae.common import architecture
-from jax_vae.common.conv import conv_padding, conv_transpose_padding
-from jax_vae.common.presets import get_preset
-from torch_reference import conv_layers as tc
+from jax_vae import conv_ops
+from jax_vae.common.config import architecture
+from jax_vae.common.config.conv_geometry import conv_padding, conv_transpose_padding
+from jax_vae.common.config.presets import get_preset
+from jax_vae.linen import conv_layers as jc
+from torch_reference.nn import conv_layers as tc
 
 SCAN_LENGTH = 20
 
@@ -103,7 +104,7 @@ def compare(preset: str, batch: int, repeats: int = 5) -> list[dict[str, Any]]:
         y = layer.apply({"params": params}, x)
         g = jnp.asarray(rng.standard_normal(y.shape, dtype=np.float32))
         pads = _pads(kind, x.shape[1:3], stride, padding, extra)
-        base = jc._xla_conv if kind == "conv" else jc._xla_transposed_conv
+        base = conv_ops.xla_conv if kind == "conv" else conv_ops.xla_transposed_conv
         xla = lambda x_, k_, base=base, pads=pads: base(x_, k_, (stride, stride), pads)
         k = params["kernel"]
         row: dict[str, Any] = {"layer": name, "kind": kind, "input": [batch, h, w, c], "out_channels": out}

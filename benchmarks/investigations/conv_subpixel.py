@@ -18,8 +18,8 @@ import numpy as np
 from jax import lax
 
 from benchmarks.investigations.conv_grad import SCAN_LENGTH, _best, _in_scan
-from jax_vae import conv_layers as jc
-from jax_vae.common.conv import Padding, conv_transpose_padding
+from jax_vae import conv_ops
+from jax_vae.common.config.conv_geometry import Padding, conv_transpose_padding
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 Pads = list[tuple[int, int]]
@@ -81,7 +81,7 @@ def check_exact() -> float:
                 pads = [conv_transpose_padding(n, k, s, p, op)] * 2
                 x = jnp.asarray(rng.standard_normal((2, n, n, 3)))
                 kernel = jnp.asarray(rng.standard_normal((k, k, 4, 3)))
-                want = jc._xla_transposed_conv(x, kernel, (s, s), pads)
+                want = conv_ops.xla_transposed_conv(x, kernel, (s, s), pads)
                 got = subpixel_transposed_conv(x, kernel, (s, s), pads)
                 assert got.shape == want.shape, (k, s, p, op, n, got.shape, want.shape)
                 worst = max(worst, float(jnp.abs(got - want).max()))
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         kernel = jnp.asarray(rng.standard_normal((3, 3, cout, cin), dtype=np.float32))
         pads = [conv_transpose_padding(side, 3, 2, 1, 1)] * 2  # = Keras 'same' for k 3, s 2
         cells = []
-        for f in (jc._xla_transposed_conv, subpixel_transposed_conv):
+        for f in (conv_ops.xla_transposed_conv, subpixel_transposed_conv):
             fn = lambda k, x, f=f: f(x, k, (2, 2), pads)  # conv_grad's (kernel, x) order
             call, scanned = jax.jit(fn), jax.jit(_in_scan(fn))
             plain = 1e3 * _best(lambda: call(kernel, x), a.repeats)

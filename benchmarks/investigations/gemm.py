@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from benchmarks.host import cpu_threads
-from jax_vae.common.config import layer_specs
-from jax_vae.common.presets import get_preset
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import layer_specs
 
 
 def _best(f: Callable[[], Any], repeats: int) -> float:

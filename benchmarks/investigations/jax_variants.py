@@ -2,7 +2,7 @@
 
 Each variant builds `epoch(state, data [N, D], idx [S, B], key) -> (state, ...)` with the semantics of
 the shipped chunk (gather each batch on the device, forward + backward + optimizer update, fresh eps
-every step): `baseline` is jax_vae.train.make_chunk_fn itself (the jax-scan mode), the others change
+every step): `baseline` is jax_vae.chunk.make_chunk_fn itself (the jax-scan mode), the others change
 one thing around the shipped jax_vae.step.train_step / update. `compare` times them interleaved
 (A B C A B C ...) in one process, so a busy host disturbs all variants alike.
 Run: python -m benchmarks.investigations.jax_variants --preset pytorch-examples --batch-sizes 16,128,1024
@@ -25,11 +25,11 @@ from jax.flatten_util import ravel_pytree
 
 from benchmarks import common
 from benchmarks.jax_modes import initial_state
-from jax_vae.common.config import VAEConfig
-from jax_vae.common.presets import get_preset
+from jax_vae.chunk import make_chunk_fn
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.optim import make_optimizer
 from jax_vae.step import TrainState, make_train_step, train_step, update
-from jax_vae.train import make_chunk_fn
 
 
 class Variant(NamedTuple):

@@ -2,7 +2,7 @@
 memory, and a sweep of XLA_FLAGS (each flag set in a fresh benchmark process).
 
 The program profiled is the one each benchmark mode calls (benchmarks.jax_modes.program: the shipped
-jax_vae.step.make_train_step for jax-jit, jax_vae.train.make_chunk_fn for jax-scan).
+jax_vae.step.make_train_step for jax-jit, jax_vae.chunk.make_chunk_fn for jax-scan).
 hlo:   python -m benchmarks.investigations.profile_jax hlo --preset pytorch-examples --batch 128 \
            [--mode jax-scan]
 flags: python -m benchmarks.investigations.profile_jax flags --preset pytorch-examples --batch-sizes 16,1024 \
@@ -112,7 +112,7 @@ def hlo_report(preset: str, batch: int, mode: str, precision: str = "fp32") -> d
     import numpy as np
 
     from benchmarks import flops, jax_modes
-    from jax_vae.common.presets import get_preset
+    from jax_vae.common.config.presets import get_preset
     from jax_vae.optim import make_optimizer
 
     jax_modes.set_precision(precision)

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from jax_vae.common.data import load_split
+from jax_vae.common.data.datasets import load_split
 from parity_tests.source_modules import PytorchExamplesVAE, pytorch_examples_loss
 
 

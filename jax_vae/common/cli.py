@@ -20,18 +20,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from jax_vae.common import backends, runs, sources
-from jax_vae.common.compare import compare
-from jax_vae.common.config import VAEConfig, apply_overrides, from_dict
-from jax_vae.common.data import INPUT_DIMS, VALID_DATASETS, canonical_name
+from jax_vae.common import backends
+from jax_vae.common.config.options import EvalOptions, TrainOptions, thread_count
+from jax_vae.common.config.presets import PRESETS, get_preset
+from jax_vae.common.config.vae_config import VAEConfig, apply_overrides, from_dict
+from jax_vae.common.data.catalog import INPUT_DIMS, VALID_DATASETS, canonical_name
 from jax_vae.common.errors import RunError, UserError, one_line
-from jax_vae.common.evaluation import EvalOptions, evaluate_run, report_line
-from jax_vae.common.export import export
-from jax_vae.common.imports import import_weights
-from jax_vae.common.loop import train
-from jax_vae.common.options import TrainOptions, thread_count
-from jax_vae.common.presets import PRESETS, get_preset
-from jax_vae.common.weights import FORMATS
+from jax_vae.common.evaluation import evaluate_run, report_line
+from jax_vae.common.reporting.compare import compare
+from jax_vae.common.runs import folder as runs
+from jax_vae.common.training.loop import train
+from jax_vae.common.weights import sources
+from jax_vae.common.weights.export import export
+from jax_vae.common.weights.formats import FORMATS
+from jax_vae.common.weights.importing import import_weights
 
 DEFAULT_PRESET = "stutz-rectangles"
 NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-(inf|nan)", re.IGNORECASE)  # a negative number
@@ -329,7 +331,7 @@ def add_export_command(sub: Any, framework: str) -> None:
     p = sub.add_parser(
         "export",
         help="JAX checkpoint -> PyTorch state_dict file, or back with --to-jax",
-        description="Convert weights between frameworks through jax_vae.common.convert. Default: a "
+        description="Convert weights between frameworks through jax_vae.common.weights.convert. Default: a "
         "JAX run folder (or params export) -> torch.save'd state_dict at --out, with "
         "its config in <out>.json. --to-jax: a state_dict file (or a PyTorch run "
         "folder) -> a JAX params checkpoint folder at --out.",
@@ -367,7 +369,7 @@ def add_import_command(sub: Any, framework: str) -> None:
         "import",
         help="a source's own checkpoint (pytorch/examples, the posts, the Flax example) -> jax-vae weights",
         description="Map a checkpoint saved by a source's own code onto jax-vae's layers through the key "
-        "map table (jax_vae.common.sources; docs/weights.md) and write "
+        "map table (jax_vae.common.weights.sources; docs/weights.md) and write "
         + ("a JAX params folder" if framework == "jax" else "a PyTorch state_dict file (.safetensors or .pt)")
         + " for evaluate --run, export and train --init-from. Layer widths are read from the file.",
     )

@@ -4,7 +4,6 @@ sample chunking, the evaluation data (with its binarization) and the per-image s
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -13,18 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from jax_vae.common import runs, sources
-from jax_vae.common.config import VAEConfig, apply_overrides, from_dict, to_dict
-from jax_vae.common.data import (
-    EVAL_BINARIZATION_SEED,
-    binarize_for_evaluation,
-    load_dataset,
-    load_split,
-    threshold,
-)
+from jax_vae.common.config.options import EvalOptions
+from jax_vae.common.config.presets import get_preset
+from jax_vae.common.config.vae_config import VAEConfig, apply_overrides, from_dict, to_dict
+from jax_vae.common.data.catalog import EVAL_BINARIZATION_SEED
+from jax_vae.common.data.datasets import binarize_for_evaluation, load_dataset, load_split, threshold
 from jax_vae.common.errors import RunError
 from jax_vae.common.files import atomic_write_text, check_writable
-from jax_vae.common.presets import get_preset
+from jax_vae.common.runs import folder as runs
+from jax_vae.common.weights import sources
 
 ROW_BUDGET = 32768  # images x samples decoded at once: 32768 x 784 float32 logits ~ 100 MB
 CPU_EAGER_ROW_BUDGET = 4096  # eager torch on CPU: fresh 100 MB temporaries cost page faults (measured
@@ -179,26 +175,6 @@ def trained_data_dir(source: str | os.PathLike) -> str | None:
         if (folder / runs.CONFIG_FILE).is_file():
             return runs.recorded_data_dir(runs.read_run(folder))
     return None
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalOptions:
-    """How `evaluate` scores a checkpoint (the CLI's evaluate flags)."""
-
-    k: int = 5000
-    step: int | None = None
-    batch_size: int = 100
-    chunk: int | None = None
-    seed: int = 0
-    num_images: int | None = None
-    data_dir: str | None = None
-    download: bool = True
-    out: str | None = None
-    device: str = "auto"
-    threads: str = "auto"  # options.thread_count: N >= 1 or auto
-    source: str | None = None  # set: `source` is a weight file in this layout (jax_vae.common.sources)
-    preset: str | None = None  # with source: the preset to score it as (default: the file's or source's)
-    dataset: str | None = None  # score on this dataset instead of the preset's (same image size)
 
 
 def load_weights(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> tuple[Any, dict[str, Any]]:
