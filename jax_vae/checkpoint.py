@@ -179,7 +179,7 @@ class Checkpoints:
         """read() of intact checkpoint `step`; what orbax still raises is one RunError line (with
         `fit`, a value error means the checkpoint is of another model or dataset)."""
         try:
-            return _quietly(read)
+            return read_quietly(read)
         except (ValueError, KeyError, TypeError) as err:
             if not fit:
                 raise RunError(
@@ -216,7 +216,7 @@ def cause(err: BaseException) -> str:
     return os_cause(err)
 
 
-def _quietly(read: Callable[[], T]) -> T:
+def read_quietly(read: Callable[[], T]) -> T:
     """read(), and when it raises, its abandoned orbax coroutines collected with Python's
     'Exception ignored' reports and asyncio's logs silenced (orbax runs reads on a private event
     loop that it closes with the other reads still pending)."""
@@ -326,7 +326,7 @@ def load_params(path: Path, step: int | None = None) -> tuple[dict, dict[str, An
             raise RunError(f"the params export {path} is {problem}")
         args = ocp.args.Composite(params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
         try:
-            got = _quietly(
+            got = read_quietly(
                 lambda: ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(path, args=args)
             )
         except Exception as err:  # noqa: BLE001 - one line, whatever orbax raises
@@ -344,7 +344,7 @@ def load_params(path: Path, step: int | None = None) -> tuple[dict, dict[str, An
         lambda: ckpts._reader().restore(
             step,
             args=ocp.args.Composite(
-                train=ocp.args.StandardRestore(_local_target(item)), meta=ocp.args.JsonRestore()
+                train=ocp.args.StandardRestore(local_target(item)), meta=ocp.args.JsonRestore()
             ),
         ),
     )
@@ -353,7 +353,7 @@ def load_params(path: Path, step: int | None = None) -> tuple[dict, dict[str, An
     return jax.tree_util.tree_map(np.asarray, weights), got.meta  # models.weights
 
 
-def _local_target(item_dir: Path) -> Any:
+def local_target(item_dir: Path) -> Any:
     """Abstract tree of a saved item placed on this process's first device, so checkpoints written
     on another device topology (data-parallel meshes, other hosts) restore here."""
     metadata = ocp.StandardCheckpointer().metadata(item_dir)

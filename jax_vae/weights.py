@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jax_vae.checkpoint import _local_target, _quietly, cause
+from jax_vae.checkpoint import local_target, read_quietly, cause
 from jax_vae.common.config.vae_config import VAEConfig, from_dict
 from jax_vae.common.errors import RunError
 from jax_vae.common.weights.convert import torch_to_flax
@@ -34,8 +34,8 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
     """{'a/b/c': array} of a pytree saved with orbax (e.g. Flax params), restored on this host's device."""
     path = Path(path).absolute()
     try:
-        target = _local_target(path)
-        tree = _quietly(lambda: ocp.StandardCheckpointer().restore(path, target))
+        target = local_target(path)
+        tree = read_quietly(lambda: ocp.StandardCheckpointer().restore(path, target))
     except Exception as err:  # noqa: BLE001 - one line, whatever orbax raises
         raise RunError(f"cannot read {path} as an orbax checkpoint folder ({cause(err)})") from None
     return flatten(jax.tree_util.tree_map(np.asarray, tree))

@@ -1,5 +1,7 @@
-"""The layout holds: a framework-free core, two mirror twins that never import each other, the same
-files, and public functions with the same names, parameters and return kinds (allowed differences
+"""The layout holds: a framework-free core in concern packages whose layers only import downward, no
+import cycle, no function-level import of our own modules, no private name imported across modules;
+two twins that never import each other, with the same files; three mirror model folders (Linen, NNX,
+PyTorch); and public functions with the same names, parameters and return kinds (allowed differences
 listed below, each with its reason)."""
 
 from __future__ import annotations
@@ -18,13 +20,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 COMMON = REPO / "jax_vae" / "common"
 TWINS = {"jax": REPO / "jax_vae", "torch": REPO / "torch_reference"}
+# The three model implementations: the same files (NNX adds its own step styles).
+MODEL_FOLDERS = {
+    "linen": REPO / "jax_vae" / "linen",
+    "nnx": REPO / "jax_vae" / "nnx",
+    "torch": REPO / "torch_reference" / "nn",
+}
+NNX_ONLY_FILES = {
+    "step.py": "the NNX train steps (nnx.Optimizer + nnx.jit, and split/merge + jax.jit) over step.py"
+}
 JAX_ONLY_FILES = {
     "parallel.py": "data-parallel training over a jax.sharding mesh",
-    "nnx_models.py": "the Flax NNX modules: a second JAX API over models.py's params tree (torch has one)",
-    "nnx_conv_models.py": "the Flax NNX conv VAEs over conv_models.py's params tree (torch has one API)",
-    "nnx_step.py": "the NNX train steps (nnx.Optimizer + nnx.jit, and split/merge + jax.jit) over step.py",
-    "nnx_conv_layers.py": "the Flax NNX twins of conv_layers.py's Linen layers (torch has one API)",
+    "conv_ops.py": "the conv / BatchNorm math with CPU custom VJPs both JAX APIs call (torch: F.conv2d)",
+    "chunk.py": "the whole-chunk lax.scan of train steps; torch runs one step call at a time",
 }
+JAX_ONLY_FOLDERS = {"nnx": "the second JAX model API (Flax NNX) over the Linen params tree"}
 FRAMEWORK_ROOTS = {"jax", "jaxlib", "flax", "optax", "orbax", "torch", "torchvision"}
 
 # Parameter names that differ for a reason the frameworks force.
@@ -43,10 +53,25 @@ ONE_SIDED = {
     "count; torch steps its own ExponentialLR (EpochExponentialLR)",
     ("optim", "EpochExponentialLR"): "torch: ExponentialLR stepped once per epoch by the per-step scheduler "
     "call; JAX has exponential_lr_schedule",
-    ("train", "Programs"): "JAX: the compiled programs of one program key; eager torch compiles nothing",
     ("train", "programs"): "JAX: the one program cache",
     ("train", "program_config"): "JAX: the config fields that shape a compiled program",
-    ("train", "make_chunk_fn"): "JAX: the whole-chunk lax.scan; torch runs one step call at a time",
+    (
+        "checkpoint",
+        "read_quietly",
+    ): "JAX: an orbax read with absl/asyncio noise held back; torch.load is quiet",
+    (
+        "checkpoint",
+        "local_target",
+    ): "JAX: orbax's restore target on this process's device; torch loads to CPU",
+    (
+        "checkpoint",
+        "torch_load",
+    ): "torch: torch.load(weights_only=True) with one-line errors; JAX reads orbax",
+    (
+        "train",
+        "set_threads",
+    ): "torch: the intra-op thread count, set per run; XLA's threads are fixed at start",
+    ("train", "Programs"): "JAX: the compiled programs of one program key; eager torch compiles nothing",
     ("models", "init_variables"): "JAX: Flax variables, params and BatchNorm batch_stats; a torch module "
     "holds both (parameters and buffers), init_params returns it",
     ("models", "init_weights"): "JAX: init_variables as the weights tree (models.weights); torch's module "
@@ -58,7 +83,11 @@ ONE_SIDED = {
 }
 # (module, function): why its parameters differ beyond RENAMES.
 SIGNATURES = {
-    ("models", "sample_eps"): "torch creates tensors on an explicit device; JAX places by jit/default",
+    ("functional", "sample_eps"): "torch creates tensors on an explicit device; JAX places by jit/default",
+    (
+        "functional",
+        "as_eps",
+    ): "torch draws on x's device and dtype (x); JAX takes the dtype and places by jit",
     ("models", "init_params"): "torch layers draw from the (forked) global RNG seeded with an int; JAX "
     "takes a key",
     ("optim", "iwae_lr_schedule"): "torch's LambdaLR scales the optimizer's own lr: no lr argument",
@@ -90,9 +119,21 @@ def _twin_files(framework: str) -> set[str]:
     return {p.name for p in TWINS[framework].glob("*.py")}
 
 
+def _py_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.py"))
+
+
 def test_twins_have_the_same_files():
     assert _twin_files("jax") - set(JAX_ONLY_FILES) == _twin_files("torch")
     assert set(JAX_ONLY_FILES) <= _twin_files("jax"), "a JAX-only file listed here no longer exists"
+    folders = lambda root: {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    assert folders(TWINS["jax"]) - {"common", "linen", *JAX_ONLY_FOLDERS} == folders(TWINS["torch"]) - {"nn"}
+
+
+def test_the_three_model_folders_hold_the_same_files():
+    files = {api: {p.name for p in folder.glob("*.py")} for api, folder in MODEL_FOLDERS.items()}
+    assert files["linen"] == files["torch"], f"linen vs torch_reference/nn: {files['linen'] ^ files['torch']}"
+    assert files["nnx"] - set(NNX_ONLY_FILES) == files["linen"], f"{files['nnx'] ^ files['linen']}"
 
 
 @pytest.mark.parametrize("framework", sorted(TWINS))
@@ -102,24 +143,29 @@ def test_a_twin_never_imports_the_other(framework):
         if framework == "jax"
         else ("jax_vae.", {"jax", "jaxlib", "flax", "optax", "orbax"})
     )
-    for path in sorted(TWINS[framework].glob("*.py")):
+    for path in _py_files(TWINS[framework]):
+        if path.is_relative_to(COMMON):
+            continue
         for name in _imports(path):
             bad = name.startswith(other) and not name.startswith("jax_vae.common")
             assert not bad and name.split(".")[0] not in other_roots, f"{path.name} imports {name}"
 
 
 def test_common_imports_no_framework_and_no_twin():
-    for path in sorted(COMMON.glob("*.py")):
+    for path in _py_files(COMMON):
         for name in _imports(path):
             root = name.split(".")[0]
             twin = name.startswith("torch_reference") or (
                 name.startswith("jax_vae.") and not name.startswith("jax_vae.common")
             )
-            assert root not in FRAMEWORK_ROOTS and not twin, f"common/{path.name} imports {name}"
+            assert root not in FRAMEWORK_ROOTS and not twin, f"{path.relative_to(REPO)} imports {name}"
 
 
 def test_every_common_module_imports_without_jax_or_torch():
-    modules = sorted(f"jax_vae.common.{p.stem}" for p in COMMON.glob("*.py") if p.stem != "__init__")
+    modules = sorted(
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for p in _py_files(COMMON)
+    )
     code = (
         "import importlib, json, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
@@ -166,16 +212,26 @@ def _return_kind(fn) -> str:
     return "None" if ret == "None" else "value"
 
 
-def _pairs():
-    for path in sorted(TWINS["torch"].glob("*.py")):
+# A module of the PyTorch twin -> its JAX mirror (the Linen models for torch_reference/nn). The file stems
+# are unique across both folders, so the tables above name a module by its stem.
+def _pairs() -> dict[str, tuple[str, str]]:
+    pairs = {}
+    for path in sorted([*TWINS["torch"].glob("*.py"), *MODEL_FOLDERS["torch"].glob("*.py")]):
         if path.stem not in ("__init__", "__main__"):
-            yield path.stem
+            nested = path.parent == MODEL_FOLDERS["torch"]
+            jax_name = f"jax_vae.linen.{path.stem}" if nested else f"jax_vae.{path.stem}"
+            torch_name = f"torch_reference.nn.{path.stem}" if nested else f"torch_reference.{path.stem}"
+            pairs[path.stem] = (jax_name, torch_name)
+    return pairs
 
 
-@pytest.mark.parametrize("module", list(_pairs()))
+PAIRS = _pairs()
+
+
+@pytest.mark.parametrize("module", sorted(PAIRS))
 def test_twin_public_signatures_mirror(module):
-    jax_mod = importlib.import_module(f"jax_vae.{module}")
-    torch_mod = importlib.import_module(f"torch_reference.{module}")
+    jax_mod = importlib.import_module(PAIRS[module][0])
+    torch_mod = importlib.import_module(PAIRS[module][1])
     pj, pt = _public(jax_mod), _public(torch_mod)
     for name in sorted(pj.keys() ^ pt.keys()):
         assert (module, name) in ONE_SIDED, f"{module}.{name} exists on one side only"
@@ -237,14 +293,8 @@ def _check_function(module: str, name: str, a, b) -> None:
 def test_allowed_differences_are_all_still_needed():
     """Every row of ONE_SIDED and SIGNATURES names a real difference (no stale exceptions)."""
     for module, name in ONE_SIDED:
-        sides = [
-            name in _public(importlib.import_module(f"{pkg}.{module}"))
-            for pkg in ("jax_vae", "torch_reference")
-        ]
+        sides = [name in _public(importlib.import_module(m)) for m in PAIRS[module]]
         assert sides.count(True) == 1, f"ONE_SIDED {module}.{name}: on {sides.count(True)} sides"
     for module, name in SIGNATURES:
-        fns = [
-            _public(importlib.import_module(f"{pkg}.{module}"))[name]
-            for pkg in ("jax_vae", "torch_reference")
-        ]
+        fns = [_public(importlib.import_module(m))[name] for m in PAIRS[module]]
         assert _params(fns[0]) != _params(fns[1]), f"SIGNATURES {module}.{name}: the parameters agree"

@@ -17,7 +17,7 @@ from torch_reference.checkpoint import load_params as load_checkpoint
 from torch_reference.checkpoint import save_params
 from torch_reference.evaluate import evaluate as evaluate_params
 from torch_reference.nn.models import VAE
-from torch_reference.train import Trainer, _set_threads, device_name, process_index, resolve_device
+from torch_reference.train import Trainer, set_threads, device_name, process_index, resolve_device
 from torch_reference.weights import from_state_dict, load_safetensors, read_tensors
 
 
@@ -35,7 +35,7 @@ def evaluate(
 ) -> tuple[dict[str, Any], str]:
     """evaluate.evaluate of a state_dict on opts.device with a generator seeded opts.seed."""
     device = resolve_device(opts.device)
-    _set_threads(opts.threads)
+    set_threads(opts.threads)
     model = VAE(cfg)
     model.load_state_dict(params)
     model.to(device).eval()

@@ -180,7 +180,7 @@ def _refused(err: BaseException) -> bool:
     return isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower()
 
 
-def _torch_load(path: Path) -> Any:
+def torch_load(path: Path) -> Any:
     """torch.load(weights_only=True) to the CPU; any failure is one RunError line naming `path` (a
     refused pickle without torch's advice to load it unsafely)."""
     try:
@@ -210,7 +210,7 @@ def load_params(path: Path, step: int | None = None) -> tuple[dict[str, torch.Te
 
 def _load_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, meta) of a run's checkpoint file or of a state_dict file and its <file>.json."""
-    payload = _torch_load(path)
+    payload = torch_load(path)
     if isinstance(payload, dict) and "model" in payload and "meta" in payload:  # a run's checkpoint
         return payload["model"], payload["meta"]
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):

@@ -55,7 +55,7 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def _set_threads(threads: str) -> int:
+def set_threads(threads: str) -> int:
     """torch.set_num_threads(options.thread_count(threads, "torch")); the inter-op pool too while torch
     allows it (before its first inter-op work)."""
     n = thread_count(threads, "torch")
@@ -95,7 +95,7 @@ class Trainer:
             tick,
             resolve_device(opts.device),
         )  # opts.jit: eager either way
-        _set_threads(opts.threads)
+        set_threads(opts.threads)
         self.checkpoint_dir = Path(checkpoint_dir)
         self.ckpts = Checkpoints(self.checkpoint_dir)
         self.steps_per_epoch = plan.Layout(len(data["train"]), cfg.batch_size, cfg.drop_last).steps_per_epoch

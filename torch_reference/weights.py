@@ -15,7 +15,7 @@ import torch
 from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.errors import RunError, one_line
 from jax_vae.common.weights.formats import decode_metadata
-from torch_reference.checkpoint import _torch_load
+from torch_reference.checkpoint import torch_load
 
 WRAPPERS = ("state_dict", "model", "model_state_dict")  # checkpoint dicts that hold the state_dict
 
@@ -52,7 +52,7 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
     """{key: array} of a torch.save file: a state_dict, a dict of raw tensors, or a checkpoint dict
     holding one under 'state_dict' / 'model' / 'model_state_dict'."""
-    payload = _torch_load(Path(path).absolute())
+    payload = torch_load(Path(path).absolute())
     if not isinstance(payload, Mapping):
         raise RunError(f"{path} holds a {type(payload).__name__}, not a dict of tensors")
     for key in WRAPPERS:
