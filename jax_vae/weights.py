@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jax_vae.checkpoint import local_target, read_quietly, cause
+from jax_vae.checkpoint import cause, local_target, read_quietly
 from jax_vae.common.config.vae_config import VAEConfig, from_dict
 from jax_vae.common.errors import RunError
 from jax_vae.common.weights.convert import torch_to_flax
