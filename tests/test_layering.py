@@ -67,11 +67,14 @@ def _targets(module: str, names: list[str]) -> list[str]:
 def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in MODULES}
     for name, path in MODULES.items():
+        # importing a.b.c runs a/__init__ and a/b/__init__ too, except the importer's own packages,
+        # which are running already (a package face may import its own modules)
+        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
         for _, module, names, _ in _imports(path):
-            graph[name].update(t for t in _targets(module, names) if t in MODULES and t != name)
-            parts = module.split(".")  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            parts = module.split(".")
+            parents = {".".join(parts[:i]) for i in range(1, len(parts))}
             graph[name].update(
-                ".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) != name
+                t for t in {*_targets(module, names), *parents} if t in MODULES and t not in own
             )
     return graph
 
