@@ -15,7 +15,7 @@ import numpy as np
 from jax_vae.common.config.options import EvalOptions
 from jax_vae.common.config.presets import get_preset
 from jax_vae.common.config.vae_config import VAEConfig, apply_overrides, from_dict, to_dict
-from jax_vae.common.data.catalog import EVAL_BINARIZATION_SEED
+from jax_vae.common.data.catalog import EVAL_BINARIZATION_SEED, canonical_name
 from jax_vae.common.data.datasets import binarize_for_evaluation, load_dataset, load_split, threshold
 from jax_vae.common.errors import RunError
 from jax_vae.common.files import atomic_write_text, check_writable
@@ -193,7 +193,7 @@ def load_weights(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> 
         params, meta = backend.from_state_dict(state, cfg), {**meta, "config": to_dict(cfg)}
     if opts.dataset is not None:
         try:
-            cfg = apply_overrides(run_config(meta, source), {"dataset": opts.dataset.replace("-", "_")})
+            cfg = apply_overrides(run_config(meta, source), {"dataset": canonical_name(opts.dataset)})
         except (KeyError, TypeError, ValueError) as err:
             raise RunError(err.args[0] if err.args else str(err)) from None
         meta = {**meta, "config": to_dict(cfg)}
