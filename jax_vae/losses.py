@@ -7,6 +7,7 @@ Mirror of torch_reference/losses.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -142,15 +143,23 @@ def kl_monte_carlo(mean: Array, scale: Array, eps: Array, scale_param: str) -> A
     return (log_normal_pdf(z, mean, logvar) - log_normal_pdf(z, 0.0, 0.0)).mean(0)
 
 
+def _kl_monte_carlo_term(mean: Array, scale: Array, cfg: VAEConfig, eps: Array | None) -> Array:
+    if eps is None:
+        raise ValueError("kl='monte_carlo' needs the eps of the sampled z")
+    return kl_monte_carlo(mean, scale, eps, cfg.scale_param)
+
+
+# The KL part of the objective, by VAEConfig.kl: (mean, scale [B, Z], cfg, eps [L, B, Z] or None) -> [B].
+KL_TERMS: dict[str, Callable[[Array, Array, VAEConfig, Array | None], Array]] = {
+    "analytic": lambda mean, scale, cfg, eps: kl_normal(mean, scale, cfg.scale_param),
+    "day37": lambda mean, scale, cfg, eps: kl_day37(mean, scale, cfg.input_dim),
+    "monte_carlo": _kl_monte_carlo_term,
+}
+
+
 def kl_term(mean: Array, scale: Array, cfg: VAEConfig, eps: Array | None = None) -> Array:
     """The preset's KL term per example: [B, Z] -> [B] (monte_carlo needs the eps [L, B, Z] of z)."""
-    if cfg.kl == "day37":
-        return kl_day37(mean, scale, cfg.input_dim)
-    if cfg.kl == "monte_carlo":
-        if eps is None:
-            raise ValueError("kl='monte_carlo' needs the eps of the sampled z")
-        return kl_monte_carlo(mean, scale, eps, cfg.scale_param)
-    return kl_normal(mean, scale, cfg.scale_param)
+    return KL_TERMS[cfg.kl](mean, scale, cfg, eps)
 
 
 def log_weights(
@@ -174,6 +183,24 @@ def iwae_bound(log_w: Array) -> Array:
     return jax.scipy.special.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
 
 
+def elbo(
+    recon_l: Array, kl: Array, mean: Array, scale: Array, eps: Array, cfg: VAEConfig, beta: Array | float
+) -> Array:
+    """-ELBO per example: E_q[-log p(x|z)] (the mean over the L samples) + beta KL: -> [B]."""
+    return recon_l.mean(0) + beta * kl
+
+
+def iwae(
+    recon_l: Array, kl: Array, mean: Array, scale: Array, eps: Array, cfg: VAEConfig, beta: Array | float
+) -> Array:
+    """-IWAE bound per example: -log (1/L) sum_l w_l over the L samples: -> [B]."""
+    return -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg, beta))
+
+
+# The objective part, by VAEConfig.objective: (recon [L, B], kl [B], mean, scale, eps, cfg, beta) -> [B].
+OBJECTIVES = {"elbo": elbo, "iwae": iwae}
+
+
 def objective(
     outputs: Array,
     mean: Array,
@@ -188,10 +215,7 @@ def objective(
     kl = kl_term(mean, scale, cfg, eps)  # [B]
     recon = recon_l.mean(0)  # [B]
     beta = jnp.asarray(cfg.beta if beta is None else beta, recon.dtype)  # no float64 promotion
-    if cfg.objective == "iwae":
-        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg, beta))
-    else:
-        per_example = recon + beta * kl
+    per_example = OBJECTIVES[cfg.objective](recon_l, kl, mean, scale, eps, cfg, beta)  # [B]
     loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
     logvar = scale if cfg.scale_param == "logvar" else jnp.log(jnp.square(scale))  # [B, Z]
     dev2 = jnp.square(logvar - logvar.mean(-1, keepdims=True)).sum(-1)  # [B] for step.latent_stats

@@ -7,6 +7,7 @@ Mirror of jax_vae/losses.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -113,15 +114,23 @@ def kl_monte_carlo(mean: Tensor, scale: Tensor, eps: Tensor, scale_param: str) -
     return (log_normal_pdf(z, mean, logvar) - log_normal_pdf(z, 0.0, 0.0)).mean(0)
 
 
+def _kl_monte_carlo_term(mean: Tensor, scale: Tensor, cfg: VAEConfig, eps: Tensor | None) -> Tensor:
+    if eps is None:
+        raise ValueError("kl='monte_carlo' needs the eps of the sampled z")
+    return kl_monte_carlo(mean, scale, eps, cfg.scale_param)
+
+
+# The KL part of the objective, by VAEConfig.kl: (mean, scale [B, Z], cfg, eps [L, B, Z] or None) -> [B].
+KL_TERMS: dict[str, Callable[[Tensor, Tensor, VAEConfig, Tensor | None], Tensor]] = {
+    "analytic": lambda mean, scale, cfg, eps: kl_normal(mean, scale, cfg.scale_param),
+    "day37": lambda mean, scale, cfg, eps: kl_day37(mean, scale, cfg.input_dim),
+    "monte_carlo": _kl_monte_carlo_term,
+}
+
+
 def kl_term(mean: Tensor, scale: Tensor, cfg: VAEConfig, eps: Tensor | None = None) -> Tensor:
     """The preset's KL term per example: [B, Z] -> [B] (monte_carlo needs the eps [L, B, Z] of z)."""
-    if cfg.kl == "day37":
-        return kl_day37(mean, scale, cfg.input_dim)
-    if cfg.kl == "monte_carlo":
-        if eps is None:
-            raise ValueError("kl='monte_carlo' needs the eps of the sampled z")
-        return kl_monte_carlo(mean, scale, eps, cfg.scale_param)
-    return kl_normal(mean, scale, cfg.scale_param)
+    return KL_TERMS[cfg.kl](mean, scale, cfg, eps)
 
 
 def log_weights(
@@ -145,6 +154,36 @@ def iwae_bound(log_w: Tensor) -> Tensor:
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
+def elbo(
+    recon_l: Tensor,
+    kl: Tensor,
+    mean: Tensor,
+    scale: Tensor,
+    eps: Tensor,
+    cfg: VAEConfig,
+    beta: Tensor | float,
+) -> Tensor:
+    """-ELBO per example: E_q[-log p(x|z)] (the mean over the L samples) + beta KL: -> [B]."""
+    return recon_l.mean(0) + beta * kl
+
+
+def iwae(
+    recon_l: Tensor,
+    kl: Tensor,
+    mean: Tensor,
+    scale: Tensor,
+    eps: Tensor,
+    cfg: VAEConfig,
+    beta: Tensor | float,
+) -> Tensor:
+    """-IWAE bound per example: -log (1/L) sum_l w_l over the L samples: -> [B]."""
+    return -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg, beta))
+
+
+# The objective part, by VAEConfig.objective: (recon [L, B], kl [B], mean, scale, eps, cfg, beta) -> [B].
+OBJECTIVES = {"elbo": elbo, "iwae": iwae}
+
+
 def objective(
     outputs: Tensor,
     mean: Tensor,
@@ -159,10 +198,7 @@ def objective(
     kl = kl_term(mean, scale, cfg, eps)  # [B]
     recon = recon_l.mean(0)  # [B]
     beta = cfg.beta if beta is None else beta
-    if cfg.objective == "iwae":
-        per_example = -iwae_bound(log_weights(recon_l, mean, scale, eps, cfg, beta))
-    else:
-        per_example = recon + beta * kl
+    per_example = OBJECTIVES[cfg.objective](recon_l, kl, mean, scale, eps, cfg, beta)  # [B]
     loss = per_example.sum() if cfg.reduction == "sum" else per_example.mean()
     scale_d = scale.detach()  # the latent statistics below are not differentiated
     logvar = scale_d if cfg.scale_param == "logvar" else torch.log(torch.square(scale_d))  # [B, Z]

@@ -3,4 +3,4 @@
 VAE"s LayerSpecs; conv_geometry: padding arithmetic).
 """
 
-__all__ = ["vae_config", "presets", "options", "architecture", "conv_geometry"]
+__all__ = ["vae_config", "presets", "options", "parts", "architecture", "conv_geometry"]
