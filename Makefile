@@ -1,5 +1,5 @@
 # jax-vae: `make train` (main job), `make test` (whole suite). Both create .venv on first use, with the
-# exact package set of constraints-cpu.txt.
+# exact package set of constraints-cpu.txt (torch: a CPU build unless an NVIDIA GPU is present).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,10 +11,22 @@ export JAX_VAE_DATA_DIR
 
 install: $(VENV)/.installed
 
+# torch: a CPU build where no NVIDIA GPU is present (TORCH=cpu: torch==2.13.0+cpu from the configured
+# package indexes, else from PyTorch's CPU index), PyPI's default build otherwise (TORCH=cuda).
+TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
+ifeq ($(TORCH),cpu)
+	$(PY) -m pip install -c constraints-cpu.txt torch \
+		|| $(PY) -m pip install -c constraints-cpu.txt --extra-index-url $(TORCH_CPU_INDEX) torch
 	$(PY) -m pip install -c constraints-cpu.txt -e ".[torch,dev]"
+else
+	grep -v '^torch==' constraints-cpu.txt > $(VENV)/constraints-cuda.txt
+	$(PY) -m pip install -c $(VENV)/constraints-cuda.txt -e ".[torch,dev]"
+endif
 	touch $@
 
 # Main job: stutz-rectangles for 1 epoch on generated data (no download), images + metrics in runs/.
