@@ -16,6 +16,7 @@ import jax
 import torch
 from flax import nnx
 
+from jax_vae.common.config import architecture
 from jax_vae.common.weights import convert
 from jax_vae.linen import conv_layers as jc
 from jax_vae.nnx import conv_layers as nc
@@ -39,19 +40,19 @@ HIDDEN_CHW = (4, 4, 5)
 LATENT = 6
 
 
-def flatten_specs(permute: bool = True) -> list[convert.LayerSpec]:
+def flatten_specs(permute: bool = True) -> list[architecture.LayerSpec]:
     """The converter's specs of the flatten model; permute=False maps both Linears as plain ones
     (what a converter ignoring the flatten order does: the test shows it fails parity)."""
     c, h, w = HIDDEN_CHW
-    kinds: tuple[convert.LayerKind, convert.LayerKind] = (
+    kinds: tuple[architecture.LayerKind, architecture.LayerKind] = (
         ("linear_from_chw", "linear_to_chw") if permute else ("linear", "linear")
     )
     chw = HIDDEN_CHW if permute else None
     return [
-        convert.LayerSpec("enc.conv", "conv", IN_CHANNELS, c, (3, 3)),
-        convert.LayerSpec("enc.fc", kinds[0], c * h * w, LATENT, chw=chw),
-        convert.LayerSpec("dec.fc", kinds[1], LATENT, c * h * w, chw=chw),
-        convert.LayerSpec("dec.convt", "conv_transpose", c, IN_CHANNELS, (3, 3)),
+        architecture.LayerSpec("enc.conv", "conv", IN_CHANNELS, c, (3, 3)),
+        architecture.LayerSpec("enc.fc", kinds[0], c * h * w, LATENT, chw=chw),
+        architecture.LayerSpec("dec.fc", kinds[1], LATENT, c * h * w, chw=chw),
+        architecture.LayerSpec("dec.convt", "conv_transpose", c, IN_CHANNELS, (3, 3)),
     ]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from flax import nnx
 
+from jax_vae.common.config import architecture
 from jax_vae.common.weights import convert
 from jax_vae.linen import conv_layers as jc
 from jax_vae.nnx import conv_layers as nc
@@ -80,10 +81,10 @@ def _grad(t: torch.Tensor) -> np.ndarray:
     return t.grad.detach().numpy()
 
 
-def conv_spec(kind: convert.LayerKind, prefix: str, layer: Any) -> convert.LayerSpec:
+def conv_spec(kind: architecture.LayerKind, prefix: str, layer: Any) -> architecture.LayerSpec:
     """The converter's LayerSpec of a torch conv or transposed-conv layer."""
     kh, kw = layer.kernel_size
-    return convert.LayerSpec(prefix, kind, layer.in_channels, layer.out_channels, (kh, kw))
+    return architecture.LayerSpec(prefix, kind, layer.in_channels, layer.out_channels, (kh, kw))
 
 
 class JaxLayer:
@@ -165,7 +166,7 @@ def conv_pair(kind: str, case: str, dtype: str, api: str) -> Pairs:
     yt = layer(xt)  # [B, O, H', W']
     ct = _normal(dtype, tuple(yt.shape), seed=2)
     (yt * torch.from_numpy(ct)).sum().backward()
-    spec = conv_spec(typing.cast(convert.LayerKind, kind), "layer", layer)
+    spec = conv_spec(typing.cast(architecture.LayerKind, kind), "layer", layer)
     state = {f"layer.{k}": v for k, v in layer.state_dict().items()}
     params = convert.torch_to_flax_variables(state, [spec], "conv-parity")["params"]["layer"]
     torch_grads = {"layer.weight": _grad(layer.weight), "layer.bias": _grad(layer.bias)}
@@ -212,7 +213,7 @@ def batchnorm_layer(dtype: str) -> tuple[tc.BatchNorm2d, dict]:
     return layer, convert.torch_to_flax_variables(state, [BN_SPEC], "bn")
 
 
-BN_SPEC = convert.LayerSpec("bn", "batchnorm", IN_CHANNELS, IN_CHANNELS)
+BN_SPEC = architecture.LayerSpec("bn", "batchnorm", IN_CHANNELS, IN_CHANNELS)
 
 
 @functools.cache

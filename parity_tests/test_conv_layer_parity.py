@@ -21,6 +21,7 @@ from flax import nnx
 from jax import lax
 
 from jax_vae import conv_ops
+from jax_vae.common.config import architecture
 from jax_vae.common.config.conv_geometry import (
     conv_padding,
     conv_transpose_output_size,
@@ -220,8 +221,8 @@ def _torch_layers() -> torch.nn.ModuleDict:
 
 
 _FLAT = cf.flatten_specs()
-SPECS = [*_FLAT[:2], convert.LayerSpec("enc.bn", "batchnorm", 4, 4), *_FLAT[2:]]
-SPECS.append(convert.LayerSpec("dec.out", "linear", 7, 2))  # in the modules' order, as state_dict
+SPECS = [*_FLAT[:2], architecture.LayerSpec("enc.bn", "batchnorm", 4, 4), *_FLAT[2:]]
+SPECS.append(architecture.LayerSpec("dec.out", "linear", 7, 2))  # in the modules' order, as state_dict
 
 
 def test_conv_converter_round_trips_are_exact(dtype):
@@ -266,7 +267,7 @@ def test_conv_converter_errors_name_the_key():
     del variables["batch_stats"]["enc"]["bn"]["var"]
     with pytest.raises(convert.ConversionError, match=r"missing key 'batch_stats:enc\.bn\.var'"):
         convert.flax_to_torch_variables(variables, SPECS, "conv-layers")
-    wrong_chw = [convert.LayerSpec("enc.fc", "linear_from_chw", 80, 6, chw=(4, 5, 5))]
+    wrong_chw = [architecture.LayerSpec("enc.fc", "linear_from_chw", 80, 6, chw=(4, 5, 5))]
     with pytest.raises(convert.ConversionError, match=r"'enc\.fc'.*\(4, 5, 5\) has 100 elements, not 80"):
         convert.layer_to_flax(wrong_chw[0], state, "conv-layers")
 

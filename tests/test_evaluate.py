@@ -16,6 +16,7 @@ import torch
 from scipy.special import logsumexp
 
 from jax_vae import evaluate as je
+from jax_vae import functional
 from jax_vae.common import evaluation
 from jax_vae.common.config.presets import get_preset
 from jax_vae.common.weights import convert
@@ -108,7 +109,7 @@ def test_drawing_loop_equals_injected_eps(framework):
     if framework == "jax":
         key = jax.random.fold_in(jax.random.key(3), 0)  # image batch 0
         eps = jnp.concatenate(
-            [models.sample_eps(jax.random.fold_in(key, i), TINY, 4, chunk) for i in range(5)]
+            [functional.sample_eps(jax.random.fold_in(key, i), TINY, 4, chunk) for i in range(5)]
         )[:k]  # [23, 4, 2]
         by_chunk = lambda c: np.asarray(je.log_likelihood_from_eps(params, jnp.asarray(x), eps, TINY, c))
     else:

@@ -48,7 +48,7 @@ def _imports(path: Path) -> list[tuple[ast.ImportFrom | ast.Import, str, list[st
     """(node, imported module, imported names, at module level) of every import of our own modules."""
     tree = ast.parse(path.read_text())
     top = {id(n) for n in tree.body}
-    out = []
+    out: list[tuple[ast.ImportFrom | ast.Import, str, list[str], bool]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(node, a.name, [], id(node) in top) for a in node.names if _own(a.name)]

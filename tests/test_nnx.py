@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jax_vae import chunk, optim
+from jax_vae import chunk, functional, optim
 from jax_vae import step as js
 from jax_vae.common.config.presets import PRESETS
 from jax_vae.common.config.vae_config import layer_specs
@@ -46,7 +46,7 @@ def _assert_identical(name: str, a, b) -> None:
 
 def _inputs(cfg, seed: int = 1) -> tuple[jax.Array, jax.Array]:
     x = jax.random.uniform(jax.random.key(seed), (BATCH, cfg.input_dim))  # [B, D]
-    return x, models.sample_eps(jax.random.key(seed + 1), cfg, BATCH)  # [L, B, Z]
+    return x, functional.sample_eps(jax.random.key(seed + 1), cfg, BATCH)  # [L, B, Z]
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)

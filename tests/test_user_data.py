@@ -16,8 +16,8 @@ from PIL import Image
 
 from jax_vae.common.config.presets import get_preset
 from jax_vae.common.config.vae_config import VAEConfig, to_dict
+from jax_vae.common.data import catalog, userdata
 from jax_vae.common.data import datasets as data
-from jax_vae.common.data import userdata
 from jax_vae.common.data.datasets import DataError
 from jax_vae.common.errors import RunError
 from jax_vae.common.reporting import plots
@@ -278,9 +278,9 @@ def test_split_errors(tmp_path):
         with pytest.raises(DataError, match=r"test_fraction must be in \(0, 1\)"):
             data.load_dataset(f"npz:{tmp_path / 'one.npz'}", test_fraction=fraction)
     with pytest.raises(DataError, match="unknown dataset 'csv:x'; valid datasets: .*npz:PATH, folder:PATH"):
-        data.parse_dataset("csv:x")
+        catalog.parse_dataset("csv:x")
     with pytest.raises(DataError, match="names no path"):
-        data.parse_dataset("folder:")
+        catalog.parse_dataset("folder:")
     with pytest.raises(ValueError, match="test_fraction must be in"):
         VAEConfig(name="x", test_fraction=1.5)
     with pytest.raises(
@@ -288,8 +288,8 @@ def test_split_errors(tmp_path):
         match=r"image_shape must be \(\) or \(H, W\) with H \* W \* image_channels = input_dim 784",
     ):
         VAEConfig(name="x", image_shape=(12, 20))
-    assert data.canonical_name("fashion-mnist") == "fashion_mnist"
-    assert data.canonical_name("npz:my-data.npz") == "npz:my-data.npz"  # paths are kept as written
+    assert catalog.canonical_name("fashion-mnist") == "fashion_mnist"
+    assert catalog.canonical_name("npz:my-data.npz") == "npz:my-data.npz"  # paths are kept as written
 
 
 @pytest.mark.usefixtures("one_torch_thread")

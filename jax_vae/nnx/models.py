@@ -84,7 +84,7 @@ class Decoder(nnx.Module):
 
 
 # The encoder / decoder bodies of each VAEConfig.arch: a network is a part the VAE is built from.
-NETWORKS: dict[str, tuple[type[nnx.Module], type[nnx.Module]]] = {
+NETWORKS: dict[str, tuple[Callable[..., nnx.Module], Callable[..., nnx.Module]]] = {
     "mlp": (Encoder, Decoder),
     "conv": (ConvEncoder, ConvDecoder),
 }
