@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.worker:
         Path(a.json).write_text(json.dumps(worker(a), indent=1))
         return
-    from jax_vae.common.data.datasets import DataError, load_dataset
+    from jax_vae.common.data.datasets import load_dataset
+    from jax_vae.common.errors import DataError
 
     try:
         load_dataset(a.dataset, a.data_dir, download=False)

@@ -28,6 +28,7 @@ from jax_vae.common.config.conv_geometry import (
     conv_transpose_padding,
     pair,
 )
+from jax_vae.common.errors import ConversionError
 from jax_vae.common.weights import convert
 from jax_vae.linen import conv_layers as jc
 from jax_vae.nnx import conv_layers as nc
@@ -248,27 +249,25 @@ def test_conv_converter_errors_name_the_key():
     state = {k: v.numpy() for k, v in _torch_layers().state_dict().items()}
     flax_layout = dict(state, **{"enc.conv.weight": state["enc.conv.weight"].transpose(2, 3, 1, 0)})
     with pytest.raises(
-        convert.ConversionError, match=r"'enc\.conv\.weight' has shape \(3, 3, 3, 4\).*\(4, 3, 3, 3\)"
+        ConversionError, match=r"'enc\.conv\.weight' has shape \(3, 3, 3, 4\).*\(4, 3, 3, 3\)"
     ):
         convert.torch_to_flax_variables(flax_layout, SPECS, "conv-layers")
     missing = {k: v for k, v in state.items() if k != "enc.bn.running_var"}
-    with pytest.raises(convert.ConversionError, match=r"missing key 'enc\.bn\.running_var'"):
+    with pytest.raises(ConversionError, match=r"missing key 'enc\.bn\.running_var'"):
         convert.torch_to_flax_variables(missing, SPECS, "conv-layers")
     extra = dict(state, **{"enc.bn2.weight": np.zeros(4)})
-    with pytest.raises(convert.ConversionError, match=r"unexpected key 'enc\.bn2\.weight'"):
+    with pytest.raises(ConversionError, match=r"unexpected key 'enc\.bn2\.weight'"):
         convert.torch_to_flax_variables(extra, SPECS, "conv-layers")
     variables = convert.torch_to_flax_variables(state, SPECS, "conv-layers")
     convt = variables["params"]["dec"]["convt"]
     convt["kernel"] = convt["kernel"].transpose(0, 1, 3, 2)  # [kh, kw, I, O]: Flax ConvTranspose's default
-    with pytest.raises(
-        convert.ConversionError, match=r"'params:dec\.convt\.kernel' has shape \(3, 3, 4, 3\)"
-    ):
+    with pytest.raises(ConversionError, match=r"'params:dec\.convt\.kernel' has shape \(3, 3, 4, 3\)"):
         convert.flax_to_torch_variables(variables, SPECS, "conv-layers")
     del variables["batch_stats"]["enc"]["bn"]["var"]
-    with pytest.raises(convert.ConversionError, match=r"missing key 'batch_stats:enc\.bn\.var'"):
+    with pytest.raises(ConversionError, match=r"missing key 'batch_stats:enc\.bn\.var'"):
         convert.flax_to_torch_variables(variables, SPECS, "conv-layers")
     wrong_chw = [architecture.LayerSpec("enc.fc", "linear_from_chw", 80, 6, chw=(4, 5, 5))]
-    with pytest.raises(convert.ConversionError, match=r"'enc\.fc'.*\(4, 5, 5\) has 100 elements, not 80"):
+    with pytest.raises(ConversionError, match=r"'enc\.fc'.*\(4, 5, 5\) has 100 elements, not 80"):
         convert.layer_to_flax(wrong_chw[0], state, "conv-layers")
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from jax_vae.common.config.presets import PRESETS
+from jax_vae.common.errors import ConversionError
 from jax_vae.common.weights import convert
 from jax_vae.linen.models import init_weights
 from parity_tests.sizes import parity_preset
@@ -38,14 +39,14 @@ def test_errors_name_the_key():
     cfg = PRESETS["pytorch-examples"]
     state = {k: v.numpy() for k, v in torch_init(0, cfg).state_dict().items()}
     bad_shape = dict(state, **{"decoder.out.weight": np.zeros((784, 21), np.float32)})
-    with pytest.raises(convert.ConversionError, match=r"decoder\.out\.weight.*\(784, 21\)"):
+    with pytest.raises(ConversionError, match=r"decoder\.out\.weight.*\(784, 21\)"):
         convert.torch_to_flax(bad_shape, cfg)
     missing = {k: v for k, v in state.items() if k != "encoder.logvar.bias"}
-    with pytest.raises(convert.ConversionError, match=r"missing key 'encoder\.logvar\.bias'"):
+    with pytest.raises(ConversionError, match=r"missing key 'encoder\.logvar\.bias'"):
         convert.torch_to_flax(missing, cfg)
     extra = dict(state, **{"encoder.hidden_9.weight": np.zeros((1, 1))})
-    with pytest.raises(convert.ConversionError, match=r"unexpected key 'encoder\.hidden_9\.weight'"):
+    with pytest.raises(ConversionError, match=r"unexpected key 'encoder\.hidden_9\.weight'"):
         convert.torch_to_flax(extra, cfg)
     params = convert.torch_to_flax(state, cfg)
-    with pytest.raises(convert.ConversionError, match="preset 'minimalist'"):
+    with pytest.raises(ConversionError, match="preset 'minimalist'"):
         convert.flax_to_torch(params, PRESETS["minimalist"])  # 400 hidden units vs 500

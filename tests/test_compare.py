@@ -12,7 +12,6 @@ import pytest
 from jax_vae.common import cli as cli_module
 from jax_vae.common.config.vae_config import to_dict
 from jax_vae.common.errors import RunError
-from jax_vae.common.reporting import plots
 from jax_vae.common.reporting.compare import compare, compare_figure
 
 from train_helpers import tiny_config, tree_snapshot
@@ -112,11 +111,9 @@ def test_compare_labels_axes_by_objective_and_flags_mixed_ones(tmp_path):
         "b [-IWAE-5 bound, nats/image]",
     ]
     assert fig.get_suptitle().startswith("title\nruns with different objectives")
-    plots.plt.close(fig)
     fig = compare_figure(entries[:1])
     assert fig.axes[0].get_ylabel() == "-ELBO (nats/image)" and fig.axes[0].get_title() == "test loss (-ELBO)"
     assert fig.axes[1].get_ylabel() == "train -ELBO (nats/image)"
-    plots.plt.close(fig)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from jax_vae.common.config.presets import get_preset
 from jax_vae.common.config.vae_config import VAEConfig, apply_overrides, from_dict, to_dict
 from jax_vae.common.data import celeba, resize
 from jax_vae.common.data import datasets as data
-from jax_vae.common.data.datasets import DataError
+from jax_vae.common.errors import DataError
 from jax_vae.common.evaluation import check_evaluable
 from jax_vae.common.reporting import plots
 from jax_vae.common.training import inputs

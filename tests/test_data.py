@@ -1,4 +1,5 @@
-"""Tests for jax_vae.common.data.datasets and .idx: IDX validation, real data, rectangles, binarization, downloads."""
+"""Tests for jax_vae.common.data.datasets and .idx: IDX validation, real data, rectangles, binarization,
+downloads."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
+from jax_vae.common.data import catalog, idx
 from jax_vae.common.data import datasets as data
-from jax_vae.common.data import idx
-from jax_vae.common.data.datasets import DataError
+from jax_vae.common.errors import DataError
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -279,8 +280,8 @@ def test_load_dataset_binarization(tmp_path, tiny_mnist, monkeypatch):
     np.testing.assert_array_equal(static["test"], data.binarize(grey["test"], data.derive_seed(5, 1)))
     np.testing.assert_array_equal(static["train_labels"], LABELS)
     assert data.derive_seed(5, 0) != data.derive_seed(5, 1) != data.derive_seed(6, 1)
-    monkeypatch.setitem(data.RECTANGLES_SPLITS, "train", (300, 1))
-    monkeypatch.setitem(data.RECTANGLES_SPLITS, "test", (500, 2))
+    monkeypatch.setitem(catalog.RECTANGLES_SPLITS, "train", (300, 1))
+    monkeypatch.setitem(catalog.RECTANGLES_SPLITS, "test", (500, 2))
     rect = data.load_dataset("rectangles", binarization="static")
     np.testing.assert_array_equal(rect["test"], data.make_rectangles(500, 2)[0])  # already binary
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from jax_vae.common import files
 from jax_vae.common.runs import folder as runs
 
 from train_helpers import (  # noqa: F401
@@ -73,7 +72,7 @@ def fill_atomic_writes(monkeypatch, hits: Callable[[str], bool] = lambda prefix:
         os.close(fd)
         return os.open("/dev/full", os.O_WRONLY), tmp
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
 
 @pytest.fixture

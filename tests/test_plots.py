@@ -10,7 +10,7 @@ import pytest
 from jax_vae.common.config.presets import PRESETS, get_preset
 from jax_vae.common.config.vae_config import to_dict
 from jax_vae.common.reporting import plots
-from jax_vae.common.training import loop
+from jax_vae.common.training import inputs
 
 from train_helpers import tiny_config
 
@@ -125,7 +125,6 @@ def test_one_epoch_curves_label_their_values(tmp_path):
     assert epochs.get_xlim() == (0.5, 1.5) and list(epochs.get_xticks()) == [1]
     lo, hi = epochs.get_ylim()
     assert lo < 18.0 and hi > 19.0
-    plots.plt.close(fig)
     path = plots.save_curves(tmp_path / "curves.png", _records(1), "t", cfg)
     assert path.read_bytes()[:4] == b"\x89PNG" and [p.name for p in tmp_path.iterdir()] == ["curves.png"]
 
@@ -146,7 +145,6 @@ def test_many_epoch_curves_join_their_points():
         )
     assert epochs.get_ylabel() == "mse_sum+KL (per image, not nats)"
     assert not any(t.startswith("one epoch") for t in _texts(epochs)) and "15.00" in _texts(epochs)
-    plots.plt.close(fig)
 
 
 def test_curves_before_the_first_epoch():
@@ -154,7 +152,6 @@ def test_curves_before_the_first_epoch():
     steps, epochs = fig.axes
     assert not epochs.lines and _texts(epochs) == ["no finished epoch yet"]
     assert _xy(steps.lines[0])[0] == [1, 2] and len(steps.lines) == 1  # no 1-point "smoothing"
-    plots.plt.close(fig)
 
 
 def test_loss_labels_follow_the_config_fields():
@@ -175,7 +172,7 @@ def test_loss_labels_follow_the_config_fields():
     for name in PRESETS:  # the unit agrees with the one the trainer reports
         cfg = get_preset(name)
         unit = plots.loss_label(to_dict(cfg))[1]
-        assert (unit == "nats/image") == (loop.loss_unit(cfg) == "nats/image"), name
+        assert (unit == "nats/image") == (inputs.loss_unit(cfg) == "nats/image"), name
 
 
 @pytest.mark.parametrize("suffix", ["png", "pdf", "svg"])

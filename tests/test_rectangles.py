@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jax_vae.common.data import datasets as data
-from jax_vae.common.data.datasets import DataError
+from jax_vae.common.errors import DataError
 
 # --- rectangles: the Lua source replayed draw for draw ----------------------------------------------
 

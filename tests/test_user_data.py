@@ -16,10 +16,9 @@ from PIL import Image
 
 from jax_vae.common.config.presets import get_preset
 from jax_vae.common.config.vae_config import VAEConfig, to_dict
-from jax_vae.common.data import catalog, userdata
+from jax_vae.common.data import catalog, idx, userdata
 from jax_vae.common.data import datasets as data
-from jax_vae.common.data.datasets import DataError
-from jax_vae.common.errors import RunError
+from jax_vae.common.errors import DataError, RunError
 from jax_vae.common.reporting import plots
 from jax_vae.common.runs import folder as runs
 
@@ -81,12 +80,12 @@ def test_npz_of_real_fashion_mnist_equals_the_idx_loader(tmp_path):
     """Fashion-MNIST's test images saved as uint8 npz read back bit for bit as the IDX loader's
     (so a run on them is the fashion_mnist run: measured equal step for step over 200 steps)."""
     folder = Path(os.environ.get("JAX_VAE_DATA_DIR", "/nonexistent")) / "fashion-mnist"
-    name = data.FILES["fashion_mnist"]["test"][0].name
+    name = idx.FILES["fashion_mnist"]["test"][0].name
     path = next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
     if path is None:
         pytest.skip(f"Fashion-MNIST test images not under {folder}")
     x, y = data.load_split("fashion_mnist", "test", folder.parent, download=False)
-    np.savez(tmp_path / "fm.npz", x_train=data.read_idx(path), x_test=data.read_idx(path), y_test=y)
+    np.savez(tmp_path / "fm.npz", x_train=idx.read_idx(path), x_test=idx.read_idx(path), y_test=y)
     ours = data.load_dataset(f"npz:{tmp_path / 'fm.npz'}")
     np.testing.assert_array_equal(ours["test"], x)
     np.testing.assert_array_equal(ours["test_labels"], y)

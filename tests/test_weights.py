@@ -20,7 +20,7 @@ import torch
 from jax_vae.common import backends
 from jax_vae.common.config.options import TrainOptions
 from jax_vae.common.data.datasets import default_data_dir
-from jax_vae.common.training import loop
+from jax_vae.common.training import inputs
 from jax_vae.common.weights import sources
 from jax_vae.common.weights.convert import flax_to_torch
 from parity_tests.source_modules import PytorchExamplesVAE
@@ -196,7 +196,7 @@ def test_init_from_starts_training_from_the_file_on_both_frameworks(tmp_path):
     for framework in FRAMEWORKS:
         backend = backends.get(framework)
         trainer: Any = backend.trainer(cfg, data, opts, tmp_path / framework, None)
-        trainer.init_state(loop.initial_params(backend, cfg, opts))
+        trainer.init_state(inputs.initial_params(backend, cfg, opts))
         if framework == "jax":
             got = flax_to_torch(trainer.state.params, cfg)
         else:

@@ -18,7 +18,7 @@ import time
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from jax_vae.common import backends
 from jax_vae.common.config.options import EvalOptions, TrainOptions, thread_count
@@ -35,6 +35,7 @@ from jax_vae.common.weights.export import export
 from jax_vae.common.weights.formats import FORMATS
 from jax_vae.common.weights.importing import import_weights
 
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # add_subparsers's
 DEFAULT_PRESET = "stutz-rectangles"
 NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-(inf|nan)", re.IGNORECASE)  # a negative number
 
@@ -91,7 +92,7 @@ def add_option_flags(p: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------------------- train
-def add_train_command(sub: Any, framework: str) -> None:
+def add_train_command(sub: Subcommands, framework: str) -> None:
     p = sub.add_parser(
         "train",
         help="train a preset into a run folder (or --resume one)",
@@ -249,7 +250,7 @@ def cmd_train(args: argparse.Namespace, framework: str) -> int:
 
 
 # -------------------------------------------------------------------------------------- evaluate
-def add_evaluate_command(sub: Any, framework: str) -> None:
+def add_evaluate_command(sub: Subcommands, framework: str) -> None:
     p = sub.add_parser(
         "evaluate",
         help="test negative ELBO and the IWAE-k log-likelihood estimate of a run",
@@ -327,7 +328,7 @@ def cmd_evaluate(args: argparse.Namespace, framework: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------- export
-def add_export_command(sub: Any, framework: str) -> None:
+def add_export_command(sub: Subcommands, framework: str) -> None:
     p = sub.add_parser(
         "export",
         help="JAX checkpoint -> PyTorch state_dict file, or back with --to-jax",
@@ -364,7 +365,7 @@ def cmd_export(args: argparse.Namespace, framework: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------- import
-def add_import_command(sub: Any, framework: str) -> None:
+def add_import_command(sub: Subcommands, framework: str) -> None:
     p = sub.add_parser(
         "import",
         help="a source's own checkpoint (pytorch/examples, the posts, the Flax example) -> jax-vae weights",
@@ -395,7 +396,7 @@ def cmd_import(args: argparse.Namespace, framework: str) -> int:
 
 
 # --------------------------------------------------------------------------------------- compare
-def add_compare_command(sub: Any, framework: str) -> None:
+def add_compare_command(sub: Subcommands, framework: str) -> None:
     p = sub.add_parser("compare", help="overlay the loss curves of run folders (e.g. JAX vs PyTorch)")
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("--out", default="compare.png", help="figure: .png, .pdf, .svg ... (default compare.png)")
@@ -434,7 +435,8 @@ def main(argv: Sequence[str] | None = None, framework: str = "jax") -> int:
     """Parse, dispatch, and turn user errors into one line on stderr with a non-zero exit code."""
     args = build_parser(framework).parse_args(argv)
     try:
-        return args.handler(args, framework)
+        code: int = args.handler(args, framework)
+        return code
     except UserError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return err.exit_code

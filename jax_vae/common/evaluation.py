@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from jax_vae.common.backends import Backend, Weights
 from jax_vae.common.config.options import EvalOptions
 from jax_vae.common.config.presets import get_preset
 from jax_vae.common.config.vae_config import VAEConfig, apply_overrides, from_dict, to_dict
@@ -54,7 +55,7 @@ def check_evaluable(cfg: VAEConfig) -> None:
 
 def eval_data(
     cfg: VAEConfig,
-    data_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     split: str = "test",
     seed: int = EVAL_BINARIZATION_SEED,
     download: bool = True,
@@ -92,7 +93,10 @@ def summarize(stats: dict[str, np.ndarray], k: int, binarization: str, cfg: VAEC
     neg_elbo = stats["recon"] + stats["kl"]
     nll = -stats["log_px"]
     n = nll.shape[0]
-    sem = lambda v: float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+
+    def sem(v: np.ndarray) -> float:
+        return float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+
     with np.errstate(invalid="ignore", over="ignore"):  # diverged weights: inf/nan, counted below
         result: dict[str, Any] = {
             "neg_elbo": float(neg_elbo.mean()),
@@ -115,7 +119,7 @@ def summarize(stats: dict[str, np.ndarray], k: int, binarization: str, cfg: VAEC
     return result
 
 
-def run_config(meta: dict[str, Any], source: str | os.PathLike) -> VAEConfig:
+def run_config(meta: dict[str, Any], source: str | os.PathLike[str]) -> VAEConfig:
     """The VAEConfig a checkpoint was trained with (its meta's 'config'), if log p(x) is defined for it."""
     if "config" not in meta:
         raise RunError(f"{source}: the checkpoint carries no config; cannot evaluate it")
@@ -134,12 +138,12 @@ def finish(
     result: dict[str, Any],
     *,
     framework: str,
-    source: str | os.PathLike,
+    source: str | os.PathLike[str],
     step: int | None,
     seed: int,
     seconds: float,
     device: str,
-    out: str | os.PathLike | None = None,
+    out: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Add where/how the numbers came from; write them as JSON to `out`, or by default to
     <run>/evaluation-k<k>.json when `source` is a run folder. Returns the record."""
@@ -160,7 +164,7 @@ def finish(
     return record
 
 
-def report_path(source: str | os.PathLike, k: int, out: str | os.PathLike | None) -> Path | None:
+def report_path(source: str | os.PathLike[str], k: int, out: str | os.PathLike[str] | None) -> Path | None:
     """Where `finish` writes the report: `out`, else <run>/evaluation-k<k>.json for a run folder."""
     source = Path(source)
     if out:
@@ -168,7 +172,7 @@ def report_path(source: str | os.PathLike, k: int, out: str | os.PathLike | None
     return source / f"evaluation-k{k}.json" if (source / runs.CONFIG_FILE).is_file() else None
 
 
-def trained_data_dir(source: str | os.PathLike) -> str | None:
+def trained_data_dir(source: str | os.PathLike[str]) -> str | None:
     """The data folder the run holding `source` (a run folder, its checkpoints/ or a checkpoint in
     it) was trained on, when config.json records one that still exists."""
     for folder in (Path(source), *Path(source).parents[:2]):
@@ -177,7 +181,9 @@ def trained_data_dir(source: str | os.PathLike) -> str | None:
     return None
 
 
-def load_weights(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> tuple[Any, dict[str, Any]]:
+def load_weights(
+    backend: Backend, source: str | os.PathLike[str], opts: EvalOptions
+) -> tuple[Weights, dict[str, Any]]:
     """(params in `backend`'s layout, meta with the config to score): a run / checkpoint / export of
     the backend's framework, or with opts.source any weight file in that source's layout."""
     if opts.source is None:
@@ -200,7 +206,7 @@ def load_weights(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> 
     return params, meta
 
 
-def evaluate_run(backend: Any, source: str | os.PathLike, opts: EvalOptions) -> dict[str, Any]:
+def evaluate_run(backend: Backend, source: str | os.PathLike[str], opts: EvalOptions) -> dict[str, Any]:
     """`evaluate`: a run folder / checkpoint / params export of `backend`'s framework, scored on its
     preset's test split (binarized as eval_data says) and recorded as JSON (see `finish`)."""
     path = report_path(source, opts.k, opts.out)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from jax_vae.common.config.architecture import check_conv
 from jax_vae.common.data.catalog import DEFAULT_TEST_FRACTION, VALID_DATASETS, Binarization, parse_dataset
-from jax_vae.common.data.datasets import DataError
+from jax_vae.common.errors import DataError
 
 Activation = Literal["relu", "tanh", "identity", "leaky_relu"]  # leaky_relu: slope 0.01 (torch's default)
 Architecture = Literal["mlp", "conv"]
@@ -213,7 +213,7 @@ def layer_specs(cfg: VAEConfig) -> list[tuple[str, str, int, int]]:
     return specs
 
 
-def _parse_value(field: dataclasses.Field, raw: str) -> Any:
+def _parse_value(field: dataclasses.Field[Any], raw: str) -> Any:
     hint = field_types()[field.name]
     if hint is bool:
         if raw.lower() in ("1", "true", "yes"):

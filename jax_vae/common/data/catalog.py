@@ -73,7 +73,7 @@ def parse_dataset(name: str) -> Dataset:
     if sep and prefix in PATH_KINDS:
         if not path.strip():
             raise DataError(f"dataset {name!r} names no path; pass {prefix}:PATH")
-        return Dataset(name, typing.cast(DatasetKind, prefix), pathlib.Path(path))
+        return Dataset(name, prefix, pathlib.Path(path))
     canonical = canonical_name(name)
     if canonical not in KNOWN:
         raise DataError(f"unknown dataset {name!r}; valid datasets: {VALID_DATASETS}")

@@ -57,7 +57,7 @@ def default_data_dir() -> pathlib.Path:
 def load_split(
     name: str,
     split: str,
-    data_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     resize: int = 0,
@@ -85,7 +85,7 @@ def _resized(x: np.ndarray, shape: tuple[int, ...], resize: int, where: str) -> 
 
 
 def _load_known(
-    name: str, split: str, data_dir: str | os.PathLike | None, download: bool
+    name: str, split: str, data_dir: str | os.PathLike[str] | None, download: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """(images float32 [N, D] in [0, 1], labels int64 [N]) of a known dataset's split."""
     if KNOWN[name] == "generated":
@@ -160,7 +160,7 @@ def binarize_for_evaluation(x: np.ndarray, seed: int = EVAL_BINARIZATION_SEED) -
 
 def load_dataset(
     name: str,
-    data_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     binarization: str = "none",
     seed: int = 0,
     download: bool = True,

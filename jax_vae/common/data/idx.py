@@ -156,7 +156,7 @@ def _decompress(raw: bytes, where: str) -> bytes:
 
 
 def read_idx(
-    path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None, sha256: str | None = None
+    path: str | os.PathLike[str], expected_shape: tuple[int, ...] | None = None, sha256: str | None = None
 ) -> np.ndarray:
     """Read a raw or gzipped IDX file (sniffed by content) into a read-only uint8 array, fully validated."""
     path = pathlib.Path(path)
@@ -170,7 +170,7 @@ def read_idx(
 def _fetch(url: str, timeout: float = 60.0) -> bytes:
     """GET `url` (http, https or file) into memory, refusing bodies over MAX_DOWNLOAD_BYTES."""
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed mirror list
-        body = response.read(MAX_DOWNLOAD_BYTES + 1)
+        body: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
     if len(body) > MAX_DOWNLOAD_BYTES:
         raise DataError(f"{url}: response larger than {MAX_DOWNLOAD_BYTES} bytes")
     return body

@@ -43,7 +43,7 @@ def resize_images(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     ww = axis_weights(x.shape[2], out_w)  # [out_w, W]
     planes = np.moveaxis(x, 3, 1).astype(np.float64)  # [N, C, H, W]
     out = wh @ planes @ ww.T  # [N, C, out_h, out_w]: batched BLAS matmuls
-    return np.moveaxis(out, 1, 3).astype(np.float32)  # [N, out_h, out_w, C]
+    return np.asarray(np.moveaxis(out, 1, 3), np.float32)  # [N, out_h, out_w, C]
 
 
 def resize_flat(x: np.ndarray, shape: tuple[int, ...], channels: int, size: int, where: str) -> np.ndarray:

@@ -62,7 +62,10 @@ def _pack(
     if x_test is None or y_test is None:
         train, test = split_indices(len(x_train), test_fraction, where)
         x_train, x_test, y_train, y_test = x_train[train], x_train[test], y_train[train], y_train[test]
-    flat = lambda x: np.ascontiguousarray(x.reshape(len(x), -1))  # [N, D]
+
+    def flat(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.reshape(len(x), -1))  # [N, D]
+
     return {"train": flat(x_train), "test": flat(x_test), "train_labels": y_train, "test_labels": y_test}
 
 
@@ -117,7 +120,7 @@ def _labels(arrays: Any, key: str, n: int, where: str) -> np.ndarray:
         )
     if n and int(y.min()) < 0:
         raise DataError(f"{where}: {key} holds a negative label {int(y.min())}; labels are 0, 1, ...")
-    return y.astype(np.int64)
+    return np.asarray(y, np.int64)
 
 
 def load_npz(path: pathlib.Path, test_fraction: float) -> UserData:
@@ -241,7 +244,7 @@ def load_folder(root: pathlib.Path, test_fraction: float) -> UserData:
 LOADERS = {"npz": load_npz, "folder": load_folder}
 
 
-def load(kind: str, path: str | os.PathLike, test_fraction: float) -> UserData:
+def load(kind: str, path: str | os.PathLike[str], test_fraction: float) -> UserData:
     """Dispatch on the dataset kind ("npz" or "folder")."""
     if not 0 < test_fraction < 1:  # also refuses nan
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction!r}")

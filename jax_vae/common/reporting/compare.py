@@ -10,15 +10,15 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING, Any
 
 from jax_vae.common.errors import RunError
 from jax_vae.common.files import check_writable
 from jax_vae.common.reporting import plots
 from jax_vae.common.runs import folder as runs
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is made (plots.new_figure)
+    from matplotlib.figure import Figure
 
 CompareRun = tuple[str, str, Sequence[dict[str, Any]], Mapping[str, Any]]  # label, framework, records, cfg
 
@@ -124,7 +124,8 @@ def compare_figure(entries: Sequence[CompareRun], title: str = "") -> Figure:
     different objectives are named so in the title, each legend entry carrying its own."""
     tests = sorted({plots.loss_label(cfg) for *_, cfg in entries})
     trains = {plots.train_loss_label(cfg) for *_, cfg in entries}
-    fig, (a, b) = plots.plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = plots.new_figure((10, 3.8))
+    a, b = fig.subplots(1, 2)
     styles, seen, curves = ["-", "--", ":", "-."], dict[str, int](), []
     for label, framework, records, cfg in entries:
         color = plots.FRAMEWORK_COLORS.get(framework)
@@ -148,7 +149,7 @@ def compare_figure(entries: Sequence[CompareRun], title: str = "") -> Figure:
         a.set(ylabel=f"{name} ({unit})", title=f"test loss ({name})")
     train_label = next(iter(trains)) if len(trains) == 1 else "train loss per image (runs differ)"
     a.set(xlabel="epoch")
-    a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    plots.integer_ticks(a)
     b.set(xlabel="step", ylabel=train_label, title="training loss (smoothed)")
     return plots.finish(fig, (a, b), title)
 

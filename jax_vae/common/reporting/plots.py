@@ -1,10 +1,13 @@
-"""Framework-free figures for run folders (matplotlib, Agg backend): reconstructions, prior samples,
+"""Framework-free figures for run folders (matplotlib's Agg canvas): reconstructions, prior samples,
 the latent manifold grid of 2-D latents and loss curves (axes named by the run's objective and unit),
 each written atomically; `compare` overlays several runs with the helpers here.
 
 Both frameworks pass a `decode(z [N, Z]) -> outputs [N, D]` and a `reconstruct(x [N, D]) -> outputs
 [N, D]` (numpy in, numpy out); codes and inputs are drawn here, so JAX and PyTorch runs of the same
 preset are drawn from the same codes and test images.
+
+matplotlib is imported when a figure is first made (not when this module is), and figures are
+matplotlib's object API on an Agg canvas: no pyplot state, no change of the process's backend.
 """
 
 from __future__ import annotations
@@ -13,19 +16,16 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from jax_vae.common.config.vae_config import VAEConfig, to_dict
+from jax_vae.common.files import atomic_write
 
-from jax_vae.common.config.vae_config import VAEConfig, to_dict  # noqa: E402
-from jax_vae.common.files import atomic_write  # noqa: E402
+if TYPE_CHECKING:  # matplotlib loads when a figure is made
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 Decode = Callable[[np.ndarray], np.ndarray]
 FRAMEWORK_COLORS = {"jax": "tab:blue", "torch": "tab:orange"}
@@ -34,22 +34,38 @@ STUTZ_GRID = (np.arange(20) - 9.5) * 0.1  # -0.95, -0.85, ..., 0.95 (vae.lua's m
 
 def figure_formats() -> list[str]:
     """The file extensions matplotlib's Agg canvas writes (png, pdf, svg, jpg, ...), sorted."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
     return sorted(FigureCanvasBase.get_supported_filetypes())
 
 
+def new_figure(figsize: tuple[float, float], dpi: float | None = None) -> Figure:
+    """A matplotlib Figure on its own Agg canvas (no pyplot: nothing global to close or switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def save_figure(fig: Figure, path: Path, dpi: int = 80) -> Path:
-    """Write `fig` atomically (files.atomic_write) in the format its extension names; close it."""
+    """Write `fig` atomically (files.atomic_write) in the format its extension names."""
     path = Path(path)
     fmt = path.suffix[1:].lower() or "png"
 
     def write(f: IO[bytes]) -> None:
         fig.savefig(f, format=fmt, dpi=dpi)
 
-    try:
-        atomic_write(path, write)
-    finally:
-        plt.close(fig)
+    atomic_write(path, write)
     return path
+
+
+def integer_ticks(ax: Axes) -> None:
+    """Whole numbers only on the x axis (steps, epochs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def loss_label(cfg: Mapping[str, Any]) -> tuple[str, str]:
@@ -88,7 +104,7 @@ def to_pixels(outputs: np.ndarray, cfg: VAEConfig) -> np.ndarray:
     outputs = np.asarray(outputs, np.float64)
     if cfg.decoder_output == "logits":
         outputs = 1.0 / (1.0 + np.exp(-outputs))
-    return np.clip(outputs, 0.0, 1.0)
+    return np.asarray(np.clip(outputs, 0.0, 1.0))
 
 
 def manifold_axis(cfg: VAEConfig, n: int = 20) -> np.ndarray:
@@ -126,13 +142,19 @@ def tile(
     return canvas
 
 
-def _save_canvas(path: Path, canvas: np.ndarray, title: str, extent=None, labels=None) -> Path:
+def _save_canvas(
+    path: Path,
+    canvas: np.ndarray,
+    title: str,
+    extent: tuple[float, float, float, float] | None = None,
+    labels: tuple[str, str] | None = None,
+) -> Path:
     """The canvas at an integer zoom (about 800 px wide, nearest-neighbour: no resampling blur)."""
     zoom = max(1, round(800 / canvas.shape[1]))
     w, h = canvas.shape[1] * zoom, canvas.shape[0] * zoom
     left, bottom, right, top = (72, 45, 15, 42) if labels else (8, 8, 8, 42)
     width, height = w + left + right, h + bottom + top
-    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    fig = new_figure((width / 100, height / 100), dpi=100)
     ax = fig.add_axes((left / width, bottom / height, w / width, h / height))
     ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent, aspect="auto")
     ax.set_title(title, fontsize=9)
@@ -205,13 +227,13 @@ def write_images(
     if cfg.latent_dim == 2:
         canvas, axis = manifold_canvas(cfg, decode)
         step = axis[1] - axis[0]
-        extent = (axis[0] - step / 2, axis[-1] + step / 2, axis[0] - step / 2, axis[-1] + step / 2)
+        lo, hi = float(axis[0] - step / 2), float(axis[-1] + step / 2)
         paths.append(
             _save_canvas(
                 image_dir / "manifold.png",
                 canvas,
                 f"{title}\ndecoder over a {len(axis)}x{len(axis)} grid of codes",
-                extent=extent,
+                extent=(lo, hi, lo, hi),
                 labels=("z1", "z2"),
             )
         )
@@ -233,10 +255,10 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     c = np.cumsum(np.insert(values, 0, 0.0))
     idx = np.arange(1, len(values) + 1)
     lo = np.maximum(0, idx - window)
-    return (c[idx] - c[lo]) / (idx - lo)
+    return np.asarray((c[idx] - c[lo]) / (idx - lo))
 
 
-def focus(ax, curves: Sequence[np.ndarray], also: np.ndarray | None = None) -> None:
+def focus(ax: Axes, curves: Sequence[np.ndarray], also: np.ndarray | None = None) -> None:
     """y-limits that show the part of training curves after the first 5% of points (not the spike),
     widened to keep the values `also` (e.g. test losses drawn on the same axes) in view."""
     tails = [v[len(v) // 20 :] for v in curves if len(v) > 20]
@@ -268,7 +290,8 @@ def curves_figure(
     epoch, axes labelled by the objective of `cfg` (config fields); a short run's points are marked."""
     cfg = cfg or {}
     name, unit = loss_label(cfg)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig = new_figure((9, 3.4))
+    a, b = fig.subplots(1, 2)
     s, v = series(records, "step", "step", "loss")
     if len(s):
         few = len(s) <= FEW_POINTS
@@ -282,7 +305,7 @@ def curves_figure(
     focus(a, [v] if len(s) else [], tv)
     a.set(xlabel="step", title="training loss")
     a.set_ylabel(train_loss_label(cfg), fontsize=8)
-    a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_ticks(a)
     _epoch_panel(b, records, f"{name} ({unit})")
     return finish(fig, (a, b), title)
 
@@ -294,7 +317,7 @@ def save_curves(
     return save_figure(curves_figure(records, title, cfg), path)
 
 
-def _epoch_panel(ax, records: Sequence[dict[str, Any]], ylabel: str) -> None:
+def _epoch_panel(ax: Axes, records: Sequence[dict[str, Any]], ylabel: str) -> None:
     """Train and test loss per epoch, markers joined by lines, the last values written beside their
     points; one epoch: its two labelled points under a note with the test recon and KL."""
     epochs = [r for r in records if r.get("kind") == "epoch"]
@@ -309,7 +332,7 @@ def _epoch_panel(ax, records: Sequence[dict[str, Any]], ylabel: str) -> None:
             )
     ax.set(xlabel="epoch", title="per epoch")
     ax.set_ylabel(ylabel, fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_ticks(ax)
     if not epochs:
         ax.text(0.5, 0.5, "no finished epoch yet", transform=ax.transAxes, ha="center", fontsize=8)
     elif len(epochs) == 1 and values:

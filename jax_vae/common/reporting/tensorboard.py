@@ -28,6 +28,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ FLUSH_S = 10  # seconds
 Draw = Callable[[], dict[str, np.ndarray]]  # -> {name: [H, W] canvas in [0, 1]}
 
 
-def import_tensorboardx() -> Any:
+def import_tensorboardx() -> ModuleType:
     """The tensorboardX module, imported on first use; missing, a one-line RunError. tensorboardX
     imports torch, when installed, only to name torch.Tensor in type hints (1.7 s of a JAX run's start,
     measured): a process that has not imported torch hides it during that import."""
@@ -59,7 +60,8 @@ def import_tensorboardx() -> Any:
     finally:
         if hide:
             del sys.modules["torch"]
-    return tensorboardX
+    module: ModuleType = tensorboardX
+    return module
 
 
 def event_files(run_dir: Path) -> list[Path]:
@@ -88,7 +90,7 @@ def to_uint8(canvas: np.ndarray) -> np.ndarray:
     return np.round(np.clip(np.asarray(canvas, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def image_summary(tbx: Any, tag: str, canvas: np.ndarray) -> Any:
+def image_summary(tbx: ModuleType, tag: str, canvas: np.ndarray) -> Any:
     """A Summary holding `canvas` as a one-channel PNG, or an RGB one for an [H, W, 3] canvas
     (SummaryWriter.add_image writes RGB: twice the bytes of grey, measured on an untrained 2-D manifold)."""
     from PIL import Image

@@ -107,7 +107,7 @@ def check_compatible(saved: dict[str, Any], cfg: VAEConfig, what: str) -> None:
         )
 
 
-def check_run_dir(run_dir: Path, framework: str, cfg: VAEConfig, resume: bool) -> dict | None:
+def check_run_dir(run_dir: Path, framework: str, cfg: VAEConfig, resume: bool) -> dict[str, Any] | None:
     """Read-only check that `run_dir` may receive this run; returns the saved record when resuming."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -255,7 +255,10 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def step_line(r: dict[str, Any]) -> str:
     """A "step" record as one console line (--verbose): loss terms and latent statistics, 4 digits."""
-    f = lambda key: "n/a" if r.get(key) is None else f"{float(r[key]):.4g}"
+
+    def f(key: str) -> str:
+        return "n/a" if r.get(key) is None else f"{float(r[key]):.4g}"
+
     return (
         f"step {r['step']} epoch {r['epoch']}: loss {f('loss')} recon {f('recon')} kl {f('kl')} "
         f"mu {f('mu_mean')} logvar std {f('logvar_std')} mean {f('logvar_mean')}"

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from jax_vae.common.errors import RunError
 
@@ -35,7 +36,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _holder(text: str) -> dict:
+def _holder(text: str) -> dict[str, Any]:
     try:
         record = json.loads(text)
         return record if isinstance(record, dict) else {}
@@ -43,7 +44,7 @@ def _holder(text: str) -> dict:
         return {}
 
 
-def _describe(holder: dict) -> str:
+def _describe(holder: dict[str, Any]) -> str:
     return (
         f"{holder.get('framework', '?')} process {holder.get('pid', '?')} on {holder.get('host', '?')} "
         f"(since {holder.get('started', '?')})"

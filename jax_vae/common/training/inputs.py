@@ -4,11 +4,11 @@ initial weights (--init-from). Framework-free; used by jax_vae.common.training.l
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import os
 
 import numpy as np
 
-from jax_vae.common.backends import Backend
+from jax_vae.common.backends import Backend, Weights
 from jax_vae.common.config.options import TrainOptions
 from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.data.catalog import parse_dataset
@@ -22,7 +22,9 @@ def loss_unit(cfg: VAEConfig) -> str:
     return "nats/image" if cfg.likelihood.startswith("bce") else f"{cfg.likelihood}+KL per image (not nats)"
 
 
-def prepare_data(cfg: VAEConfig, data_dir: Any, download: bool) -> dict[str, np.ndarray]:
+def prepare_data(
+    cfg: VAEConfig, data_dir: str | os.PathLike[str] | None, download: bool
+) -> dict[str, np.ndarray]:
     """The preset's dataset; a dynamic preset's test split is binarized once (as evaluation does)."""
     data = dict(
         load_dataset(
@@ -69,7 +71,7 @@ def check_data(cfg: VAEConfig, data: dict[str, np.ndarray]) -> int:
             f"preset {cfg.name} expects {cfg.input_dim} pixels per image, {cfg.dataset} "
             f"images have {train.shape[1]}; pass --set input_dim={train.shape[1]}"
         )
-    n = train.shape[0]
+    n = int(train.shape[0])
     if cfg.batch_size > n:
         hint = (
             f" (test_fraction {cfg.test_fraction:g} held out)"
@@ -82,7 +84,7 @@ def check_data(cfg: VAEConfig, data: dict[str, np.ndarray]) -> int:
     return n
 
 
-def initial_params(backend: Backend, cfg: VAEConfig, opts: TrainOptions) -> Any:
+def initial_params(backend: Backend, cfg: VAEConfig, opts: TrainOptions) -> Weights | None:
     """The weights of --init-from in the twin's layout (every key and shape checked against `cfg`), or
     None for the preset's init."""
     if opts.init_from is None:

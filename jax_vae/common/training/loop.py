@@ -130,7 +130,12 @@ def _train(
         raise RunError(f"nothing to train: epochs={cfg.epochs}, steps={cfg.steps}; set one of them >= 1")
     show_bar = opts.progress and sys.stderr.isatty() and primary
     bar: Any = None  # created once the checks have passed
-    tick = (lambda step: bar is not None and bar.update(int(step) - bar.n)) if show_bar else None
+
+    def advance(step: Any) -> None:  # the bar to the step a compiled chunk reports
+        if bar is not None:
+            bar.update(int(step) - bar.n)
+
+    tick = advance if show_bar else None
     trainer = backend.trainer(cfg, data, opts, run_dir / runs.CHECKPOINT_DIR, tick)
     try:
         _open(run, trainer, backend, saved, opts)

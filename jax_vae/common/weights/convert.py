@@ -55,7 +55,7 @@ def _check_keys(got: set[str], want: set[str], what: str, preset: str) -> None:
         )
 
 
-def torch_to_flax(state_dict: Mapping[str, Any], cfg: VAEConfig) -> dict:
+def torch_to_flax(state_dict: Mapping[str, Any], cfg: VAEConfig) -> dict[str, Any]:
     """torch state_dict (tensors or arrays) -> the JAX weights as numpy arrays, dtype kept: Flax params,
     or with cfg.batch_norm the variables {'params': ..., 'batch_stats': ...}."""
     if cfg.arch == "conv":
@@ -63,7 +63,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], cfg: VAEConfig) -> dict:
         return variables if cfg.batch_norm else variables["params"]
     shapes = expected_torch_shapes(cfg)
     _check_keys(set(state_dict), set(shapes), "state_dict", cfg.name)
-    params: dict = {}
+    params: dict[str, Any] = {}
     for key, shape in shapes.items():
         value = _to_numpy(state_dict[key])
         if value.shape != shape:
@@ -189,7 +189,7 @@ def _kernel_to_torch(spec: LayerSpec, k: np.ndarray) -> np.ndarray:
     return k.T
 
 
-def _get(mapping: Mapping, key: Any, shape: tuple[int, ...], what: str, name: str) -> np.ndarray:
+def _get(mapping: Mapping[Any, Any], key: Any, shape: tuple[int, ...], what: str, name: str) -> np.ndarray:
     """mapping[key] as numpy, or ConversionError naming the key when it is missing or misshapen."""
     if key not in mapping:
         raise ConversionError(f"{what} for {name!r} is missing key {_key_text(key)!r}")
@@ -205,7 +205,9 @@ def _key_text(key: Any) -> str:
     return f"{key[0]}:{key[1]}" if isinstance(key, tuple) else str(key)
 
 
-def layer_to_flax(spec: LayerSpec, state_dict: Mapping[str, Any], name: str) -> tuple[dict, dict]:
+def layer_to_flax(
+    spec: LayerSpec, state_dict: Mapping[str, Any], name: str
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(params leaf, batch_stats leaf: {} unless batchnorm) of one torch layer, as numpy copies, dtype
     kept; every key of the layer must be in state_dict with its torch shape."""
     got = {k: _get(state_dict, k, s, "state_dict", name) for k, s in layer_torch_shapes(spec).items()}
@@ -250,8 +252,8 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _nest(flat: Mapping[str, Any]) -> dict:
-    tree: dict = {}
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
     for path, v in flat.items():
         *parents, leaf = path.split(".")
         node = tree
@@ -261,7 +263,9 @@ def _nest(flat: Mapping[str, Any]) -> dict:
     return tree
 
 
-def torch_to_flax_variables(state_dict: Mapping[str, Any], specs: list[LayerSpec], name: str) -> dict:
+def torch_to_flax_variables(
+    state_dict: Mapping[str, Any], specs: list[LayerSpec], name: str
+) -> dict[str, Any]:
     """torch state_dict -> {'params': ..., 'batch_stats': ...} (the latter only with a batchnorm)."""
     _check_keys(set(state_dict), {k for s in specs for k in layer_torch_shapes(s)}, "state_dict", name)
     flat: dict[str, dict[str, np.ndarray]] = {"params": {}, "batch_stats": {}}

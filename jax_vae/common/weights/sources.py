@@ -1,7 +1,8 @@
 """The sources' own checkpoints: one table of key maps from each source's parameter names onto jax-vae's.
 
 Every map ends in jax-vae's PyTorch-layout state_dict (`encoder.hidden_0.weight` [out, in], `.bias`
-[out]), which the one converter (jax_vae.common.weights.convert) takes to Flax and the PyTorch twin loads as is.
+[out]), which the one converter (jax_vae.common.weights.convert) takes to Flax and the PyTorch twin
+loads as is.
 A source's layer is (its weight key, its bias key, jax-vae layer, layout): layout "out_in" is a torch
 nn.Linear weight [out, in], "in_out" a kernel already [in, out] (Flax, or wiseodd's raw tensors), which is
 transposed here. Widths are read from the file (`fit_config`), so a source module trained with other
