@@ -186,8 +186,8 @@ def test_missing_tensorboardx_is_one_line_before_anything_is_written(tmp_path, c
 
 def test_importing_tensorboardx_does_not_load_torch():
     code = (
-        "import sys; from jax_vae.common.reporting import tensorboard; tbx = tensorboard.import_tensorboardx(); "
-        "print(tbx.SummaryWriter.__name__, 'torch' in sys.modules)"
+        "import sys; from jax_vae.common.reporting import tensorboard; "
+        "tbx = tensorboard.import_tensorboardx(); print(tbx.SummaryWriter.__name__, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.split() == ["SummaryWriter", "False"]
