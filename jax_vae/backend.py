@@ -18,7 +18,7 @@ from jax_vae.common.errors import RunError
 from jax_vae.common.weights.formats import is_safetensors
 from jax_vae.evaluate import evaluate as evaluate_params
 from jax_vae.parallel import initialize_distributed
-from jax_vae.train import Trainer, device_name, process_index, resolve_device
+from jax_vae.trainer import Trainer, device_name, process_index, resolve_device
 from jax_vae.weights import from_state_dict, load_safetensors, read_tensors
 
 

@@ -53,8 +53,8 @@ ONE_SIDED = {
     "count; torch steps its own ExponentialLR (EpochExponentialLR)",
     ("optim", "EpochExponentialLR"): "torch: ExponentialLR stepped once per epoch by the per-step scheduler "
     "call; JAX has exponential_lr_schedule",
-    ("train", "programs"): "JAX: the one program cache",
-    ("train", "program_config"): "JAX: the config fields that shape a compiled program",
+    ("trainer", "programs"): "JAX: the one program cache",
+    ("trainer", "program_config"): "JAX: the config fields that shape a compiled program",
     (
         "checkpoint",
         "read_quietly",
@@ -63,15 +63,9 @@ ONE_SIDED = {
         "checkpoint",
         "local_target",
     ): "JAX: orbax's restore target on this process's device; torch loads to CPU",
-    (
-        "checkpoint",
-        "torch_load",
-    ): "torch: torch.load(weights_only=True) with one-line errors; JAX reads orbax",
-    (
-        "train",
-        "set_threads",
-    ): "torch: the intra-op thread count, set per run; XLA's threads are fixed at start",
-    ("train", "Programs"): "JAX: the compiled programs of one program key; eager torch compiles nothing",
+    ("checkpoint", "torch_load"): "torch: torch.load(weights_only=True), one-line errors; JAX reads orbax",
+    ("trainer", "set_threads"): "torch: the intra-op thread count, set per run; XLA's are fixed at start",
+    ("trainer", "Programs"): "JAX: the compiled programs of one program key; eager torch compiles nothing",
     ("models", "init_variables"): "JAX: Flax variables, params and BatchNorm batch_stats; a torch module "
     "holds both (parameters and buffers), init_params returns it",
     ("models", "init_weights"): "JAX: init_variables as the weights tree (models.weights); torch's module "

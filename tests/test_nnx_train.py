@@ -21,7 +21,7 @@ import torch
 from flax import nnx
 from test_data_parallel import _env, _wait
 
-from jax_vae import train
+from jax_vae import trainer as jax_trainer
 from jax_vae.checkpoint import load_params as load_tree
 from jax_vae.common import cli as cli_module
 from jax_vae.common.config.options import TrainOptions
@@ -113,7 +113,7 @@ def test_a_linen_run_resumes_as_nnx_from_the_same_state(tmp_path):
     for name in ("switched", "linen"):
         run(cfg, tmp_path / name, data=data, api="linen", **KW)
     linen, _ = load_params("jax", tmp_path / "switched")
-    trainer = train.Trainer(cfg, data, TrainOptions(api="nnx"), tmp_path / "switched" / "checkpoints")
+    trainer = jax_trainer.Trainer(cfg, data, TrainOptions(api="nnx"), tmp_path / "switched" / "checkpoints")
     try:
         trainer.restore()
         model = nnx_models.from_linen_params(cfg, trainer.state.params)
@@ -136,7 +136,7 @@ def test_decode_and_reconstruct_of_an_nnx_run_are_linens(tmp_path):
     cfg, data = tiny_preset("stutz-rectangles"), tiny_data()
     out = {}
     for api in ("linen", "nnx"):
-        trainer = train.Trainer(cfg, data, TrainOptions(api=api), tmp_path / api)
+        trainer = jax_trainer.Trainer(cfg, data, TrainOptions(api=api), tmp_path / api)
         try:
             trainer.init_state()
             z = np.linspace(-2, 2, 6 * cfg.latent_dim, dtype=np.float32).reshape(6, cfg.latent_dim)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import re
 import subprocess
@@ -49,6 +50,13 @@ def test_every_public_name_resolves_to_its_documented_module(package):
         assert f"`{module}`" in PAGE or "same" in PAGE, f"docs/api.md does not name {module}"
     with pytest.raises(AttributeError):
         _ = package.no_such_name
+
+
+@pytest.mark.parametrize("package", [jax_vae, torch_reference], ids=lambda p: p.__name__)
+def test_no_public_name_is_also_a_submodule(package):
+    """A submodule of the same name would replace the name once imported (jax_vae.train once did)."""
+    clashes = [n for n in package.__all__ if importlib.util.find_spec(f"{package.__name__}.{n}") is not None]
+    assert not clashes, clashes
 
 
 def test_importing_the_packages_loads_no_framework():

@@ -59,7 +59,7 @@ def test_evaluate_flag_reaches_eval_options() -> None:
 @pytest.mark.parametrize("threads, want", [("1", 1), ("2", 2), ("auto", 1)])
 def test_torch_trainer_sets_its_threads(threads: str, want: int, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from torch_reference.train import Trainer
+    from torch_reference.trainer import Trainer
 
     before = torch.get_num_threads()
     try:

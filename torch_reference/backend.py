@@ -17,7 +17,7 @@ from torch_reference.checkpoint import load_params as load_checkpoint
 from torch_reference.checkpoint import save_params
 from torch_reference.evaluate import evaluate as evaluate_params
 from torch_reference.nn.models import VAE
-from torch_reference.train import Trainer, device_name, process_index, resolve_device, set_threads
+from torch_reference.trainer import Trainer, device_name, process_index, resolve_device, set_threads
 from torch_reference.weights import from_state_dict, load_safetensors, read_tensors
 
 

@@ -22,7 +22,7 @@ from jax_vae.common.evaluation import check_evaluable, chunking, summarize
 from torch_reference.functional import reparameterize, sample_eps, std_from_scale
 from torch_reference.losses import LIKELIHOODS, kl_normal, log_weights
 from torch_reference.nn.models import VAE
-from torch_reference.train import NAN_PROBS_ERROR
+from torch_reference.trainer import NAN_PROBS_ERROR
 
 
 def _chunked_stats(

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of (config, dataset size, global step), so a run resumed from a
 checkpoint at step k replays exactly the chunks, batches and data order of an uninterrupted run.
-Both `jax_vae.train` and `torch_reference.train` use it, so both frameworks see the same batches.
+Both `jax_vae.trainer` and `torch_reference.trainer` use it, so both frameworks see the same batches.
 
 RNG streams: each framework derives its init, eps, evaluation and binarization randomness from the
 run seed and one `Stream` number (JAX: fold_in(key(seed), stream); PyTorch: a generator seeded

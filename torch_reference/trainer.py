@@ -1,6 +1,6 @@
 """PyTorch training: the dataset lives on the device and each step is one call of the train step.
 
-Mirror of jax_vae/train.py; the run loop itself is framework-free (jax_vae/common/training/loop.py).
+Mirror of jax_vae/trainer.py; the run loop itself is framework-free (jax_vae/common/training/loop.py).
 RNG: parameters from a forked global RNG seeded with the seed (models.init_params); the eps, eval and
 binarize generators are seeded derive_seed(seed, stream) for the plan.Stream numbers (binarize: and
 the epoch); the eps generator's state is saved in every checkpoint. The data order is the same numpy

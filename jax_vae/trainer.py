@@ -1,6 +1,6 @@
 """JAX training: the dataset lives on the device and a chunk of steps is one jitted lax.scan.
 
-Mirror of torch_reference/train.py; the run loop itself is framework-free (jax_vae/common/training/loop.py).
+Mirror of torch_reference/trainer.py; the run loop itself is framework-free (jax_vae/common/training/loop.py).
 Keys: root = jax.random.key(seed); the init, eps, eval and binarize keys are fold_in(root, stream)
 for the plan.Stream numbers; step t draws eps from fold_in(eps_key, t) (inside step.train_step) and
 epoch e binarizes (dynamic presets) with fold_in(binarize_key, e), so a run resumed from (step,
