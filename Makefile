@@ -47,7 +47,7 @@ test: install
 # layout and objective unit tests (parity in its own process, as in `make test`).
 test-quick: install
 	$(PY) -m pytest parity_tests/test_convert.py -q -p no:cacheprovider
-	$(PY) -m pytest tests/test_architecture.py tests/test_objectives.py -m "not slow" -q -p no:cacheprovider
+	$(PY) -m pytest tests/layout/test_architecture.py tests/models/test_objectives.py -m "not slow" -q -p no:cacheprovider
 
 test-parity: install
 	$(PYTEST) parity_tests
@@ -55,11 +55,14 @@ test-parity: install
 test-unit: install
 	$(PYTEST) tests $(XDIST)
 
-# Lint (ruff), formatting check (ruff format) and types (mypy) over the whole tree.
+# Lint (ruff), formatting check (ruff format), types (mypy; --strict's flags on jax_vae/common) and the
+# house's contracts (tests/layout: layers import downward, no cycles, mirrored files and signatures,
+# the public face, the wheel's contents).
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/layout
 
 format: install
 	$(PY) -m ruff format .

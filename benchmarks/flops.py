@@ -15,7 +15,7 @@ Conv configs (arch="conv", the layers of jax_vae.common.config.architecture.plan
                kernel tap) pairs whose output lands inside the (cropped) output, i.e. 2*B*H_in*W_in*
                C_in*C_out*kh*kw minus what padding / cropping cuts off. Valid taps, not the dense
                formulas, because they are the arithmetic the math needs (zeros and cropped outputs
-               are not work), they are what XLA's cost analysis counts (tests/test_benchmarks.py), and
+               are not work), they are what XLA's cost analysis counts (tests/bench/test_benchmarks.py), and
                on the small maps of these presets the difference is large (a 2x2 -> 4x4 transposed
                conv, k 3, s 2, padding 1, output_padding 1 has 25 of the dense 36 taps);
   backward:    dW and dX each = the forward (the same input/output/tap triples), no dX for the first

@@ -3,7 +3,7 @@
 antixk-vanilla (64x64 images, 32..512 channels, ~40 M multiply-adds per image forward) runs with 1/8
 of its channels: the same five conv blocks, transposed convs with output_padding, BatchNorm, flatten
 and Linear maps, so every layout and semantics difference is exercised; its full size is trained in
-tests/test_conv_train.py.
+tests/training/test_conv_train.py.
 """
 
 from __future__ import annotations

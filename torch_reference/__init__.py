@@ -1,4 +1,4 @@
-"""The PyTorch twin of jax_vae: the same files, names and parameters (tests/test_architecture.py).
+"""The PyTorch twin of jax_vae: the same files, names and parameters (tests/layout/test_architecture.py).
 
 The public face (docs/api.md): the names below are stable and load on first use (PEP 562), so
 `import torch_reference` costs nothing until a name is used.

@@ -1,7 +1,7 @@
 """The named parts a VAE is built from, and which VAEConfig fields configure each part.
 
 A VAEConfig stays one flat frozen dataclass (config.json, `--set` and the presets read it so), but
-every field belongs to exactly one part (tests/test_parts.py checks it):
+every field belongs to exactly one part (tests/models/test_parts.py checks it):
 
     network     the encoder and decoder bodies (arch: "mlp" | "conv") and their layers
     posterior   q(z|x): a diagonal Gaussian, its head (encoder_head) and scale (scale_param)

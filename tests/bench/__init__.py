@@ -1,0 +1,1 @@
+"""Tests: the benchmark modes and drivers."""

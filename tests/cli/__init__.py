@@ -1,0 +1,1 @@
+"""Tests: the CLI's one-line errors."""

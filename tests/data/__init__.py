@@ -1,0 +1,1 @@
+"""Tests: datasets, IDX files, user data."""

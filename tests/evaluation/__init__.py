@@ -1,0 +1,1 @@
+"""Tests: IWAE-k evaluation."""

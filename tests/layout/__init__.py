@@ -1,0 +1,1 @@
+"""Tests: the house: layers, mirrors, the public face, the wheel."""

@@ -1,0 +1,1 @@
+"""Tests: models, losses and objectives, NNX."""

@@ -1,0 +1,1 @@
+"""Tests: plots, compare, TensorBoard."""

@@ -1,0 +1,1 @@
+"""Tests: run folders, checkpoints, locks, OS errors, legacy files."""

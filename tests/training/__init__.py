@@ -1,0 +1,1 @@
+"""Tests: training from both CLIs and the library, data-parallel, threads."""

@@ -1,0 +1,1 @@
+"""Tests: weight files and the sources' checkpoints."""
