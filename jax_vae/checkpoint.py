@@ -14,6 +14,8 @@ broken file); by default the newest intact step is read, with a note for each ne
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import json
 import logging
@@ -23,7 +25,7 @@ import shutil
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,7 +43,6 @@ from jax_vae.step import TrainState
 KEEP = 3
 COMMIT_MARKER = "commit_success.txt"  # orbax writes it into a step folder as the save's last file
 _UNFINISHED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
-logging.getLogger("absl").setLevel(logging.ERROR)  # orbax info/warnings are noise here
 
 
 def _late_orbax_error(err: BaseException | None, tb: Any) -> bool:
@@ -59,15 +60,33 @@ def _late_orbax_report(record: logging.LogRecord) -> bool:
     return not (record.exc_info and _late_orbax_error(record.exc_info[1], record.exc_info[2]))
 
 
-def _unraisable(args: Any, default: Callable[[Any], None] = sys.unraisablehook) -> None:
+def _unraisable(args: Any, default: Callable[[Any], None]) -> None:
     """sys.unraisablehook: drop those errors when their futures are collected; report the rest."""
     if not _late_orbax_error(args.exc_value, args.exc_traceback):
         default(args)
 
 
-for _name in ("asyncio", "concurrent.futures"):
-    logging.getLogger(_name).addFilter(_late_orbax_report)
-sys.unraisablehook = _unraisable
+@contextlib.contextmanager
+def quiet_orbax() -> Iterator[None]:
+    """While orbax runs (and only then): absl's info and warnings held back, asyncio's and
+    concurrent.futures' reports of the errors its writer threads leave after a failed save dropped,
+    and Python's 'Exception ignored' for them; the process's logging and hooks restored after.
+    Re-entrant; a decorator too."""
+    absl, hook = logging.getLogger("absl"), sys.unraisablehook
+    level, reporters = absl.level, [logging.getLogger(n) for n in ("asyncio", "concurrent.futures")]
+    absl.setLevel(logging.ERROR)
+    for logger in reporters:
+        logger.addFilter(_late_orbax_report)
+    sys.unraisablehook = functools.partial(_unraisable, default=hook)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = hook
+        for logger in reporters:
+            logger.removeFilter(_late_orbax_report)
+        absl.setLevel(level)
+
+
 T = TypeVar("T")
 
 
@@ -81,6 +100,7 @@ class Checkpoints:
         self._manager_read_only = True
         self._steps = Steps(self.directory, lambda step: _folder_problem(self.directory / str(step), "train"))
 
+    @quiet_orbax()
     def _mngr(self, write: bool) -> ocp.CheckpointManager | None:
         if self._manager is None or (write and self._manager_read_only):
             if not write and not self.directory.is_dir():
@@ -111,6 +131,7 @@ class Checkpoints:
             raise RunError(f"no checkpoint folder {self.directory}")
         return mngr
 
+    @quiet_orbax()
     def all_steps(self) -> list[int]:
         """Every finished step folder, intact or not."""
         mngr = self._mngr(write=False)
@@ -137,6 +158,7 @@ class Checkpoints:
         """`step` if it is intact, else a one-line RunError listing the intact ones; None: the newest."""
         return self._steps.pick(self.all_steps(), step, self.unfinished_steps())
 
+    @quiet_orbax()
     def save(
         self, step: int, state: TrainState, order: np.ndarray, rng: jax.Array, meta: dict[str, Any]
     ) -> None:
@@ -153,12 +175,14 @@ class Checkpoints:
             raise RunError(f"orbax did not save checkpoint step {step} in {self.directory}")
         self._steps.set(step, None)
 
+    @quiet_orbax()
     def read_meta(self, step: int | None = None) -> dict[str, Any]:
         """The meta of checkpoint `step` (default: the newest intact one)."""
         step = self.pick(step)
         args = ocp.args.Composite(meta=ocp.args.JsonRestore())
         return self._read(step, lambda: self._reader().restore(step, args=args).meta)
 
+    @quiet_orbax()
     def restore(
         self, template: TrainState, n: int, rng: jax.Array, step: int | None = None
     ) -> tuple[TrainState, np.ndarray, jax.Array, dict[str, Any]]:
@@ -191,6 +215,7 @@ class Checkpoints:
         except Exception as err:  # noqa: BLE001 - orbax/tensorstore raise many kinds; one line
             raise RunError(f"cannot read checkpoint step {step} in {self.directory} ({cause(err)})") from None
 
+    @quiet_orbax()
     def close(self) -> None:
         if self._manager is not None:
             self._manager.close()
@@ -216,6 +241,7 @@ def cause(err: BaseException) -> str:
     return os_cause(err)
 
 
+@quiet_orbax()
 def read_quietly(read: Callable[[], T]) -> T:
     """read(), and when it raises, its abandoned orbax coroutines collected with Python's
     'Exception ignored' reports and asyncio's logs silenced (orbax runs reads on a private event
@@ -316,6 +342,7 @@ def _tree_problem(item: Path) -> str | None:
     return None
 
 
+@quiet_orbax()
 def load_params(path: Path, step: int | None = None) -> tuple[dict, dict[str, Any]]:
     """(params as numpy, meta with 'config') from a run folder, its checkpoints/ or a params export
     (`step`, if given, must be the export's)."""
@@ -363,6 +390,7 @@ def local_target(item_dir: Path) -> Any:
     return jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
 
 
+@quiet_orbax()
 def save_params(path: Path, params: dict, meta: dict[str, Any]) -> None:
     """A params-only checkpoint (no optimizer state) at `path`, e.g. converted from PyTorch; orbax
     writes it under a temp name and renames it when complete."""

@@ -55,14 +55,9 @@ ONE_SIDED = {
     "call; JAX has exponential_lr_schedule",
     ("trainer", "programs"): "JAX: the one program cache",
     ("trainer", "program_config"): "JAX: the config fields that shape a compiled program",
-    (
-        "checkpoint",
-        "read_quietly",
-    ): "JAX: an orbax read with absl/asyncio noise held back; torch.load is quiet",
-    (
-        "checkpoint",
-        "local_target",
-    ): "JAX: orbax's restore target on this process's device; torch loads to CPU",
+    ("checkpoint", "quiet_orbax"): "JAX: orbax's logs and late thread errors held back around its calls",
+    ("checkpoint", "read_quietly"): "JAX: an orbax read, its abandoned reads collected quietly",
+    ("checkpoint", "local_target"): "JAX: orbax's restore target on this process's device; torch: CPU",
     ("checkpoint", "torch_load"): "torch: torch.load(weights_only=True), one-line errors; JAX reads orbax",
     ("trainer", "set_threads"): "torch: the intra-op thread count, set per run; XLA's are fixed at start",
     ("trainer", "Programs"): "JAX: the compiled programs of one program key; eager torch compiles nothing",

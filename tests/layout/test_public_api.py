@@ -75,3 +75,32 @@ def test_the_pages_example_runs():
     out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert re.fullmatch(r"loss \d+\.\d{3} nats per image\n", out.stdout), out.stdout
+
+
+def test_importing_our_modules_changes_no_global_state():
+    """Logging levels, filters and handlers, sys hooks and matplotlib are the same before and after
+    importing every module of ours (the frameworks imported first: their own setup is theirs)."""
+    code = """
+import importlib, json, logging, pathlib, sys
+import flax, jax, optax, orbax.checkpoint, safetensors, torch
+
+def state():
+    names = ["", "absl", "asyncio", "concurrent.futures", "jax", "orbax", "flax", "torch", "matplotlib"]
+    logs = {n: [logging.getLogger(n).level, len(logging.getLogger(n).filters),
+                len(logging.getLogger(n).handlers)] for n in names}
+    return {"logging": logs, "hooks": [id(sys.unraisablehook), id(sys.excepthook), id(sys.displayhook)],
+            "matplotlib": "matplotlib" in sys.modules}
+
+before = state()
+for pkg in ("jax_vae", "torch_reference"):
+    for p in sorted(pathlib.Path(pkg).rglob("*.py")):
+        name = ".".join(p.with_suffix("").parts).removesuffix(".__init__")
+        if not name.endswith("__main__"):
+            importlib.import_module(name)
+print(json.dumps([before, state()]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = json.loads(out.stdout.splitlines()[-1])
+    assert after == before
+    assert not after["matplotlib"], "matplotlib is imported when a figure is made, not before"
