@@ -17,10 +17,17 @@ import numpy as np
 
 from jax_vae.common.config.options import EvalOptions, Tick, TrainOptions
 from jax_vae.common.config.vae_config import VAEConfig
+from jax_vae.common.errors import RunError
 from jax_vae.common.metrics import StepMetrics
 
 FRAMEWORKS = ("jax", "torch")
 PACKAGES = {"jax": "jax_vae", "torch": "torch_reference"}
+# A framework's missing package -> how to install it (the PyTorch side is the `torch` extra).
+INSTALL = {
+    "torch": "pip install 'jax-vae[torch]'",
+    "jax": "pip install jax-vae",
+    "jaxlib": "pip install jax-vae",
+}
 
 # A twin's weights: JAX, the Flax params tree (with BatchNorm {"params", "batch_stats"}) of arrays;
 # PyTorch, a state_dict {dotted key: Tensor}. Framework-free code passes them through without looking in.
@@ -90,7 +97,13 @@ def get(framework: str) -> Backend:
     """The Backend of `framework` ('jax' or 'torch'), importing that twin only now."""
     if framework not in PACKAGES:
         raise ValueError(f"unknown framework {framework!r}; valid: {', '.join(FRAMEWORKS)}")
-    backend = importlib.import_module(f"{PACKAGES[framework]}.backend").BACKEND
+    try:
+        backend = importlib.import_module(f"{PACKAGES[framework]}.backend").BACKEND
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").split(".")[0]
+        if missing in INSTALL:
+            raise RunError(f"this needs {missing}, which is not installed: {INSTALL[missing]}") from None
+        raise
     assert isinstance(backend, Backend) and backend.framework == framework
     return backend
 

@@ -346,7 +346,7 @@ def add_export_command(sub: Subcommands, framework: str) -> None:
         "--format",
         choices=FORMATS,
         help="PyTorch-layout file: pt (torch.save + <out>.json) or safetensors (no pickle; the config "
-        "in its metadata); default: safetensors for an --out ending in .safetensors, else pt",
+        "in its metadata); default: pt for an --out ending in .pt or .pth, else safetensors",
     )
     p.set_defaults(handler=cmd_export)
 

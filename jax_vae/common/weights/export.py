@@ -2,10 +2,11 @@
 through the other.
 
 To PyTorch's layout (default): a JAX run folder, checkpoints folder or params export -> a state_dict
-file at OUT, either `--format pt` (torch.save; load it with
+file at OUT, either `--format safetensors` (the default, except for an OUT ending in .pt or .pth:
+no pickle, the preset and config in its header metadata, written without torch; a PyTorch run
+exports to it as is) or `--format pt` (torch.save, needs torch; load it with
 `VAE(cfg).load_state_dict(torch.load(OUT, weights_only=True))`, OUT.json beside it holds the preset
-and config) or `--format safetensors` (the default for an OUT ending in .safetensors: no pickle, the
-preset and config in its header metadata, written without torch; a PyTorch run exports to it as is).
+and config).
 To JAX (`--to-jax`): a state_dict file (.safetensors read with safetensors.numpy, without torch), a
 PyTorch checkpoint file or run folder -> a params-only orbax checkpoint folder at OUT (readable by
 `evaluate` and `export`). Outputs are written atomically; an existing OUT is never overwritten.

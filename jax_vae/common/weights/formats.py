@@ -29,16 +29,18 @@ from jax_vae.common.files import atomic_write_bytes
 
 FORMATS = ("pt", "safetensors")
 SAFETENSORS_SUFFIX = ".safetensors"
+PT_SUFFIXES = (".pt", ".pth")  # torch.save files; every other --out is written as safetensors
 _META_JSON = ("config",)  # metadata values stored as JSON text; the others are plain strings
 
 
 def format_of(path: str | Path, given: str | None = None) -> str:
-    """The weight-file format to write at `path`: `given`, else by suffix (.safetensors), else pt."""
+    """The weight-file format to write at `path`: `given`, else pt for a .pt / .pth suffix, else
+    safetensors (the default: no pickle, readable without torch)."""
     if given is not None:
         if given not in FORMATS:
             raise RunError(f"unknown format {given!r}; valid formats: {', '.join(FORMATS)}")
         return given
-    return "safetensors" if Path(path).suffix == SAFETENSORS_SUFFIX else "pt"
+    return "pt" if Path(path).suffix.lower() in PT_SUFFIXES else "safetensors"
 
 
 def is_safetensors(path: str | Path) -> bool:

@@ -1,8 +1,8 @@
 """`import`: a source's own checkpoint (jax_vae.common.weights.sources) -> jax-vae weights of one framework.
 
 JAX: a params-only orbax folder at OUT (what `export --to-jax` writes; `evaluate --run OUT`, `export OUT`
-and `train --init-from OUT` read it). PyTorch: a state_dict file at OUT, safetensors for an OUT ending in
-.safetensors (or --format safetensors), else torch.save with OUT.json. The meta records the preset, the
+and `train --init-from OUT` read it). PyTorch: a state_dict file at OUT, torch.save with OUT.json for an OUT
+ending in .pt or .pth (or --format pt), else safetensors. The meta records the preset, the
 fitted config, the source name and file. An existing OUT is never overwritten.
 """
 
