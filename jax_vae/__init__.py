@@ -27,6 +27,7 @@ _PUBLIC = {
     "train": "jax_vae.common.training.loop",
     "evaluate_run": "jax_vae.common.evaluation",
     "load_dataset": "jax_vae.common.data.datasets",
+    "load": "jax_vae.backend",
     # the JAX model, loss, optimizer and step (these import jax)
     "VAE": "jax_vae.linen.models",
     "init_params": "jax_vae.linen.models",

@@ -15,7 +15,7 @@ from jax_vae.common.backends import Backend
 from jax_vae.common.config.options import EvalOptions
 from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.errors import RunError
-from jax_vae.common.weights.formats import is_safetensors
+from jax_vae.common.weights.formats import config_of, is_safetensors, weights_path
 from jax_vae.evaluate import evaluate as evaluate_params
 from jax_vae.parallel import initialize_distributed
 from jax_vae.trainer import Trainer, device_name, process_index, resolve_device
@@ -23,12 +23,22 @@ from jax_vae.weights import from_state_dict, load_safetensors, read_tensors
 
 
 def load_params(path: Path, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """(params, meta) of a safetensors export or of a run folder / checkpoint / params export."""
+    """(params, meta) of a model folder, a safetensors export, or a run folder / checkpoint / params
+    export."""
+    path = weights_path(path)
     if is_safetensors(path):
         if step is not None:
             raise RunError(f"{path} is a safetensors export (one set of weights); drop --step")
         return load_safetensors(path)
     return load_checkpoint(path, step)
+
+
+def load(path: str | Path) -> tuple[VAEConfig, dict[str, Any]]:
+    """(config, Flax weights) of a model folder, a safetensors export, a params folder or a JAX run
+    folder (its newest intact checkpoint): the weights are the params tree, with BatchNorm
+    {"params", "batch_stats"} (linen.models.variables of them is what VAE(cfg).apply takes)."""
+    weights, meta = load_params(Path(path))
+    return config_of(meta, Path(path)), jax.tree_util.tree_map(jnp.asarray, weights)
 
 
 def evaluate(

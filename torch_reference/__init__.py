@@ -11,6 +11,7 @@ from typing import Any
 
 # name -> the module that defines it
 _PUBLIC = {
+    "load": "torch_reference.backend",
     "VAE": "torch_reference.nn.models",
     "init_params": "torch_reference.nn.models",
     "loss_fn": "torch_reference.losses",

@@ -12,7 +12,7 @@ from jax_vae.common.backends import Backend
 from jax_vae.common.config.options import EvalOptions
 from jax_vae.common.config.vae_config import VAEConfig
 from jax_vae.common.errors import RunError
-from jax_vae.common.weights.formats import is_safetensors
+from jax_vae.common.weights.formats import config_of, is_safetensors, weights_path
 from torch_reference.checkpoint import load_params as load_checkpoint
 from torch_reference.checkpoint import save_params
 from torch_reference.evaluate import evaluate as evaluate_params
@@ -22,12 +22,24 @@ from torch_reference.weights import from_state_dict, load_safetensors, read_tens
 
 
 def load_params(path: Path, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """(params, meta) of a safetensors export or of a run folder / checkpoint / params export."""
+    """(params, meta) of a model folder, a safetensors export, or a run folder / checkpoint / params
+    export."""
+    path = weights_path(path)
     if is_safetensors(path):
         if step is not None:
             raise RunError(f"{path} is a safetensors export (one set of weights); drop --step")
         return load_safetensors(path)
     return load_checkpoint(path, step)
+
+
+def load(path: str | Path) -> tuple[VAEConfig, VAE]:
+    """(config, VAE in eval mode) of a model folder, a safetensors export, a PyTorch export or a
+    PyTorch run folder (its newest intact checkpoint)."""
+    state, meta = load_params(Path(path))
+    cfg = config_of(meta, Path(path))
+    model = VAE(cfg)
+    model.load_state_dict(state)
+    return cfg, model.eval()
 
 
 def evaluate(

@@ -345,8 +345,10 @@ def add_export_command(sub: Subcommands, framework: str) -> None:
     p.add_argument(
         "--format",
         choices=FORMATS,
-        help="PyTorch-layout file: pt (torch.save + <out>.json) or safetensors (no pickle; the config "
-        "in its metadata); default: pt for an --out ending in .pt or .pth, else safetensors",
+        help="PyTorch-layout file: pt (torch.save + <out>.json), safetensors (no pickle; the config "
+        "in its metadata) or folder (a model folder: config.json, model.safetensors and a README.md "
+        "model card, for jax_vae.load / torch_reference.load); default: pt for an --out ending in .pt "
+        "or .pth, else safetensors",
     )
     p.set_defaults(handler=cmd_export)
 

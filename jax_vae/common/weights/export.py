@@ -27,6 +27,7 @@ from jax_vae.common.files import check_writable
 from jax_vae.common.runs import folder as runs
 from jax_vae.common.weights.convert import flax_to_torch, torch_to_flax
 from jax_vae.common.weights.formats import format_of, is_safetensors, read_safetensors, write_safetensors
+from jax_vae.common.weights.model_folder import write_model_folder
 from jax_vae.common.weights.sources import check_shapes
 
 
@@ -104,6 +105,8 @@ def export(
     }
     if to == "jax":
         backends.get("jax").save_params(out, torch_to_flax(state, cfg), record)
+    elif fmt == "folder":
+        write_model_folder(out, state, record, src)
     elif fmt == "safetensors":
         write_safetensors(out, state, record)
     else:

@@ -24,10 +24,11 @@ import safetensors
 import safetensors.numpy
 
 from jax_vae.common import backends
+from jax_vae.common.config.vae_config import VAEConfig, from_dict
 from jax_vae.common.errors import RunError, one_line
 from jax_vae.common.files import atomic_write_bytes
 
-FORMATS = ("pt", "safetensors")
+FORMATS = ("pt", "safetensors", "folder")  # folder: a model folder (weights.model_folder)
 SAFETENSORS_SUFFIX = ".safetensors"
 PT_SUFFIXES = (".pt", ".pth")  # torch.save files; every other --out is written as safetensors
 _META_JSON = ("config",)  # metadata values stored as JSON text; the others are plain strings
@@ -37,7 +38,7 @@ def format_of(path: str | Path, given: str | None = None) -> str:
     """The weight-file format to write at `path`: `given`, else pt for a .pt / .pth suffix, else
     safetensors (the default: no pickle, readable without torch)."""
     if given is not None:
-        if given not in FORMATS:
+        if given not in FORMATS:  # argparse checks the CLI's; this, a library caller's
             raise RunError(f"unknown format {given!r}; valid formats: {', '.join(FORMATS)}")
         return given
     return "pt" if Path(path).suffix.lower() in PT_SUFFIXES else "safetensors"
@@ -46,6 +47,50 @@ def format_of(path: str | Path, given: str | None = None) -> str:
 def is_safetensors(path: str | Path) -> bool:
     """Whether `path` is a safetensors file (by suffix; a misnamed file fails on read with one line)."""
     return Path(path).suffix == SAFETENSORS_SUFFIX and Path(path).is_file()
+
+
+# A model folder (what `export --format folder` writes, weights.model_folder): these files, its
+# config.json marked with MODEL_FORMAT (a run folder's config.json names a framework instead).
+MODEL_FORMAT, MODEL_FILE, MODEL_CONFIG, MODEL_CARD = (
+    "jax-vae-model",
+    "model.safetensors",
+    "config.json",
+    "README.md",
+)
+
+
+def is_model_folder(path: str | Path) -> bool:
+    """Whether `path` is a model folder: its config.json says format jax-vae-model."""
+    config = Path(path) / MODEL_CONFIG
+    if not (Path(path).is_dir() and config.is_file()):
+        return False
+    try:
+        record = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == MODEL_FORMAT
+
+
+def weights_path(path: str | Path) -> Path:
+    """The weight file to read for `path`: a model folder's model.safetensors (one line if it is
+    missing), else `path` itself."""
+    path = Path(path)
+    if not is_model_folder(path):
+        return path
+    if not (path / MODEL_FILE).is_file():
+        raise RunError(f"{path} is a model folder without its {MODEL_FILE}")
+    return path / MODEL_FILE
+
+
+def config_of(meta: Mapping[str, Any], source: str | Path) -> VAEConfig:
+    """The VAEConfig a checkpoint, export or model folder records in its meta (one line if none or a
+    broken one)."""
+    if "config" not in meta:
+        raise RunError(f"{source} carries no jax-vae config; pass --preset, or --source for another layout")
+    try:
+        return from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunError(f"{source} holds no usable config ({one_line(err, 200)})") from None
 
 
 def encode_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -120,7 +165,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 def read_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(flat {key: numpy array}, meta) of any weight file: .safetensors, .npz, an orbax folder (the
     JAX twin reads it) or a PyTorch file (the PyTorch twin: torch.load(weights_only=True) only)."""
-    path = Path(path).absolute()
+    path = weights_path(Path(path).absolute())
     if not path.exists():
         raise RunError(f"{path} does not exist")
     if path.suffix == SAFETENSORS_SUFFIX:

@@ -21,11 +21,11 @@ import numpy as np
 from jax_vae.common import backends
 from jax_vae.common.config.options import SOURCE_NAMES
 from jax_vae.common.config.presets import get_preset
-from jax_vae.common.config.vae_config import VAEConfig, apply_overrides, from_dict
+from jax_vae.common.config.vae_config import VAEConfig, apply_overrides
 from jax_vae.common.errors import ConversionError, RunError
 from jax_vae.common.runs import folder as runs
 from jax_vae.common.weights.convert import expected_torch_shapes, flax_to_torch
-from jax_vae.common.weights.formats import read_safetensors, read_tensors
+from jax_vae.common.weights.formats import config_of, read_safetensors, read_tensors, weights_path
 
 Layout = Literal["out_in", "in_out"]
 OWN = SOURCE_NAMES[0]  # "jax-vae": its own files: exports, run folders, params folders (no key map)
@@ -262,23 +262,14 @@ def check_shapes(state: Mapping[str, np.ndarray], cfg: VAEConfig, what: str) -> 
 def _own(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(PyTorch-layout state_dict, meta) of a jax-vae file: safetensors, a PyTorch export or run, or a
     JAX params export or run folder."""
+    path = weights_path(path)
     if path.suffix == ".safetensors":
         return read_safetensors(path)
     framework = "torch" if path.is_file() else runs.framework_of(path) or "jax"
     params, meta = backends.get(framework).load_params(path, None)
     if framework == "torch":
         return {k: v.detach().cpu().numpy() for k, v in params.items()}, meta
-    return flax_to_torch(params, _meta_config(meta, path)), meta
-
-
-def _meta_config(meta: dict[str, Any], path: Path) -> VAEConfig:
-    """The config a jax-vae file records (one line if it records none or a broken one)."""
-    if "config" not in meta:
-        raise RunError(f"{path} carries no jax-vae config; pass --preset, or --source for another layout")
-    try:
-        return from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise RunError(f"{path} holds no usable config ({err})") from None
+    return flax_to_torch(params, config_of(meta, path)), meta
 
 
 def load(
@@ -298,7 +289,7 @@ def load(
     spec = get_source(source)
     if spec is None:
         state, meta = _own(path)
-        base = cfg or _meta_config(meta, path)
+        base = cfg or config_of(meta, path)
     else:
         tensors, meta = read_tensors(path)
         state = map_keys(tensors, spec)
