@@ -354,7 +354,7 @@ def test_a_mode_runs_the_trainers_step(tmp_path: Path, framework: str, mode: str
 
     side = importlib.import_module(f"benchmarks.{framework}_modes")
     package = {"jax": "jax_vae", "torch": "torch_reference"}[framework]
-    trainer_cls = importlib.import_module(f"{package}.train").Trainer
+    trainer_cls = importlib.import_module(f"{package}.trainer").Trainer
     cfg = get_preset("stutz-rectangles")  # Lua Adam, two hidden layers
     data = common.synthetic_data(96, cfg.input_dim)
     idx = common.epoch_rows(cfg.seed, 0, 96, 16)[:4]  # [4, 16]
