@@ -149,7 +149,7 @@ def _model_fns(cfg: VAEConfig, graphdef: nnx.GraphDef | None) -> tuple[Callable,
 
 
 class Trainer:
-    """JAX implementation of loop.Trainer: the device data, the TrainState, the compiled chunks and
+    """JAX implementation of backends.Trainer: the device data, the TrainState, the compiled chunks and
     the run's orbax checkpoints."""
 
     framework = "jax"

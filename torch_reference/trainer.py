@@ -72,7 +72,7 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 class Trainer:
-    """PyTorch implementation of loop.Trainer: the device data, the TrainState, the eps generator and
+    """PyTorch implementation of backends.Trainer: the device data, the TrainState, the eps generator and
     the run's checkpoint files."""
 
     framework = "torch"

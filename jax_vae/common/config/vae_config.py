@@ -75,7 +75,7 @@ class VAEConfig:
     encoder_head: EncoderHead = "separate"  # separate Dense heads, or one Dense of 2*latent split in two
     scale_param: ScaleParam = "logvar"  # what the encoder's second output means: log sigma^2 or sigma
     decoder_output: DecoderOutput = "sigmoid"  # sigmoid -> probabilities, logits, identity -> real outputs
-    init: Init = "torch"  # weight/bias initializer family (see jax_vae.linen.models.init_fns)
+    init: Init = "torch"  # weight/bias initializer family (see jax_vae.functional.init_fns)
     # --- objective
     likelihood: Likelihood = "bce_probs"
     kl: KLForm = "analytic"  # monte_carlo: log q(z|x) - log p(z) at the sampled z (tf-cvae)
