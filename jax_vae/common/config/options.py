@@ -10,13 +10,13 @@ import dataclasses
 import os
 import typing
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, SupportsInt
 
 from jax_vae.common.errors import RunError
 
 JitMode = Literal["scan", "step"]
 Api = Literal["linen", "nnx"]
-Tick = Callable[[Any], None]
+Tick = Callable[[SupportsInt], None]  # called with the step reached (an int, or a 0-d array)
 # The weight layouts --source accepts: jax-vae's own, then each source's key map
 # (jax_vae.common.weights.sources.SOURCES, in its order).
 SOURCE_NAMES = ("jax-vae", "pytorch-examples", "minimalist", "deep-mse", "day37", "wiseodd", "flax-examples")

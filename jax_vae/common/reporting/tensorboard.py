@@ -161,7 +161,7 @@ def open_board(run_dir: Path, start: int, draw: Draw | None) -> Board:
 class Tee:
     """Writes each batch of records to metrics.jsonl first, then to TensorBoard; closes both."""
 
-    def __init__(self, metrics: Any, board: Board) -> None:
+    def __init__(self, metrics: runs.RecordWriter, board: Board) -> None:
         self.metrics, self.board = metrics, board
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
