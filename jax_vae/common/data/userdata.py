@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import pathlib
 import zipfile
-from typing import Any
 
 import numpy as np
 
@@ -109,7 +108,7 @@ def _pixels(x: np.ndarray, key: str, where: str) -> tuple[np.ndarray, tuple[int,
     return out, tuple(int(d) for d in out.shape[1:]) if out.ndim == 3 else ()
 
 
-def _labels(arrays: Any, key: str, n: int, where: str) -> np.ndarray:
+def _labels(arrays: np.lib.npyio.NpzFile, key: str, n: int, where: str) -> np.ndarray:
     """Integer labels [N] (>= 0) from the archive, or zeros when it has none."""
     if key not in arrays.files:
         return np.zeros(n, np.int64)
