@@ -270,7 +270,7 @@ def focus(ax: Axes, curves: Sequence[np.ndarray], also: np.ndarray | None = None
         ax.set_ylim(lo - pad, hi + pad)
 
 
-def finish(fig: Figure, axes: Sequence[Any], title: str) -> Figure:
+def finish(fig: Figure, axes: Sequence[Axes], title: str) -> Figure:
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.lines:
