@@ -16,9 +16,9 @@ import re
 import sys
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from jax_vae.common import backends
 from jax_vae.common.config.options import EvalOptions, TrainOptions, thread_count
@@ -38,6 +38,7 @@ from jax_vae.common.weights.importing import import_weights
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # add_subparsers's
 DEFAULT_PRESET = "stutz-rectangles"
 NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-(inf|nan)", re.IGNORECASE)  # a negative number
+_N = TypeVar("_N")  # the namespace parse_known_args fills
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -46,7 +47,19 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+    # argparse.ArgumentParser's three overloads (typeshed), so callers keep their namespace's type.
+    @typing.overload
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: None = None
+    ) -> tuple[argparse.Namespace, list[str]]: ...
+    @typing.overload
+    def parse_known_args(self, args: Iterable[str] | None, namespace: _N) -> tuple[_N, list[str]]: ...
+    @typing.overload
+    def parse_known_args(self, *, namespace: _N) -> tuple[_N, list[str]]: ...
+
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
         """argparse reads `--lr -1e-3` as two flags (its negative-number rule misses exponents): a
         value-taking flag followed by a number is passed as `--lr=-1e-3` first."""
         args = list(sys.argv[1:] if args is None else args)

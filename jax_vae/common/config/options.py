@@ -10,25 +10,28 @@ import dataclasses
 import os
 import typing
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, SupportsInt, TypeVar
 
 from jax_vae.common.errors import RunError
 
 JitMode = Literal["scan", "step"]
 Api = Literal["linen", "nnx"]
-Tick = Callable[[Any], None]
+Tick = Callable[[SupportsInt], None]  # called with the step reached (an int, or a 0-d array)
 # The weight layouts --source accepts: jax-vae's own, then each source's key map
 # (jax_vae.common.weights.sources.SOURCES, in its order).
 SOURCE_NAMES = ("jax-vae", "pytorch-examples", "minimalist", "deep-mse", "day37", "wiseodd", "flax-examples")
 
 
-def option(default: Any, help: str, *, persist: bool = True, off: str = "") -> Any:
+_T = TypeVar("_T")  # the type of an option's field
+
+
+def option(default: _T, help: str, *, persist: bool = True, off: str = "") -> _T:
     """A TrainOptions field: its help, whether a resumed run restores it from config.json, and for a
     bool that defaults to True the help of its --no-<name> flag."""
     return dataclasses.field(default=default, metadata={"help": help, "persist": persist, "off": off})
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
+def _type_ok(value: object, hint: Any) -> bool:  # hint: a type or a typing form
     """Whether `value` is of the type hint (Literal values, bool apart from int, X | None)."""
     if typing.get_origin(hint) is Literal:
         return value in typing.get_args(hint)

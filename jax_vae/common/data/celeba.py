@@ -18,10 +18,14 @@ Memory: the 162,770 training images at 64 x 64 x 3 float32 are 8.0 GB.
 from __future__ import annotations
 
 import pathlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jax_vae.common.errors import DataError, one_line
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 CROP = 148  # AntixK: transforms.CenterCrop(148)
 IMAGE_DIR = "img_align_celeba"
@@ -63,7 +67,7 @@ def crop_box(width: int, height: int, crop: int = CROP) -> tuple[int, int, int, 
     return left, top, left + crop, top + crop
 
 
-def read_image(path: pathlib.Path, size: int, crop: int = CROP) -> np.ndarray:
+def read_image(path: pathlib.Path, size: int, crop: int = CROP) -> npt.NDArray[np.uint8]:
     """One image through CenterCrop(crop) and Resize(size) as uint8 [size, size, 3] (DataError if bad)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -83,7 +87,9 @@ def read_image(path: pathlib.Path, size: int, crop: int = CROP) -> np.ndarray:
     return np.asarray(out, np.uint8)
 
 
-def load_split(path: pathlib.Path, split: str, size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    path: pathlib.Path, split: str, size: int = 0
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """(images float32 [N, size * size * 3] in [0, 1], labels int64 zeros [N]) of CelebA's `split`;
     size = 0 keeps the 148 x 148 crop."""
     size = size or CROP

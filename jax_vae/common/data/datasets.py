@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,6 +45,9 @@ from jax_vae.common.data.catalog import (
 from jax_vae.common.data.idx import FILES, locate, read_idx
 from jax_vae.common.data.resize import resize_flat
 from jax_vae.common.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 
 def default_data_dir() -> pathlib.Path:
@@ -86,7 +90,7 @@ def _resized(x: np.ndarray, shape: tuple[int, ...], resize: int, where: str) -> 
 
 def _load_known(
     name: str, split: str, data_dir: str | os.PathLike[str] | None, download: bool
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """(images float32 [N, D] in [0, 1], labels int64 [N]) of a known dataset's split."""
     if KNOWN[name] == "generated":
         n, seed = RECTANGLES_SPLITS[split]
@@ -110,7 +114,7 @@ def _load_known(
 
 def make_rectangles(
     n: int = 50_000, seed: int = 0, size: int = 24, square: int = 9
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Stutz's rectangles: float32 [n, size*size] in {0, 1}, one filled square each; labels: the
     top-left corner's flat index."""
     if n < 0 or not 1 <= square <= size or not 0 <= seed < 2**32:
@@ -136,7 +140,7 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
-def binarize(x: np.ndarray, seed: int) -> np.ndarray:
+def binarize(x: np.ndarray, seed: int) -> npt.NDArray[np.float32]:
     """Bernoulli(x) draw as float32 {0, 1}, deterministic in `seed` (static binarization; one draw per
     epoch = dynamic)."""
     x = np.asarray(x)
@@ -146,13 +150,13 @@ def binarize(x: np.ndarray, seed: int) -> np.ndarray:
     return (u < x).astype(np.float32)
 
 
-def threshold(x: np.ndarray) -> np.ndarray:
+def threshold(x: np.ndarray) -> npt.NDArray[np.float32]:
     """x > 0.5 as float32 {0, 1}: the TF CVAE tutorial's np.where(x > .5, 1.0, 0.0) (fixed, no draw;
     on 8-bit images / 255 the same as its float64 test, as no v / 255 lies within float32 rounding of 0.5)."""
     return np.where(np.asarray(x) > 0.5, np.float32(1), np.float32(0))
 
 
-def binarize_for_evaluation(x: np.ndarray, seed: int = EVAL_BINARIZATION_SEED) -> np.ndarray:
+def binarize_for_evaluation(x: np.ndarray, seed: int = EVAL_BINARIZATION_SEED) -> npt.NDArray[np.float32]:
     """A dynamic preset's test split binarized ONCE, with derive_seed(seed, 1): every run (and the
     trainer's per-epoch test loss) is scored on the same binary images."""
     return binarize(x, derive_seed(seed, 1))

@@ -26,11 +26,15 @@ import pathlib
 import sys
 import urllib.request
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jax_vae.common.errors import DataError, one_line
 from jax_vae.common.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 MAX_DOWNLOAD_BYTES = 64 * 2**20
 _IDX_MAGIC = {1: 0x0801, 3: 0x0803}  # ndim -> magic (unsigned byte data)
@@ -107,7 +111,7 @@ def _identify(digest: str) -> str:
 
 def _decode_idx(
     raw: bytes, where: str, expected_shape: tuple[int, ...] | None, sha256: str | None
-) -> np.ndarray:
+) -> npt.NDArray[np.uint8]:
     """Validate decompressed IDX bytes and view them as a uint8 array of their declared dims."""
     if len(raw) < 4:
         raise DataError(
@@ -157,7 +161,7 @@ def _decompress(raw: bytes, where: str) -> bytes:
 
 def read_idx(
     path: str | os.PathLike[str], expected_shape: tuple[int, ...] | None = None, sha256: str | None = None
-) -> np.ndarray:
+) -> npt.NDArray[np.uint8]:
     """Read a raw or gzipped IDX file (sniffed by content) into a read-only uint8 array, fully validated."""
     path = pathlib.Path(path)
     try:

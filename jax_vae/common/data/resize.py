@@ -13,14 +13,18 @@ downscaling it is F.interpolate(..., antialias=True) and torchvision's Resize on
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jax_vae.common.errors import DataError
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
 
 @functools.cache
-def axis_weights(n_in: int, n_out: int) -> np.ndarray:
+def axis_weights(n_in: int, n_out: int) -> npt.NDArray[np.float64]:
     """The [n_out, n_in] float64 resampling matrix of one axis (rows sum to 1), Pillow's precompute_coeffs."""
     if n_in < 1 or n_out < 1:
         raise ValueError(f"axis sizes must be >= 1, got {n_in} -> {n_out}")
@@ -35,7 +39,7 @@ def axis_weights(n_in: int, n_out: int) -> np.ndarray:
     return w
 
 
-def resize_images(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+def resize_images(x: np.ndarray, out_h: int, out_w: int) -> npt.NDArray[np.float32]:
     """[N, H, W, C] -> [N, out_h, out_w, C] float32, Pillow BILINEAR per axis (rows, then columns)."""
     if x.ndim != 4:
         raise ValueError(f"resize_images wants [N, H, W, C], got shape {x.shape}")

@@ -21,11 +21,14 @@ from __future__ import annotations
 import os
 import pathlib
 import zipfile
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jax_vae.common.errors import DataError, one_line
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 SPLIT_SEED = 0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -109,7 +112,7 @@ def _pixels(x: np.ndarray, key: str, where: str) -> tuple[np.ndarray, tuple[int,
     return out, tuple(int(d) for d in out.shape[1:]) if out.ndim == 3 else ()
 
 
-def _labels(arrays: Any, key: str, n: int, where: str) -> np.ndarray:
+def _labels(arrays: np.lib.npyio.NpzFile, key: str, n: int, where: str) -> npt.NDArray[np.int64]:
     """Integer labels [N] (>= 0) from the archive, or zeros when it has none."""
     if key not in arrays.files:
         return np.zeros(n, np.int64)
@@ -206,7 +209,7 @@ def image_files(root: pathlib.Path) -> tuple[list[pathlib.Path], list[int], list
     return [p for p, _ in pairs], [label for _, label in pairs], classes
 
 
-def _read_image(path: pathlib.Path) -> np.ndarray:
+def _read_image(path: pathlib.Path) -> npt.NDArray[np.uint8]:
     """One grey image as uint8 [H, W] (Pillow; bilevel images read as 0 / 255)."""
     from PIL import Image, UnidentifiedImageError
 

@@ -24,6 +24,7 @@ from jax_vae.common.config.vae_config import VAEConfig, to_dict
 from jax_vae.common.files import atomic_write
 
 if TYPE_CHECKING:  # matplotlib loads when a figure is made
+    import numpy.typing as npt
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -99,7 +100,7 @@ def image_shape(cfg: VAEConfig) -> tuple[int, int]:
     return (side, side) if side * side == pixels else (1, pixels)
 
 
-def to_pixels(outputs: np.ndarray, cfg: VAEConfig) -> np.ndarray:
+def to_pixels(outputs: np.ndarray, cfg: VAEConfig) -> npt.NDArray[np.float64]:
     """Decoder outputs -> intensities in [0, 1]: probabilities as is, sigmoid of logits, clipped reals."""
     outputs = np.asarray(outputs, np.float64)
     if cfg.decoder_output == "logits":
@@ -115,13 +116,13 @@ def manifold_axis(cfg: VAEConfig, n: int = 20) -> np.ndarray:
     return np.array([statistics.NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)])
 
 
-def manifold_codes(axis: np.ndarray) -> np.ndarray:
+def manifold_codes(axis: np.ndarray) -> npt.NDArray[np.float32]:
     """Row-major grid codes [R*C, 2]: z1 along columns (left to right), z2 along rows (top = largest)."""
     z1, z2 = np.meshgrid(axis, axis[::-1])
     return np.stack([z1.ravel(), z2.ravel()], axis=1).astype(np.float32)
 
 
-def prior_codes(cfg: VAEConfig, n: int = 64, seed: int = 0) -> np.ndarray:
+def prior_codes(cfg: VAEConfig, n: int = 64, seed: int = 0) -> npt.NDArray[np.float32]:
     """z ~ N(0, I): float32 [n, Z], the same for every run and framework of a given latent size."""
     return np.random.default_rng(seed).standard_normal((n, cfg.latent_dim)).astype(np.float32)
 
@@ -269,7 +270,7 @@ def focus(ax: Axes, curves: Sequence[np.ndarray], also: np.ndarray | None = None
         ax.set_ylim(lo - pad, hi + pad)
 
 
-def finish(fig: Figure, axes: Sequence[Any], title: str) -> Figure:
+def finish(fig: Figure, axes: Sequence[Axes], title: str) -> Figure:
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -29,12 +29,15 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jax_vae.common.errors import RunError, one_line
 from jax_vae.common.runs import folder as runs
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 EVENT_GLOB = "events.out.tfevents.*"
 PREFIX = {"step": "train", "epoch": "epoch"}  # record kind -> tag prefix
@@ -84,7 +87,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def to_uint8(canvas: np.ndarray) -> np.ndarray:
+def to_uint8(canvas: np.ndarray) -> npt.NDArray[np.uint8]:
     """A [H, W] (or [H, W, 3]) canvas in [0, 1] -> uint8 levels of the same shape (rounded, as PNG stores
     them)."""
     return np.round(np.clip(np.asarray(canvas, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -161,7 +164,7 @@ def open_board(run_dir: Path, start: int, draw: Draw | None) -> Board:
 class Tee:
     """Writes each batch of records to metrics.jsonl first, then to TensorBoard; closes both."""
 
-    def __init__(self, metrics: Any, board: Board) -> None:
+    def __init__(self, metrics: runs.RecordWriter, board: Board) -> None:
         self.metrics, self.board = metrics, board
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:

@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jax_vae.common.backends import FRAMEWORKS
 from jax_vae.common.config.vae_config import VAEConfig, from_dict, to_dict
@@ -173,6 +173,13 @@ def strict_json(record: dict[str, Any], indent: int | None = None) -> str:
     bad = _non_finite(record)
     clean = _clean(record) | ({"non_finite": bad} if bad else {})
     return json.dumps(clean, indent=indent, allow_nan=False)
+
+
+class RecordWriter(Protocol):
+    """Where the training loop sends its metric records: MetricsWriter, NoWriter, tensorboard.Tee."""
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None: ...
+    def close(self) -> None: ...
 
 
 class MetricsWriter:

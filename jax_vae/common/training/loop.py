@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsInt
 
 import numpy as np
 
@@ -129,9 +129,9 @@ def _train(
     if run.total < 1:
         raise RunError(f"nothing to train: epochs={cfg.epochs}, steps={cfg.steps}; set one of them >= 1")
     show_bar = opts.progress and sys.stderr.isatty() and primary
-    bar: Any = None  # created once the checks have passed
+    bar: progress.Bar | None = None  # created once the checks have passed
 
-    def advance(step: Any) -> None:  # the bar to the step a compiled chunk reports
+    def advance(step: SupportsInt) -> None:  # the bar to the step a compiled chunk reports
         if bar is not None:
             bar.update(int(step) - bar.n)
 
@@ -149,7 +149,9 @@ def _train(
         # ---- nothing was written before this line
         _write_record(run, trainer, opts, saved, primary, log, data_dir)
         bar = progress.bar(run.total, run.start, f"{backend.framework} {cfg.name}", show_bar)
-        writer: Any = runs.MetricsWriter(run.run_dir / runs.METRICS_FILE) if primary else runs.NoWriter()
+        writer: runs.RecordWriter = (
+            runs.MetricsWriter(run.run_dir / runs.METRICS_FILE) if primary else runs.NoWriter()
+        )
         try:
             if opts.tensorboard and primary:  # the same records, also as TensorBoard events
                 draw = partial(plots.canvases, cfg, trainer.decode, trainer.reconstruct, data["test"])
@@ -238,7 +240,12 @@ def _write_record(
 
 
 def _train_chunks(
-    run: _Run, trainer: Trainer, opts: TrainOptions, writer: Any, bar: Any, primary: bool
+    run: _Run,
+    trainer: Trainer,
+    opts: TrainOptions,
+    writer: runs.RecordWriter,
+    bar: progress.Bar,
+    primary: bool,
 ) -> None:
     """Every chunk of the plan: train, log step records, stop on a non-finite loss, epoch records,
     checkpoints."""

@@ -20,8 +20,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 DATA_ORDER_KEY = 0x0DA7A  # domain separation for the data-order seed sequence
 
@@ -93,7 +97,7 @@ def iwae_lr_boundaries(steps_per_epoch: int, stages: int = 8) -> list[int]:
     return boundaries
 
 
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+def epoch_order(seed: int, epoch: int, n: int) -> npt.NDArray[np.int32]:
     """The permutation of range(n) that epoch `epoch` visits: int32 [n]."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, DATA_ORDER_KEY, epoch]))
     return rng.permutation(n).astype(np.int32)

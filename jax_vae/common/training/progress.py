@@ -8,7 +8,8 @@ each step record as one line on stderr. Both come when a chunk of steps ends.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -54,11 +55,22 @@ def step_records(
     ]
 
 
-def bar(total: int, initial: int, desc: str, show: bool) -> Any:
+class Bar(Protocol):
+    """What the loop uses of a tqdm bar (tqdm has no type hints)."""
+
+    n: int  # the bar's position: steps done
+
+    def update(self, n: int = 1) -> object: ...
+    def set_postfix(self, ordered_dict: Mapping[str, object] | None = None, refresh: bool = True) -> None: ...
+    def close(self) -> None: ...
+
+
+def bar(total: int, initial: int, desc: str, show: bool) -> Bar:
     """The progress bar over the run's steps (stderr; a no-op bar when not shown)."""
-    return tqdm(
+    progress: Bar = tqdm(
         total=total, initial=initial, unit="step", desc=desc, dynamic_ncols=True, disable=not show, leave=True
     )
+    return progress
 
 
 def postfix(m: StepMetrics[np.ndarray]) -> dict[str, str]:

@@ -10,7 +10,7 @@ are described by LayerSpecs and mapped by kind: the table above `LayerSpec` belo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -18,8 +18,11 @@ from jax_vae.common.config.architecture import LayerSpec, plan
 from jax_vae.common.config.vae_config import VAEConfig, layer_specs
 from jax_vae.common.errors import ConversionError
 
+# A weight's key: a state_dict key, or (collection, 'prefix.leaf') of flat Flax variables.
+_Key = TypeVar("_Key", str, tuple[str, str])
 
-def _to_numpy(t: Any) -> np.ndarray:
+
+def _to_numpy(t: Any) -> np.ndarray:  # t: a torch.Tensor, a jax or numpy array
     if hasattr(t, "detach"):  # torch.Tensor, without importing torch
         t = t.detach().cpu().numpy()
     return np.asarray(t)
@@ -189,7 +192,7 @@ def _kernel_to_torch(spec: LayerSpec, k: np.ndarray) -> np.ndarray:
     return k.T
 
 
-def _get(mapping: Mapping[Any, Any], key: Any, shape: tuple[int, ...], what: str, name: str) -> np.ndarray:
+def _get(mapping: Mapping[_Key, Any], key: _Key, shape: tuple[int, ...], what: str, name: str) -> np.ndarray:
     """mapping[key] as numpy, or ConversionError naming the key when it is missing or misshapen."""
     if key not in mapping:
         raise ConversionError(f"{what} for {name!r} is missing key {_key_text(key)!r}")
@@ -201,7 +204,7 @@ def _get(mapping: Mapping[Any, Any], key: Any, shape: tuple[int, ...], what: str
     return array
 
 
-def _key_text(key: Any) -> str:
+def _key_text(key: str | tuple[str, str]) -> str:
     return f"{key[0]}:{key[1]}" if isinstance(key, tuple) else str(key)
 
 

@@ -137,7 +137,9 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     return state, decode_metadata(header, path)
 
 
-def _flatten(tree: Any, prefix: str, sep: str, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _flatten(
+    tree: Mapping[Any, Any], prefix: str, sep: str, out: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Nested dicts of arrays -> {'a<sep>b': array}."""
     for key, value in tree.items():
         name = f"{prefix}{sep}{key}" if prefix else str(key)
