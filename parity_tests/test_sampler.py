@@ -50,4 +50,5 @@ def test_z_moments(scale_param):
     assert np.all(np.abs(z.mean(0) - np.asarray(mean)[0]) < 4 * std_expected / np.sqrt(20_000))
     assert np.allclose(z.std(0), std_expected, rtol=0.02)
     for d in range(3):
-        assert stats.kstest(z[:, d], "norm", args=(float(mean[0, d]), std_expected[d])).pvalue > ALPHA
+        standard = (z[:, d] - float(mean[0, d])) / std_expected[d]  # (scipy 1.18 fails on kstest's args)
+        assert stats.kstest(standard, "norm").pvalue > ALPHA
