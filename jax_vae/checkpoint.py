@@ -73,16 +73,18 @@ def quiet_orbax() -> Iterator[None]:
     and Python's 'Exception ignored' for them; the process's logging and hooks restored after.
     Re-entrant; a decorator too."""
     absl, hook = logging.getLogger("absl"), sys.unraisablehook
-    level, reporters = absl.level, [logging.getLogger(n) for n in ("asyncio", "concurrent.futures")]
+    reporters = [logging.getLogger(n) for n in ("asyncio", "concurrent.futures")]
+    added = [r for r in reporters if _late_orbax_report not in r.filters]  # an outer call's stay
+    level = absl.level
     absl.setLevel(logging.ERROR)
-    for logger in reporters:
+    for logger in added:
         logger.addFilter(_late_orbax_report)
     sys.unraisablehook = functools.partial(_unraisable, default=hook)
     try:
         yield
     finally:
         sys.unraisablehook = hook
-        for logger in reporters:
+        for logger in added:
             logger.removeFilter(_late_orbax_report)
         absl.setLevel(level)
 
