@@ -18,6 +18,7 @@ from jax_vae.common import cli as cli_module
 from jax_vae.common.config.options import TrainOptions
 from jax_vae.common.config.vae_config import from_dict
 from jax_vae.common.training import loop
+from tests.fixtures.legacy.make_fixtures import write_data
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy"
 K = 8
@@ -34,6 +35,7 @@ def legacy(tmp_path: Path) -> Path:
     """A writable copy of the fixtures (evaluate and resume write into run folders)."""
     root = tmp_path / "legacy"
     shutil.copytree(FIXTURES, root, ignore=shutil.ignore_patterns("*.py"))
+    write_data(root / "data.npz")  # generated as the fixtures' runs saw it, not committed
     return root
 
 
