@@ -15,13 +15,14 @@ import numpy as np
 from jax_vae.common.backends import Backend, Weights
 from jax_vae.common.config.options import EvalOptions
 from jax_vae.common.config.presets import get_preset
-from jax_vae.common.config.vae_config import VAEConfig, apply_overrides, from_dict, to_dict
+from jax_vae.common.config.vae_config import VAEConfig, apply_overrides, to_dict
 from jax_vae.common.data.catalog import EVAL_BINARIZATION_SEED, canonical_name
 from jax_vae.common.data.datasets import binarize_for_evaluation, load_dataset, load_split, threshold
 from jax_vae.common.errors import RunError
 from jax_vae.common.files import atomic_write_text, check_writable
 from jax_vae.common.runs import folder as runs
 from jax_vae.common.weights import sources
+from jax_vae.common.weights.formats import config_of
 
 ROW_BUDGET = 32768  # images x samples decoded at once: 32768 x 784 float32 logits ~ 100 MB
 CPU_EAGER_ROW_BUDGET = 4096  # eager torch on CPU: fresh 100 MB temporaries cost page faults (measured
@@ -121,12 +122,7 @@ def summarize(stats: dict[str, np.ndarray], k: int, binarization: str, cfg: VAEC
 
 def run_config(meta: dict[str, Any], source: str | os.PathLike[str]) -> VAEConfig:
     """The VAEConfig a checkpoint was trained with (its meta's 'config'), if log p(x) is defined for it."""
-    if "config" not in meta:
-        raise RunError(f"{source}: the checkpoint carries no config; cannot evaluate it")
-    try:
-        cfg = from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise RunError(f"{source}: unreadable config in the checkpoint ({err})") from None
+    cfg = config_of(meta, source)
     try:
         check_evaluable(cfg)
     except ValueError as err:

@@ -14,6 +14,7 @@ PyTorch file (through the PyTorch twin: torch.load(weights_only=True) only) or a
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,7 +83,7 @@ def weights_path(path: str | Path) -> Path:
     return path / MODEL_FILE
 
 
-def config_of(meta: Mapping[str, Any], source: str | Path) -> VAEConfig:
+def config_of(meta: Mapping[str, Any], source: str | os.PathLike[str]) -> VAEConfig:
     """The VAEConfig a checkpoint, export or model folder records in its meta (one line if none or a
     broken one)."""
     if "config" not in meta:
