@@ -2,8 +2,8 @@
 
 It owns everything both frameworks must do identically: the checks before anything is written, the
 run folder, the plan of chunks, the data order, metrics (one schema), checkpoint cadence, the
-non-finite stop, the progress bar, images and the summary. A framework supplies a `Trainer` (the
-Protocol below) through its `Backend` (jax_vae.common.backends); the trainer owns its checkpoints.
+non-finite stop, the progress bar, images and the summary. A framework supplies a `Trainer`
+(jax_vae.common.backends' Protocol) through its `Backend`; the trainer owns its checkpoints.
 """
 
 from __future__ import annotations
